@@ -1,1 +1,20 @@
-//! keyward agent library.
+//! keyward's agent: all cryptography and all state.
+//!
+//! The crate is a library with a thin binary (`keyward-agent`). Its parts:
+//!
+//! - [`account`]: the construction of CRYPTO.md — Secret Key, Master Password
+//!   and Argon2id, two-secret key derivation, wraps, recovery codes, the
+//!   YubiKey wrap, items.
+//! - [`vault`]: the vault file (format, atomic store) and the operations on an
+//!   unlocked vault.
+//! - [`harden`]: process hardening and locked memory (the only `unsafe`).
+//! - [`secret`]: zeroizing newtypes for secrets, with no `Debug` output.
+//! - [`kdf`]: HKDF and HMAC helpers.
+//!
+//! `docs/SECURITY.md` is the normative description of formats and derivations.
+
+pub mod account;
+pub mod harden;
+pub mod kdf;
+pub mod secret;
+pub mod vault;

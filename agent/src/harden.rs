@@ -1,0 +1,228 @@
+//! Process hardening and locked memory: the only `unsafe` in keyward's agent.
+//!
+//! - [`harden_process`]: not dumpable (no core files, no same-uid ptrace), core
+//!   size limit 0, umask 0077.
+//! - [`LockedBox`]: a value in its own anonymous mapping, mlocked (never
+//!   swapped), excluded from core dumps, and zeroized before it is unmapped.
+//!   Long-lived key material lives only in these.
+#![allow(unsafe_code)]
+
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use zeroize::Zeroize;
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The effective gid of this process.
+pub fn egid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// What [`harden_process`] managed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HardeningReport {
+    /// PR_SET_DUMPABLE 0 took effect.
+    pub not_dumpable: bool,
+    /// RLIMIT_CORE is 0.
+    pub no_core: bool,
+    /// RLIMIT_MEMLOCK in bytes (`u64::MAX` = unlimited).
+    pub memlock_limit: u64,
+}
+
+/// Makes the process non-dumpable, disables core files and sets umask 0077.
+/// Call it first thing in `main`, before any secret exists.
+pub fn harden_process() -> HardeningReport {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes a flag of this process.
+    let not_dumpable = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0;
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `zero` is a valid rlimit that outlives the call.
+    let no_core = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0;
+    // SAFETY: umask only changes this process's file mode mask.
+    unsafe { libc::umask(0o077) };
+    HardeningReport {
+        not_dumpable,
+        no_core,
+        memlock_limit: memlock_limit(),
+    }
+}
+
+/// Whether the process is currently dumpable (for tests and `status`).
+pub fn is_dumpable() -> bool {
+    // SAFETY: prctl(PR_GET_DUMPABLE) only reads a flag.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+}
+
+/// RLIMIT_MEMLOCK's soft limit in bytes.
+pub fn memlock_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        lim.rlim_cur
+    }
+}
+
+static MLOCK_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether some [`LockedBox`] could not be mlocked (RLIMIT_MEMLOCK too small).
+pub fn mlock_failed() -> bool {
+    MLOCK_FAILED.load(Ordering::Relaxed)
+}
+
+/// Failure to map memory for a [`LockedBox`].
+#[derive(Debug, thiserror::Error)]
+#[error("cannot allocate locked memory: {0}")]
+pub struct LockedAllocError(std::io::Error);
+
+/// A `T` in its own mlocked, non-dumpable anonymous mapping, zeroized on drop.
+///
+/// `T` must keep its secrets inline (arrays, not `Vec`/`Box`), or they would
+/// live outside the locked pages.
+pub struct LockedBox<T: Zeroize + Default> {
+    ptr: NonNull<T>,
+    map_len: usize,
+    locked: bool,
+}
+
+// SAFETY: LockedBox owns its T exclusively, like Box<T>.
+unsafe impl<T: Zeroize + Default + Send> Send for LockedBox<T> {}
+// SAFETY: shared access only hands out &T, like Box<T>.
+unsafe impl<T: Zeroize + Default + Sync> Sync for LockedBox<T> {}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+impl<T: Zeroize + Default> LockedBox<T> {
+    /// A new `T::default()` in locked memory. If mlock fails (RLIMIT_MEMLOCK
+    /// too small) the value is still allocated, excluded from core dumps and
+    /// zeroized on drop; [`mlock_failed`] then reports it so the agent can warn.
+    pub fn new() -> Result<Self, LockedAllocError> {
+        let page = page_size();
+        let size = std::mem::size_of::<T>().max(1);
+        let map_len = size.div_ceil(page) * page;
+        assert!(std::mem::align_of::<T>() <= page);
+        // SAFETY: an anonymous private mapping with no address hint; the
+        // result is checked against MAP_FAILED.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(LockedAllocError(std::io::Error::last_os_error()));
+        }
+        // SAFETY: [addr, addr + map_len) is the mapping we just created.
+        unsafe {
+            libc::madvise(addr, map_len, libc::MADV_DONTDUMP);
+        }
+        // SAFETY: as above; mlock only pins our own pages.
+        let locked = unsafe { libc::mlock(addr, map_len) } == 0;
+        if !locked {
+            MLOCK_FAILED.store(true, Ordering::Relaxed);
+        }
+        let ptr = addr.cast::<T>();
+        // SAFETY: the mapping is page-aligned (≥ align_of T), large enough for
+        // a T, writable, and not yet initialised.
+        unsafe { ptr.write(T::default()) };
+        Ok(Self {
+            // SAFETY: mmap never returns null on success.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            map_len,
+            locked,
+        })
+    }
+
+    /// Whether the pages are actually mlocked.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+}
+
+impl<T: Zeroize + Default> Deref for LockedBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: ptr points to an initialised T that we own.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: Zeroize + Default> DerefMut for LockedBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: ptr points to an initialised T that we own exclusively.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: Zeroize + Default> Drop for LockedBox<T> {
+    fn drop(&mut self) {
+        let addr = self.ptr.as_ptr();
+        // SAFETY: the T is initialised and owned; after drop_in_place we only
+        // zero raw bytes and unmap.
+        unsafe {
+            (*addr).zeroize();
+            std::ptr::drop_in_place(addr);
+            std::ptr::write_bytes(addr.cast::<u8>(), 0, self.map_len);
+            if self.locked {
+                libc::munlock(addr.cast(), self.map_len);
+            }
+            libc::munmap(addr.cast(), self.map_len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Zeroize)]
+    struct Keys {
+        a: [u8; 32],
+        b: [[u8; 32]; 32],
+        c: [[u8; 32]; 32],
+        d: [[u8; 32]; 32],
+        e: [[u8; 32]; 32],
+        f: [[u8; 32]; 29],
+    }
+
+    #[test]
+    fn locked_box_holds_and_wipes() {
+        let mut k = LockedBox::<Keys>::new().unwrap();
+        k.a = [7; 32];
+        k.f[28][31] = 1;
+        assert_eq!(k.a[0], 7);
+        assert_eq!(k.map_len % page_size(), 0);
+        assert!(k.map_len >= 5032);
+        drop(k);
+    }
+
+    #[test]
+    fn euid_matches_metadata_of_a_new_file() {
+        use std::os::unix::fs::MetadataExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(f.as_file().metadata().unwrap().uid(), euid());
+    }
+}

@@ -1,0 +1,725 @@
+//! The vault file format (version 1), byte for byte. `SECURITY.md` restates it.
+//!
+//! ```text
+//! envelope (every version):
+//!   magic      8   89 4B 57 56 0D 0A 1A 0A   ("\x89KWV\r\n\x1a\n")
+//!   version    u16 format version (1)
+//!   file_len   u64 length of the whole file, checksum included
+//!   body       ... (version-specific)
+//!   checksum   32  SHA-256 of every byte before it
+//! body, version 1:
+//!   account_id 6   ASCII
+//!   created    u64 Unix seconds
+//!   generation u64 incremented by every write
+//!   count      u32 number of records
+//!   records    count × (type u8 | len u32 | payload[len])
+//!   mac        32  HMAC-SHA256(mac_key, every byte from the magic to the end of the records)
+//! ```
+//!
+//! All integers are big-endian. The checksum catches accidental damage
+//! (a flipped bit, a truncated copy) before any key derivation; the MAC, keyed
+//! from the account key, catches deliberate edits (a removed, duplicated,
+//! reordered or altered record) on unlock.
+
+use super::super::account::password::KdfParams;
+use super::super::account::wrap::{NONCE_LEN, Sealed, TAG_LEN};
+use super::super::account::{AccountId, items};
+use crate::kdf::{hmac_sha256, mac_eq};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+
+/// The magic bytes at the start of every vault file.
+pub const MAGIC: [u8; 8] = [0x89, b'K', b'W', b'V', b'\r', b'\n', 0x1a, b'\n'];
+/// The format version this code writes and reads.
+pub const VERSION: u16 = 1;
+/// Size of magic + version + file_len.
+pub const ENVELOPE_HEADER: usize = 8 + 2 + 8;
+/// Size of the trailing checksum.
+pub const CHECKSUM_LEN: usize = 32;
+/// Size of the MAC.
+pub const MAC_LEN: usize = 32;
+/// Size of the version-1 body header.
+pub const BODY_HEADER: usize = 6 + 8 + 8 + 4;
+/// Largest vault file keyward reads (refused before reading it all).
+pub const MAX_FILE_LEN: u64 = 256 * 1024 * 1024;
+/// Largest number of password wraps (one, and one more while a change is in flight).
+pub const MAX_PASSWORD_WRAPS: usize = 2;
+
+/// Record type bytes.
+pub mod record_type {
+    /// The account key under the AUK.
+    pub const PASSWORD_WRAP: u8 = 0x01;
+    /// The account key under a recovery code.
+    pub const RECOVERY_WRAP: u8 = 0x02;
+    /// The Secret Key under a YubiKey.
+    pub const PIV_WRAP: u8 = 0x03;
+    /// A protector that keeps the Secret Key outside the vault (file, keychain).
+    pub const PROTECTOR: u8 = 0x04;
+    /// An item.
+    pub const ITEM: u8 = 0x05;
+}
+
+/// Why a vault file could not be read. Each says what happened and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The magic bytes are wrong.
+    #[error("not a keyward vault (the file does not start with keyward's magic bytes)")]
+    NotAVault,
+    /// Shorter than its header says.
+    #[error(
+        "the vault file is truncated: it should be {expected} bytes but is {actual}; restore it \
+         from a backup (keyward did not modify it)"
+    )]
+    Truncated {
+        /// Length from the header.
+        expected: u64,
+        /// Actual length.
+        actual: u64,
+    },
+    /// Longer than its header says.
+    #[error(
+        "the vault file has {extra} unexpected bytes after its end; restore it from a backup \
+         (keyward did not modify it)",
+        extra = actual - expected
+    )]
+    TrailingData {
+        /// Length from the header.
+        expected: u64,
+        /// Actual length.
+        actual: u64,
+    },
+    /// The checksum does not match: accidental damage.
+    #[error(
+        "the vault file is damaged (its checksum does not match: some bytes changed on disk); \
+         restore it from a backup (keyward did not modify it)"
+    )]
+    Damaged,
+    /// Written by a newer keyward.
+    #[error(
+        "the vault file uses format version {found}, newer than this keyward understands \
+         (version {VERSION}); upgrade keyward"
+    )]
+    NewerVersion {
+        /// Version found.
+        found: u16,
+    },
+    /// Version 0 does not exist.
+    #[error("the vault file has an invalid format version {found}")]
+    BadVersion {
+        /// Version found.
+        found: u16,
+    },
+    /// The checksum is right but the structure is not: edited by hand or by an attacker.
+    #[error("the vault file is malformed at byte {offset}: {what}")]
+    Malformed {
+        /// Byte offset of the problem.
+        offset: usize,
+        /// What is wrong.
+        what: String,
+    },
+    /// Too large to be a vault.
+    #[error("the vault file is {0} bytes, larger than keyward accepts ({MAX_FILE_LEN})")]
+    TooLarge(u64),
+}
+
+/// The account key under the AUK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordWrap {
+    /// Names this wrap; part of its associated data.
+    pub slot_id: String,
+    /// Random salt input of the Argon2id salt.
+    pub salt16: [u8; 16],
+    /// Argon2id parameters.
+    pub params: KdfParams,
+    /// The wrapped account key.
+    pub sealed: Sealed,
+}
+
+/// The account key under a recovery code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryWrap {
+    /// `code_id`: names the code; the wrap's slot id is its hex.
+    pub code_id: [u8; 8],
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds, 0 = never.
+    pub last_used: u64,
+    /// The wrapped account key.
+    pub sealed: Sealed,
+}
+
+/// The Secret Key under a YubiKey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PivWrap {
+    /// Card serial.
+    pub serial: u32,
+    /// PIV slot (0x82..=0x95 retired slots, or 9A/9C/9D/9E).
+    pub slot: u8,
+    /// PIN policy as the card encodes it.
+    pub pin_policy: u8,
+    /// Touch policy as the card encodes it.
+    pub touch_policy: u8,
+    /// The card's public key, compressed SEC1.
+    pub card_pk: [u8; 33],
+    /// The ephemeral public key, compressed SEC1.
+    pub epk: [u8; 33],
+    /// Unix seconds.
+    pub added: u64,
+    /// Unix seconds, 0 = never.
+    pub last_used: u64,
+    /// The wrapped Secret Key (35 ASCII symbols).
+    pub sealed: Sealed,
+}
+
+/// Kinds of protector records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtectorKind {
+    /// A 0600 file in the data directory.
+    File,
+    /// The OS keychain.
+    Keychain,
+}
+
+impl ProtectorKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            ProtectorKind::File => 1,
+            ProtectorKind::Keychain => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(ProtectorKind::File),
+            2 => Some(ProtectorKind::Keychain),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtectorKind::File => "file",
+            ProtectorKind::Keychain => "keychain",
+        }
+    }
+}
+
+/// A protector whose secret lives outside the vault; this record holds only
+/// its bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectorRecord {
+    /// What it is.
+    pub kind: ProtectorKind,
+    /// Unix seconds.
+    pub added: u64,
+    /// Unix seconds, 0 = never.
+    pub last_used: u64,
+    /// Bit 0: stale (holds an older Secret Key; re-enroll).
+    pub flags: u8,
+}
+
+/// Flag bit: the protector holds a Secret Key that is no longer current.
+pub const FLAG_STALE: u8 = 1;
+
+/// An item: id and sealed contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// Random id.
+    pub item_id: items::ItemId,
+    /// Sealed name, value and times.
+    pub sealed: Sealed,
+}
+
+/// A vault file, parsed but not yet authenticated by its MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultFile {
+    /// The account.
+    pub account_id: AccountId,
+    /// Unix seconds.
+    pub created: u64,
+    /// Write counter.
+    pub generation: u64,
+    /// 1 or 2 password wraps.
+    pub password_wraps: Vec<PasswordWrap>,
+    /// Recovery codes.
+    pub recovery_wraps: Vec<RecoveryWrap>,
+    /// YubiKeys.
+    pub piv_wraps: Vec<PivWrap>,
+    /// File and keychain protectors.
+    pub protectors: Vec<ProtectorRecord>,
+    /// Items.
+    pub items: Vec<ItemRecord>,
+}
+
+/// A parsed file with what is needed to check its MAC later.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The contents.
+    pub vault: VaultFile,
+    /// Bytes covered by the MAC.
+    pub mac_input: Vec<u8>,
+    /// The stored MAC.
+    pub mac: [u8; MAC_LEN],
+}
+
+impl Parsed {
+    /// Checks the MAC under `mac_key`.
+    pub fn mac_ok(&self, mac_key: &[u8; 32]) -> bool {
+        mac_eq(&hmac_sha256(mac_key, &[&self.mac_input]), &self.mac)
+    }
+}
+
+// ---------------------------------------------------------------- encoding
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+    fn sealed16(&mut self, s: &Sealed) {
+        self.bytes(&s.nonce);
+        self.u16(s.ct.len() as u16);
+        self.bytes(&s.ct);
+    }
+    fn record(&mut self, ty: u8, f: impl FnOnce(&mut Writer)) {
+        self.u8(ty);
+        let at = self.0.len();
+        self.u32(0);
+        f(self);
+        let len = (self.0.len() - at - 4) as u32;
+        self.0[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+impl VaultFile {
+    /// Number of records.
+    pub fn record_count(&self) -> usize {
+        self.password_wraps.len()
+            + self.recovery_wraps.len()
+            + self.piv_wraps.len()
+            + self.protectors.len()
+            + self.items.len()
+    }
+
+    /// Encodes the file, computing the MAC under `mac_key` and the checksum.
+    pub fn encode(&self, mac_key: &[u8; 32]) -> Vec<u8> {
+        let item_bytes: usize = self
+            .items
+            .iter()
+            .map(|i| 5 + 16 + NONCE_LEN + 4 + i.sealed.ct.len())
+            .sum();
+        let mut w = Writer(Vec::with_capacity(
+            ENVELOPE_HEADER
+                + BODY_HEADER
+                + item_bytes
+                + 1024 * (1 + self.record_count() - self.items.len())
+                + 64,
+        ));
+        w.bytes(&MAGIC);
+        w.u16(VERSION);
+        w.u64(0); // file_len, patched below
+        w.bytes(self.account_id.as_bytes());
+        w.u64(self.created);
+        w.u64(self.generation);
+        w.u32(self.record_count() as u32);
+        for p in &self.password_wraps {
+            w.record(record_type::PASSWORD_WRAP, |w| {
+                w.u8(p.slot_id.len() as u8);
+                w.bytes(p.slot_id.as_bytes());
+                w.bytes(&p.salt16);
+                w.u32(p.params.m_kib);
+                w.u32(p.params.t);
+                w.u32(p.params.p);
+                w.sealed16(&p.sealed);
+            });
+        }
+        for r in &self.recovery_wraps {
+            w.record(record_type::RECOVERY_WRAP, |w| {
+                w.bytes(&r.code_id);
+                w.u64(r.created);
+                w.u64(r.last_used);
+                w.sealed16(&r.sealed);
+            });
+        }
+        for p in &self.piv_wraps {
+            w.record(record_type::PIV_WRAP, |w| {
+                w.u32(p.serial);
+                w.u8(p.slot);
+                w.u8(p.pin_policy);
+                w.u8(p.touch_policy);
+                w.bytes(&p.card_pk);
+                w.bytes(&p.epk);
+                w.u64(p.added);
+                w.u64(p.last_used);
+                w.sealed16(&p.sealed);
+            });
+        }
+        for p in &self.protectors {
+            w.record(record_type::PROTECTOR, |w| {
+                w.u8(p.kind.to_byte());
+                w.u64(p.added);
+                w.u64(p.last_used);
+                w.u8(p.flags);
+            });
+        }
+        for i in &self.items {
+            w.record(record_type::ITEM, |w| {
+                w.bytes(&i.item_id);
+                w.bytes(&i.sealed.nonce);
+                w.u32(i.sealed.ct.len() as u32);
+                w.bytes(&i.sealed.ct);
+            });
+        }
+        let total = (w.0.len() + MAC_LEN + CHECKSUM_LEN) as u64;
+        w.0[10..18].copy_from_slice(&total.to_be_bytes());
+        let mac = hmac_sha256(mac_key, &[&w.0]);
+        w.bytes(&mac);
+        let sum: [u8; 32] = Sha256::digest(&w.0).into();
+        w.bytes(&sum);
+        w.0
+    }
+}
+
+// ---------------------------------------------------------------- decoding
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// End of the region being read (a record's end, or the records' end).
+    end: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, what: impl Into<String>) -> FormatError {
+        FormatError::Malformed {
+            offset: self.pos,
+            what: what.into(),
+        }
+    }
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], FormatError> {
+        if self.end - self.pos < n {
+            return Err(self.err(format!("{what} runs past the end of its record")));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N], FormatError> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, FormatError> {
+        Ok(self.arr::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, FormatError> {
+        Ok(u16::from_be_bytes(self.arr(what)?))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, FormatError> {
+        Ok(u32::from_be_bytes(self.arr(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, FormatError> {
+        Ok(u64::from_be_bytes(self.arr(what)?))
+    }
+    fn sealed16(&mut self, expect_ct: usize, what: &str) -> Result<Sealed, FormatError> {
+        let nonce = self.arr::<NONCE_LEN>(what)?;
+        let at = self.pos;
+        let len = usize::from(self.u16(what)?);
+        if len != expect_ct {
+            return Err(FormatError::Malformed {
+                offset: at,
+                what: format!("{what}: ciphertext is {len} bytes, expected {expect_ct}"),
+            });
+        }
+        let ct = self.take(len, what)?.to_vec();
+        Ok(Sealed { nonce, ct })
+    }
+}
+
+/// Checks the envelope (magic, length, checksum, version) of `bytes`.
+/// Shared by every format version, so that damage is told apart from a
+/// newer format before anything else is interpreted.
+pub fn check_envelope(bytes: &[u8]) -> Result<u16, FormatError> {
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        // An empty file, or a prefix of the magic, is a truncated vault, not a foreign file.
+        if bytes.len() < MAGIC.len() && bytes[..] == MAGIC[..bytes.len()] {
+            return Err(FormatError::Truncated {
+                expected: (ENVELOPE_HEADER + CHECKSUM_LEN) as u64,
+                actual: bytes.len() as u64,
+            });
+        }
+        return Err(FormatError::NotAVault);
+    }
+    let actual = bytes.len() as u64;
+    if bytes.len() < ENVELOPE_HEADER + CHECKSUM_LEN {
+        return Err(FormatError::Truncated {
+            expected: (ENVELOPE_HEADER + CHECKSUM_LEN) as u64,
+            actual,
+        });
+    }
+    let mut v = [0u8; 2];
+    v.copy_from_slice(&bytes[8..10]);
+    let version = u16::from_be_bytes(v);
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&bytes[10..18]);
+    let declared = u64::from_be_bytes(l);
+    let (content, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    let sum_ok = Sha256::digest(content)[..] == sum[..];
+    if declared != actual {
+        if sum_ok {
+            // Only the length field is wrong: damage, not truncation.
+            return Err(FormatError::Damaged);
+        }
+        return Err(if declared > actual {
+            FormatError::Truncated {
+                expected: declared,
+                actual,
+            }
+        } else {
+            FormatError::TrailingData {
+                expected: declared,
+                actual,
+            }
+        });
+    }
+    if !sum_ok {
+        return Err(FormatError::Damaged);
+    }
+    match version {
+        0 => Err(FormatError::BadVersion { found: 0 }),
+        VERSION => Ok(version),
+        found => Err(FormatError::NewerVersion { found }),
+    }
+}
+
+/// Parses a vault file. Never panics, whatever the input.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err(FormatError::TooLarge(bytes.len() as u64));
+    }
+    check_envelope(bytes)?;
+    let body_end = bytes.len() - CHECKSUM_LEN;
+    let min = ENVELOPE_HEADER + BODY_HEADER + MAC_LEN;
+    if body_end < min {
+        return Err(FormatError::Malformed {
+            offset: ENVELOPE_HEADER,
+            what: "the body is shorter than its header".into(),
+        });
+    }
+    let records_end = body_end - MAC_LEN;
+    let mut r = Reader {
+        buf: bytes,
+        pos: ENVELOPE_HEADER,
+        end: records_end,
+    };
+    let id_at = r.pos;
+    let account_id =
+        AccountId::from_bytes(r.take(6, "account id")?).map_err(|_| FormatError::Malformed {
+            offset: id_at,
+            what: "invalid account id".into(),
+        })?;
+    let created = r.u64("created")?;
+    let generation = r.u64("generation")?;
+    let count = r.u32("record count")? as usize;
+    // Every record takes at least 5 bytes: refuse absurd counts before looping.
+    if count > (records_end - r.pos) / 5 {
+        return Err(r.err(format!("record count {count} cannot fit in the file")));
+    }
+    let mut v = VaultFile {
+        account_id,
+        created,
+        generation,
+        password_wraps: Vec::new(),
+        recovery_wraps: Vec::new(),
+        piv_wraps: Vec::new(),
+        protectors: Vec::new(),
+        items: Vec::with_capacity(count),
+    };
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(count);
+    for index in 0..count {
+        let start = r.pos;
+        r.end = records_end;
+        let ty = r.u8("record type")?;
+        let len = r.u32("record length")? as usize;
+        if records_end - r.pos < len {
+            return Err(FormatError::Malformed {
+                offset: start,
+                what: format!("record {index} (length {len}) runs past the end of the records"),
+            });
+        }
+        r.end = r.pos + len;
+        // The identity of a record, to refuse duplicates.
+        let key: Vec<u8> = match ty {
+            record_type::PASSWORD_WRAP => {
+                let slot_len = usize::from(r.u8("slot id length")?);
+                let slot_at = r.pos;
+                let slot = r.take(slot_len, "slot id")?;
+                let slot_id = std::str::from_utf8(slot)
+                    .ok()
+                    .filter(|s| {
+                        !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'|')
+                    })
+                    .ok_or(FormatError::Malformed {
+                        offset: slot_at,
+                        what: "invalid password wrap slot id".into(),
+                    })?
+                    .to_owned();
+                let salt16 = r.arr::<16>("salt")?;
+                let params_at = r.pos;
+                let params = KdfParams {
+                    m_kib: r.u32("m")?,
+                    t: r.u32("t")?,
+                    p: r.u32("p")?,
+                };
+                params.check_load().map_err(|e| FormatError::Malformed {
+                    offset: params_at,
+                    what: e.to_string(),
+                })?;
+                let sealed = r.sealed16(32 + TAG_LEN, "password wrap")?;
+                if v.password_wraps.len() == MAX_PASSWORD_WRAPS {
+                    return Err(FormatError::Malformed {
+                        offset: start,
+                        what: format!("more than {MAX_PASSWORD_WRAPS} password wraps"),
+                    });
+                }
+                let key = [&[ty][..], slot_id.as_bytes()].concat();
+                v.password_wraps.push(PasswordWrap {
+                    slot_id,
+                    salt16,
+                    params,
+                    sealed,
+                });
+                key
+            }
+            record_type::RECOVERY_WRAP => {
+                let code_id = r.arr::<8>("code id")?;
+                let created = r.u64("created")?;
+                let last_used = r.u64("last used")?;
+                let sealed = r.sealed16(32 + TAG_LEN, "recovery wrap")?;
+                v.recovery_wraps.push(RecoveryWrap {
+                    code_id,
+                    created,
+                    last_used,
+                    sealed,
+                });
+                [&[ty][..], &code_id].concat()
+            }
+            record_type::PIV_WRAP => {
+                let serial = r.u32("serial")?;
+                let slot = r.u8("slot")?;
+                let pin_policy = r.u8("pin policy")?;
+                let touch_policy = r.u8("touch policy")?;
+                let card_pk = r.arr::<33>("card public key")?;
+                let epk = r.arr::<33>("ephemeral public key")?;
+                let added = r.u64("added")?;
+                let last_used = r.u64("last used")?;
+                let sealed = r.sealed16(crate::account::secret_key::LEN + TAG_LEN, "piv wrap")?;
+                v.piv_wraps.push(PivWrap {
+                    serial,
+                    slot,
+                    pin_policy,
+                    touch_policy,
+                    card_pk,
+                    epk,
+                    added,
+                    last_used,
+                    sealed,
+                });
+                let mut k = vec![ty];
+                k.extend_from_slice(&serial.to_be_bytes());
+                k.push(slot);
+                k
+            }
+            record_type::PROTECTOR => {
+                let kind_at = r.pos;
+                let kind = ProtectorKind::from_byte(r.u8("protector kind")?).ok_or(
+                    FormatError::Malformed {
+                        offset: kind_at,
+                        what: "unknown protector kind".into(),
+                    },
+                )?;
+                let added = r.u64("added")?;
+                let last_used = r.u64("last used")?;
+                let flags = r.u8("flags")?;
+                v.protectors.push(ProtectorRecord {
+                    kind,
+                    added,
+                    last_used,
+                    flags,
+                });
+                vec![ty, kind.to_byte()]
+            }
+            record_type::ITEM => {
+                let item_id = r.arr::<16>("item id")?;
+                let nonce = r.arr::<NONCE_LEN>("item nonce")?;
+                let len_at = r.pos;
+                let ct_len = r.u32("item length")? as usize;
+                if !(TAG_LEN..=items::MAX_NAME + items::MAX_VALUE + 22 + TAG_LEN).contains(&ct_len)
+                {
+                    return Err(FormatError::Malformed {
+                        offset: len_at,
+                        what: format!("item ciphertext of {ct_len} bytes is out of range"),
+                    });
+                }
+                let ct = r.take(ct_len, "item")?.to_vec();
+                v.items.push(ItemRecord {
+                    item_id,
+                    sealed: Sealed { nonce, ct },
+                });
+                [&[ty][..], &item_id].concat()
+            }
+            other => {
+                return Err(FormatError::Malformed {
+                    offset: start,
+                    what: format!("unknown record type 0x{other:02x}"),
+                });
+            }
+        };
+        if r.pos != r.end {
+            return Err(FormatError::Malformed {
+                offset: r.pos,
+                what: format!("record {index} has {} unexpected bytes", r.end - r.pos),
+            });
+        }
+        if !seen.insert(key) {
+            return Err(FormatError::Malformed {
+                offset: start,
+                what: format!("record {index} duplicates an earlier record"),
+            });
+        }
+    }
+    if r.pos != records_end {
+        return Err(FormatError::Malformed {
+            offset: r.pos,
+            what: format!("{} bytes after the last record", records_end - r.pos),
+        });
+    }
+    if v.password_wraps.is_empty() {
+        return Err(FormatError::Malformed {
+            offset: ENVELOPE_HEADER,
+            what: "no password wrap".into(),
+        });
+    }
+    let mut mac = [0u8; MAC_LEN];
+    mac.copy_from_slice(&bytes[records_end..body_end]);
+    Ok(Parsed {
+        vault: v,
+        mac_input: bytes[..records_end].to_vec(),
+        mac,
+    })
+}

@@ -41,6 +41,10 @@
 //!   real YubiKey).
 //! - [`cli`] and [`run`]: the `virtual-yubikey` binary's flags, its main loop,
 //!   and `pcsc-wait` (a PC/SC client that waits for a reader state).
+//! - [`harness`]: the Rust API tests use — [`harness::PcscEnv`] (pcscd in a
+//!   fresh network and mount namespace with its own socket),
+//!   [`harness::CardHandle`] (a running card), and the skip-or-fail rule for
+//!   missing services ([`harness::require_or_skip`]).
 //!
 //! # What the card implements
 //!
@@ -64,6 +68,7 @@ pub mod card;
 pub mod cli;
 pub mod crypto;
 pub mod hardware;
+pub mod harness;
 pub mod piv;
 pub mod run;
 pub mod state;

@@ -63,6 +63,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use crate::cli::ReaderWait;
 use crate::cli::reader_name;
 use crate::hardware::TouchSensor;
 use crate::state::Version;
@@ -586,7 +587,7 @@ impl PcscEnv {
             &self.binary,
             &self.socket,
             0,
-            "listed",
+            ReaderWait::Listed,
             remaining,
             || match wrapper.exited() {
                 None => Ok(()),
@@ -639,9 +640,14 @@ impl PcscEnv {
         std::fs::read_to_string(self.dir.path().join("pcscd.log")).unwrap_or_default()
     }
 
-    /// Waits for reader `reader` (0 or 1) to be `"present"`, `"absent"` or
-    /// `"listed"`, asking pcscd through `virtual-yubikey pcsc-wait`.
-    pub fn wait_reader_state(&self, reader: u8, state: &str, timeout: Duration) -> Result<()> {
+    /// Waits until PC/SC reports reader `reader` (0 or 1) in `state`, asking
+    /// pcscd through `virtual-yubikey pcsc-wait`.
+    pub fn wait_reader_state(
+        &self,
+        reader: u8,
+        state: ReaderWait,
+        timeout: Duration,
+    ) -> Result<()> {
         wait_reader(
             &self.binary,
             &self.socket,
@@ -795,10 +801,15 @@ fn wait_reader(
     binary: &Path,
     socket: &Path,
     reader: u8,
-    state: &str,
+    state: ReaderWait,
     timeout: Duration,
     mut alive: impl FnMut() -> Result<()>,
 ) -> Result<()> {
+    let state = match state {
+        ReaderWait::Present => "present",
+        ReaderWait::Absent => "absent",
+        ReaderWait::Listed => "listed",
+    };
     let mut child = Command::new(binary)
         .args([
             "pcsc-wait",
@@ -1012,7 +1023,7 @@ impl CardHandle {
             &self.binary,
             &self.socket,
             self.slot.reader,
-            "present",
+            ReaderWait::Present,
             self.timeout,
             || match process.exited() {
                 None => Ok(()),
@@ -1038,7 +1049,7 @@ impl CardHandle {
             &self.binary,
             &self.socket,
             self.slot.reader,
-            "absent",
+            ReaderWait::Absent,
             self.timeout,
             || Ok(()),
         )

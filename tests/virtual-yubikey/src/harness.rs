@@ -525,17 +525,14 @@ impl PcscEnv {
             .map_err(HarnessError::io("creating the environment's directory"))?;
         std::fs::create_dir(dir.path().join("run"))
             .map_err(HarnessError::io("creating the pcscd run directory"))?;
+        // A copy of the wrapper in the directory: no dependence on where the
+        // sources are at run time, and a readable `ps`.
+        let script = dir.path().join("pcscd-netns.sh");
+        std::fs::write(&script, NETNS_SCRIPT)
+            .map_err(HarnessError::io("writing the namespace wrapper"))?;
         let child = Command::new("unshare")
-            .args([
-                "--net",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                NETNS_SCRIPT,
-            ])
-            .arg("pcscd-netns.sh")
+            .args(["--net", "--mount", "--propagation", "private", "sh"])
+            .arg(&script)
             .arg(dir.path())
             .arg("stdin")
             .stdin(Stdio::piped())

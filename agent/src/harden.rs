@@ -194,6 +194,88 @@ impl<T: Zeroize + Default> Drop for LockedBox<T> {
     }
 }
 
+/// Argon2 working memory: its own anonymous mapping, aligned to 2 MiB and
+/// marked for transparent huge pages (64 MiB in 32 pages instead of 16,384:
+/// fewer page faults and far fewer TLB misses on Argon2's random accesses),
+/// zero-filled by the kernel (no memset up front), wiped and unmapped on drop
+/// so the memory goes straight back to the system.
+pub struct ArgonMemory {
+    base: *mut libc::c_void,
+    map_len: usize,
+    blocks: NonNull<argon2::Block>,
+    count: usize,
+}
+
+// SAFETY: ArgonMemory owns its mapping exclusively.
+unsafe impl Send for ArgonMemory {}
+
+const HUGE_PAGE: usize = 2 * 1024 * 1024;
+
+impl ArgonMemory {
+    /// Maps `count` zeroed blocks.
+    pub fn new(count: usize) -> std::io::Result<Self> {
+        let bytes = count
+            .checked_mul(std::mem::size_of::<argon2::Block>())
+            .filter(|&b| b > 0)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let map_len = bytes
+            .checked_add(HUGE_PAGE)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+        // SAFETY: anonymous private mapping, result checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let offset = (HUGE_PAGE - (base as usize % HUGE_PAGE)) % HUGE_PAGE;
+        // SAFETY: offset < HUGE_PAGE, so [base + offset, base + offset + bytes)
+        // lies inside the mapping of bytes + HUGE_PAGE.
+        let start = unsafe { base.cast::<u8>().add(offset) };
+        // SAFETY: a range inside our mapping; MADV_HUGEPAGE and MADV_DONTDUMP
+        // are hints with no effect on memory safety.
+        unsafe {
+            libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE);
+            libc::madvise(base, map_len, libc::MADV_DONTDUMP);
+        }
+        Ok(Self {
+            base,
+            map_len,
+            // SAFETY: start is inside a successful mapping, hence non-null; it
+            // is 2 MiB-aligned or page-aligned, more than Block's 64 bytes.
+            blocks: unsafe { NonNull::new_unchecked(start.cast()) },
+            count,
+        })
+    }
+
+    /// The blocks (all zero until written).
+    pub fn blocks(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: the mapping holds `count` blocks, zero-filled by the kernel,
+        // and an all-zero Block is valid (it is Block::default()); we own it
+        // exclusively for the lifetime of &mut self.
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_ptr(), self.count) }
+    }
+}
+
+impl Drop for ArgonMemory {
+    fn drop(&mut self) {
+        // SAFETY: we wipe the blocks we own, then unmap the whole mapping,
+        // which nothing references any more. The memset is not elided: the
+        // pointer escapes to munmap, an opaque call.
+        unsafe {
+            std::ptr::write_bytes(self.blocks.as_ptr(), 0, self.count);
+            libc::munmap(self.base, self.map_len);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,37 +160,46 @@ pub fn derive_km(
     params: &KdfParams,
 ) -> Result<Key32, PasswordError> {
     params.check_load()?;
+    let mut salt = argon_salt(salt16, id);
+    let threads =
+        (params.p as usize).min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let out = argon2id(password.as_bytes(), &salt, params, threads);
+    salt.zeroize();
+    out
+}
+
+/// Raw Argon2id v0x13 with a 32-byte output, on `threads` worker threads of a
+/// pool that is dropped afterwards. Exposed for the benchmark against the reference C
+/// implementation; everything else goes through [`derive_km`].
+pub fn argon2id(
+    password: &[u8],
+    salt: &[u8],
+    params: &KdfParams,
+    threads: usize,
+) -> Result<Key32, PasswordError> {
+    params.check_load()?;
     let argon_params = Params::new(params.m_kib, params.t, params.p, Some(32))
         .map_err(|e| PasswordError::Derivation(e.to_string()))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
-    let mut salt = argon_salt(salt16, id);
     let mut out = Key32::zero();
-    let blocks_needed = argon.params().block_count();
-    let mut blocks: Vec<Block> = Vec::new();
-    blocks
-        .try_reserve_exact(blocks_needed)
-        .map_err(|_| PasswordError::Derivation("not enough memory for Argon2id".into()))?;
-    blocks.resize(blocks_needed, Block::default());
-
-    let threads =
-        (params.p as usize).min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut memory = crate::harden::ArgonMemory::new(argon.params().block_count())
+        .map_err(|e| PasswordError::Derivation(format!("not enough memory for Argon2id: {e}")))?;
+    let blocks = memory.blocks();
     let run = |blocks: &mut [Block], out: &mut [u8; 32]| {
-        argon.hash_password_into_with_memory(password.as_bytes(), &salt, out, blocks)
+        argon.hash_password_into_with_memory(password, salt, out, blocks)
     };
-    let result = match rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+    // Always a pool of our own: outside `install`, the crate's parallel lanes
+    // would go to rayon's global pool, whose threads never exit.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
         .thread_name(|i| format!("argon2-{i}"))
-        .build()
-    {
-        Ok(pool) => pool.install(|| run(&mut blocks, out.expose_mut())),
-        // No threads to be had: derive on this one.
-        Err(_) => run(&mut blocks, out.expose_mut()),
+        .build();
+    let result = match pool {
+        Ok(pool) => pool.install(|| run(blocks, out.expose_mut())),
+        Err(_) => run(blocks, out.expose_mut()),
     };
-    for b in blocks.iter_mut() {
-        b.zeroize();
-    }
-    drop(blocks);
-    salt.zeroize();
+    // Wiped and unmapped: the memory goes back to the system now.
+    drop(memory);
     result.map_err(|e| PasswordError::Derivation(e.to_string()))?;
     Ok(out)
 }

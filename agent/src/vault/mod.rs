@@ -389,6 +389,13 @@ impl Unlocked {
         self.opened_with.as_deref()
     }
 
+    /// A copy of the account key, for the known-answer vectors only (the agent
+    /// never sends or stores it anywhere).
+    #[doc(hidden)]
+    pub fn account_key_for_test_vectors(&self) -> Key32 {
+        Key32::from_slice(&self.keys.account_key).unwrap_or_else(Key32::zero)
+    }
+
     /// Whether the locked memory holding the keys is really mlocked.
     pub fn keys_locked_in_memory(&self) -> bool {
         self.keys.is_locked()

@@ -1,0 +1,496 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Known-answer vectors (`tests/vectors/*.json` at the repository root).
+//!
+//! Every test here recomputes each vector from its inputs and compares it with
+//! the file. The files were produced by this code: to regenerate them after a
+//! deliberate change of the construction (which must also bump the format
+//! version), run
+//!
+//! ```text
+//! KEYWARD_WRITE_VECTORS=1 cargo test -p keyward-agent --test vectors
+//! ```
+//!
+//! and review the diff. An independent implementation checks itself against
+//! the same files (see docs/SECURITY.md, "Test vectors").
+
+use keyward_agent::account::password::{self, KdfParams, Password};
+use keyward_agent::account::recovery::RecoveryCode;
+use keyward_agent::account::secret_key::SecretKey;
+use keyward_agent::account::wrap::{self, Purpose, Sealed};
+use keyward_agent::account::{AccountId, auk, item_key, items, piv, vault_mac_key};
+use keyward_agent::secret::{Key32, SecretArray};
+use keyward_agent::vault;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
+}
+
+/// Compares `computed` with the stored file, or writes it in regeneration mode.
+fn check(name: &str, computed: Value) {
+    let path = vectors_dir().join(format!("{name}.json"));
+    if std::env::var_os("KEYWARD_WRITE_VECTORS").is_some() {
+        std::fs::create_dir_all(vectors_dir()).unwrap();
+        let text = serde_json::to_string_pretty(&computed).unwrap() + "\n";
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with KEYWARD_WRITE_VECTORS=1)",
+            path.display()
+        )
+    }))
+    .unwrap();
+    // Recomputed from the stored inputs, every field must match.
+    assert_eq!(
+        stored, computed,
+        "vector file {name}.json disagrees with the code"
+    );
+}
+
+fn h(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+fn unhex<const N: usize>(s: &str) -> [u8; N] {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+fn key(s: &str) -> Key32 {
+    Key32::from_slice(&hex::decode(s).unwrap()).unwrap()
+}
+
+fn id(s: &str) -> AccountId {
+    AccountId::parse(s).unwrap()
+}
+
+#[test]
+fn secret_key_vectors() {
+    let cases = [
+        ("ABCDEF", "GHJKLMNPQRSTVWXYZ23456789AB"),
+        ("Z2Z2Z2", "22222222222222222222222222"),
+        ("K7QH3M", "9XWTVRPNMLKJHGFEDCBA876543"),
+    ];
+    let mut out = Vec::new();
+    for (acct, secret) in cases {
+        let secret = &secret[..26];
+        let sk = SecretKey::from_parts(&id(acct), secret).unwrap();
+        let shown = sk.display().expose().to_owned();
+        // A messy but valid way to type it.
+        let typed = shown.to_lowercase().replace('-', " ");
+        let parsed = SecretKey::parse(&typed).unwrap();
+        out.push(json!({
+            "input": typed,
+            "canonical": shown,
+            "account_id": acct,
+            "secret": secret,
+            "check_symbol": (parsed.expose_compact()[34] as char).to_string(),
+            "k_s": h(parsed.derive_ks().expose()),
+        }));
+    }
+    let good = out[0]["canonical"].as_str().unwrap().to_owned();
+    let mut typo = good.clone().into_bytes();
+    typo[12] = if typo[12] == b'Q' { b'R' } else { b'Q' };
+    let typo = String::from_utf8(typo).unwrap();
+    let invalid = vec![
+        json!({"input": typo, "error": "check"}),
+        json!({"input": good.replace('-', "")[..34].to_string(), "error": "length"}),
+        json!({"input": good.replacen("K1", "K2", 1), "error": "prefix"}),
+        json!({"input": good.replacen('G', "O", 1), "error": "symbol"}),
+    ];
+    for v in &invalid {
+        let err = SecretKey::parse(v["input"].as_str().unwrap()).unwrap_err();
+        let kind = format!("{err:?}").to_lowercase();
+        assert!(kind.starts_with(v["error"].as_str().unwrap()), "{kind}");
+    }
+    check("secret_key", json!({"valid": out, "invalid": invalid}));
+}
+
+#[test]
+fn password_vectors() {
+    let raw = [
+        "correct horse battery staple",
+        "  padded\t\n",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "\u{fb01}ligature \u{2460}",
+        "\u{212b}ngstr\u{f6}m",
+        "\u{a0}nbsp-trimmed\u{3000}",
+    ];
+    let mut out = Vec::new();
+    for r in raw {
+        let p = Password::new(r).unwrap();
+        out.push(json!({"raw": r, "normalized_utf8_hex": h(p.as_bytes())}));
+    }
+    for r in ["", "   ", "\u{3000}\t"] {
+        assert!(Password::new(r).is_err());
+        out.push(json!({"raw": r, "error": "empty"}));
+    }
+    check("password", json!(out));
+}
+
+#[test]
+fn argon2id_vectors() {
+    let cases = [
+        (
+            "correct horse battery staple",
+            "000102030405060708090a0b0c0d0e0f",
+            "ABCDEF",
+            64u32,
+            2u32,
+            1u32,
+        ),
+        (
+            "correct horse battery staple",
+            "000102030405060708090a0b0c0d0e0f",
+            "ABCDEF",
+            256,
+            3,
+            4,
+        ),
+        (
+            "caf\u{e9}",
+            "ffeeddccbbaa99887766554433221100",
+            "Z2Z2Z2",
+            1024,
+            2,
+            2,
+        ),
+        // The defaults (64 MiB, t = 3, p = 4).
+        (
+            "correct horse battery staple",
+            "0f0e0d0c0b0a09080706050403020100",
+            "K7QH3M",
+            65536,
+            3,
+            4,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (pw, salt16, acct, m, t, p) in cases {
+        let params = KdfParams { m_kib: m, t, p };
+        let password = Password::new(pw).unwrap();
+        let s16: [u8; 16] = unhex(salt16);
+        let argon_salt = password::argon_salt(&s16, &id(acct));
+        let km = password::derive_km(&password, &s16, &id(acct), &params).unwrap();
+        out.push(json!({
+            "password": pw,
+            "password_normalized_hex": h(password.as_bytes()),
+            "salt16": salt16,
+            "account_id": acct,
+            "argon_salt": h(&argon_salt),
+            "m_kib": m, "t": t, "p": p,
+            "k_m": h(km.expose()),
+        }));
+    }
+    check("argon2id", json!(out));
+}
+
+#[test]
+fn auk_and_account_key_wrap_vectors() {
+    // A full chain: password + Secret Key → k_m, k_s → AUK → wrap of the account key.
+    let acct = "ABCDEF";
+    let sk = SecretKey::from_parts(&id(acct), "GHJKLMNPQRSTVWXYZ23456789A").unwrap();
+    let password = Password::new("correct horse battery staple").unwrap();
+    let salt16: [u8; 16] = unhex("000102030405060708090a0b0c0d0e0f");
+    let params = KdfParams {
+        m_kib: 256,
+        t: 2,
+        p: 2,
+    };
+    let km = password::derive_km(&password, &salt16, &id(acct), &params).unwrap();
+    let ks = sk.derive_ks();
+    let a = auk(&km, &ks);
+    let account_key = key("4242424242424242424242424242424242424242424242424242424242424242");
+    let nonce: [u8; 12] = unhex("0102030405060708090a0b0c");
+    let sealed = wrap::seal_with_nonce(
+        a.expose(),
+        Purpose::Password,
+        &id(acct),
+        "pw-1",
+        account_key.expose(),
+        nonce,
+    );
+    let opened = wrap::open_key(a.expose(), Purpose::Password, &id(acct), "pw-1", &sealed).unwrap();
+    assert!(opened.ct_eq(&account_key));
+    check(
+        "auk",
+        json!({
+            "secret_key": sk.display().expose(),
+            "password": "correct horse battery staple",
+            "salt16": h(&salt16),
+            "m_kib": params.m_kib, "t": params.t, "p": params.p,
+            "k_m": h(km.expose()),
+            "k_s": h(ks.expose()),
+            "auk": h(a.expose()),
+            "account_key": h(account_key.expose()),
+            "wrap": {
+                "purpose": "password",
+                "slot_id": "pw-1",
+                "aad": String::from_utf8(wrap::aad(Purpose::Password, &id(acct), "pw-1")).unwrap(),
+                "nonce": h(&nonce),
+                "ciphertext_and_tag": h(&sealed.ct),
+            },
+            "item_key": h(item_key(account_key.expose(), &id(acct)).expose()),
+            "vault_mac_key": h(vault_mac_key(account_key.expose(), &id(acct)).expose()),
+        }),
+    );
+}
+
+#[test]
+fn wrap_vectors() {
+    let k = key("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+    let nonce: [u8; 12] = unhex("cafebabefacedbaddecaf888");
+    let mut out = Vec::new();
+    for (purpose, slot, pt) in [
+        (
+            Purpose::Password,
+            "pw-7",
+            &b"0123456789abcdef0123456789abcdef"[..],
+        ),
+        (Purpose::Recovery, "0011223344556677", &[0x55u8; 32][..]),
+        (
+            Purpose::Piv,
+            "12345678-82",
+            &b"K1ABCDEFGHJKLMNPQRSTVWXYZ23456789AX"[..],
+        ),
+        (
+            Purpose::Item,
+            "000102030405060708090a0b0c0d0e0f",
+            &b"any bytes"[..],
+        ),
+    ] {
+        let s = wrap::seal_with_nonce(k.expose(), purpose, &id("ABCDEF"), slot, pt, nonce);
+        let back = wrap::open(k.expose(), purpose, &id("ABCDEF"), slot, &s).unwrap();
+        assert_eq!(back.expose(), pt);
+        out.push(json!({
+            "key": h(k.expose()),
+            "purpose": purpose.label(),
+            "account_id": "ABCDEF",
+            "slot_id": slot,
+            "aad": String::from_utf8(wrap::aad(purpose, &id("ABCDEF"), slot)).unwrap(),
+            "nonce": h(&nonce),
+            "plaintext": h(pt),
+            "ciphertext_and_tag": h(&s.ct),
+        }));
+    }
+    check("wrap", json!(out));
+}
+
+#[test]
+fn item_vectors() {
+    let account_key = key("4242424242424242424242424242424242424242424242424242424242424242");
+    let ik = item_key(account_key.expose(), &id("ABCDEF"));
+    let item_id: [u8; 16] = unhex("00112233445566778899aabbccddeeff");
+    let nonce: [u8; 12] = unhex("000000000000000000000001");
+    let pt = items::encode(
+        "github/token",
+        b"ghp_0123456789",
+        1_700_000_000,
+        1_700_000_100,
+    );
+    let aad = wrap::aad(Purpose::Item, &id("ABCDEF"), &items::slot_id(&item_id));
+    let s = wrap::seal_with_nonce(
+        ik.expose(),
+        Purpose::Item,
+        &id("ABCDEF"),
+        &items::slot_id(&item_id),
+        pt.expose(),
+        nonce,
+    );
+    let back = items::open(
+        ik.expose(),
+        &id("ABCDEF"),
+        &item_id,
+        &Sealed {
+            nonce,
+            ct: s.ct.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(back.name, "github/token");
+    check(
+        "items",
+        json!({
+            "account_key": h(account_key.expose()),
+            "account_id": "ABCDEF",
+            "item_key": h(ik.expose()),
+            "item_id": h(&item_id),
+            "name": "github/token",
+            "value": h(b"ghp_0123456789"),
+            "created": 1_700_000_000u64,
+            "modified": 1_700_000_100u64,
+            "plaintext": h(pt.expose()),
+            "aad": String::from_utf8(aad).unwrap(),
+            "nonce": h(&nonce),
+            "ciphertext_and_tag": h(&s.ct),
+        }),
+    );
+}
+
+#[test]
+fn recovery_code_vectors() {
+    let mut out = Vec::new();
+    for (bytes, acct) in [
+        (
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            "ABCDEF",
+        ),
+        (
+            "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            "Z2Z2Z2",
+        ),
+    ] {
+        let code = RecoveryCode::from_bytes(&unhex(bytes));
+        let shown = code.display().expose().to_owned();
+        let typed = shown[4..]
+            .to_lowercase()
+            .replace('-', " ")
+            .replace('0', "o")
+            .replace('1', "l");
+        let parsed = RecoveryCode::parse(&typed).unwrap();
+        assert_eq!(parsed.expose(), code.expose());
+        out.push(json!({
+            "code": bytes,
+            "account_id": acct,
+            "display": shown,
+            "typed": typed,
+            "code_id": h(&code.code_id(&id(acct))),
+            "wrap_key": h(code.wrap_key(&id(acct)).expose()),
+        }));
+    }
+    check("recovery", json!(out));
+}
+
+#[test]
+fn piv_vectors() {
+    let card_secret: [u8; 32] =
+        unhex("c9806898a0334916c860748880a541f093b579a9b1f32934d86c363c39800357");
+    let card_scalar =
+        Option::<p256::NonZeroScalar>::from(p256::NonZeroScalar::from_repr(card_secret.into()))
+            .unwrap();
+    let card_pk = p256::PublicKey::from_secret_scalar(&card_scalar);
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let card_pk_u = card_pk.to_sec1_point(false).as_bytes().to_vec();
+    let e = SecretArray::<32>::from_slice(
+        &hex::decode("0a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223242526272829").unwrap(),
+    )
+    .unwrap();
+    let (epk, wk) = piv::enroll_with_ephemeral(&e, &card_pk_u).unwrap();
+    // The card's side: ECDH with epk gives the same key.
+    let epk_point = p256::PublicKey::from_sec1_bytes(&epk).unwrap();
+    let shared = p256::ecdh::diffie_hellman(card_scalar, epk_point.as_affine());
+    let x: [u8; 32] = (*shared.raw_secret_bytes()).into();
+    let card_c = piv::compress(&card_pk_u).unwrap();
+    assert!(piv::wrap_key(&x, &epk, &card_c).ct_eq(&wk));
+    let sk = SecretKey::from_parts(&id("ABCDEF"), "GHJKLMNPQRSTVWXYZ23456789A").unwrap();
+    let nonce: [u8; 12] = unhex("0c0c0c0c0c0c0c0c0c0c0c0c");
+    let slot = piv::slot_id(12345678, 0x82);
+    let s = wrap::seal_with_nonce(
+        wk.expose(),
+        Purpose::Piv,
+        &id("ABCDEF"),
+        &slot,
+        sk.expose_compact(),
+        nonce,
+    );
+    let back = piv::open_secret_key(&wk, &id("ABCDEF"), 12345678, 0x82, &s).unwrap();
+    assert_eq!(back.expose_compact(), sk.expose_compact());
+    check(
+        "piv",
+        json!({
+            "card_private_scalar": h(&card_secret),
+            "card_pk_uncompressed": h(&card_pk_u),
+            "card_pk_compressed": h(&card_c),
+            "ephemeral_scalar": h(e.expose()),
+            "epk_compressed": h(&epk),
+            "shared_x": h(&x),
+            "wrap_key": h(wk.expose()),
+            "serial": 12345678u32,
+            "slot": "82",
+            "slot_id": slot,
+            "secret_key_compact": String::from_utf8(sk.expose_compact().to_vec()).unwrap(),
+            "aad": String::from_utf8(wrap::aad(Purpose::Piv, &id("ABCDEF"), &slot)).unwrap(),
+            "nonce": h(&nonce),
+            "ciphertext_and_tag": h(&s.ct),
+        }),
+    );
+}
+
+/// A whole vault file with everything needed to open it: the end-to-end check
+/// for an independent implementation. The file is random (fresh keys and
+/// nonces), so it is stored once and only checked afterwards.
+#[test]
+fn vault_file_vector() {
+    let path = vectors_dir().join("vault.json");
+    let regenerate = std::env::var_os("KEYWARD_WRITE_VECTORS").is_some();
+    let stored: Value = if regenerate || !path.exists() {
+        assert!(
+            regenerate,
+            "{} is missing (regenerate with KEYWARD_WRITE_VECTORS=1)",
+            path.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let vp = dir.path().join("vault");
+        let params = KdfParams {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+        };
+        let (mut v, sk) = vault::create(
+            &vp,
+            &Password::new("correct horse battery staple").unwrap(),
+            params,
+            1_700_000_000,
+        )
+        .unwrap();
+        v.set(&vp, "github/token", b"ghp_0123456789", 1_700_000_001)
+            .unwrap();
+        v.set(&vp, "empty", b"", 1_700_000_002).unwrap();
+        v.set(&vp, "unicode \u{2603}", "värde".as_bytes(), 1_700_000_003)
+            .unwrap();
+        let (code, code_id) = v.add_recovery_code(&vp, 1_700_000_004).unwrap();
+        let value = json!({
+            "password": "correct horse battery staple",
+            "secret_key": sk.display().expose(),
+            "recovery_code": code.display().expose(),
+            "recovery_code_id": h(&code_id),
+            "account_key": h(v.account_key_for_test_vectors().expose()),
+            "file": h(&std::fs::read(&vp).unwrap()),
+            "items": [
+                {"name": "empty", "value": ""},
+                {"name": "github/token", "value": h(b"ghp_0123456789")},
+                {"name": "unicode \u{2603}", "value": h("värde".as_bytes())},
+            ],
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap() + "\n").unwrap();
+        value
+    } else {
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let file = hex::decode(stored["file"].as_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vp = dir.path().join("vault");
+    std::fs::write(&vp, &file).unwrap();
+    let sk = SecretKey::parse(stored["secret_key"].as_str().unwrap()).unwrap();
+    let pw = Password::new(stored["password"].as_str().unwrap()).unwrap();
+    let v = vault::unlock(vault::read(&vp).unwrap(), &pw, &sk).unwrap();
+    assert_eq!(
+        h(v.account_key_for_test_vectors().expose()),
+        stored["account_key"].as_str().unwrap()
+    );
+    let mut got = Vec::new();
+    for m in v.list() {
+        got.push(json!({"name": m.name, "value": h(v.get(&m.name).unwrap().expose())}));
+    }
+    assert_eq!(Value::Array(got), stored["items"]);
+    let code = RecoveryCode::parse(stored["recovery_code"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        h(&code.code_id(&sk.account_id())),
+        stored["recovery_code_id"].as_str().unwrap()
+    );
+    let rv = vault::unlock_with_recovery_code(vault::read(&vp).unwrap(), &code).unwrap();
+    assert_eq!(rv.len(), 3);
+}

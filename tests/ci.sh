@@ -1,0 +1,52 @@
+#!/bin/sh
+# keyward's test command (README: "Run the tests"). CI runs exactly this via .ci/run.
+#
+# Installs what the tests need (Debian packages, --no-install-recommends), then
+# checks formatting and lints, then runs every test with
+# KEYWARD_REQUIRE_SERVICES=1, which turns "skip: service missing" into a failure.
+# Must run as root (it installs packages, and the PAM and peer-uid tests create
+# users and /etc/pam.d files, which they remove on exit).
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "tests/ci.sh must run as root (it installs packages and creates test users); try: sudo $0" >&2
+    exit 2
+fi
+
+PACKAGES="
+    argon2
+    pcscd libpcsclite-dev vsmartcard-vpcd yubico-piv-tool opensc openssl
+    dbus dbus-bin libdbus-1-dev gnome-keyring libsecret-tools
+    libpam0g-dev pamtester
+    openssh-client gnupg
+    systemd
+    iproute2 util-linux procps
+    pkg-config
+"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "==> installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> building binaries"
+cargo build --workspace --bins --locked
+
+echo "==> cargo test (services required)"
+export KEYWARD_REQUIRE_SERVICES=1
+cargo test --workspace --locked
+
+echo "==> all tests passed"

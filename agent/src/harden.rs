@@ -55,6 +55,32 @@ pub fn harden_process() -> HardeningReport {
     }
 }
 
+/// Starts a new session (no controlling terminal), for an agent started in
+/// the background by the CLI.
+pub fn new_session() {
+    // SAFETY: setsid only fails if we already lead a process group, which is
+    // harmless here.
+    unsafe {
+        libc::setsid();
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, so that the
+/// connection cap, not the fd limit, decides how many clients are served.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid and writable; setrlimit only reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Whether the process is currently dumpable (for tests and `status`).
 pub fn is_dumpable() -> bool {
     // SAFETY: prctl(PR_GET_DUMPABLE) only reads a flag.

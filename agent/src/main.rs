@@ -1,1 +1,84 @@
-fn main() {}
+//! `keyward-agent`: holds one user's unlocked keys and serves local clients.
+//!
+//! Thin: flags, hardening, logging, config, the socket, then [`server::run`].
+
+use clap::Parser;
+use keyward_agent::clock::SystemClock;
+use keyward_agent::config::Config;
+use keyward_agent::harden;
+use keyward_agent::server::{self, listener, state::Agent};
+use keyward_client::Paths;
+use std::os::unix::fs::MetadataExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// keyward's agent. Normally started by `keyward` (or by systemd); run it
+/// yourself with `keyward agent`.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Detach from the terminal (new session); used when `keyward` starts the agent.
+    #[arg(long)]
+    detach: bool,
+}
+
+fn main() -> ExitCode {
+    // Before anything else, and before any secret exists.
+    let report = harden::harden_process();
+    let args = Args::parse();
+    if args.detach {
+        harden::new_session();
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if !report.not_dumpable || !report.no_core {
+        tracing::warn!(
+            "could not fully harden the process: dumpable={} core-limit={}",
+            !report.not_dumpable,
+            !report.no_core
+        );
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("keyward-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let uid = harden::euid();
+    let paths = Paths::from_env().map_err(|e| e.to_string())?;
+    let config = Config::load(&paths.config_file()).map_err(|e| e.to_string())?;
+    harden::raise_fd_limit();
+    let lock = listener::take_instance_lock(&paths, uid).map_err(|e| e.to_string())?;
+    let socket = paths.socket();
+    let std_listener = listener::bind(&paths, uid).map_err(|e| e.to_string())?;
+    let inode = std::fs::symlink_metadata(&socket).ok().map(|m| m.ino());
+    let limit = harden::memlock_limit();
+    if limit < 64 * 1024 {
+        tracing::warn!(
+            "RLIMIT_MEMLOCK is {limit} bytes: keys may not be locked in memory (raise it with `ulimit -l` or LimitMEMLOCK=)"
+        );
+    }
+    let agent = Agent::new(paths, config, uid, Arc::new(SystemClock))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("keyward-agent")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "keyward-agent {} listening", server::state::AGENT_VERSION);
+    let result = runtime.block_on(server::run(agent, std_listener));
+    listener::remove_socket(&socket, inode);
+    drop(lock);
+    result.map_err(|e| e.to_string())
+}

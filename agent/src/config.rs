@@ -1,0 +1,207 @@
+//! The agent's settings. Every one has a default: with no config file at all
+//! the agent works. `config.toml` in the config directory overrides them:
+//!
+//! ```toml
+//! idle_lock_seconds = 900        # lock after 15 minutes without use (0 = never)
+//! lifetime_seconds = 43200       # lock 12 hours after unlocking, whatever happens (0 = never)
+//! max_connections = 1024         # clients served at once; more are refused with "busy"
+//! protectors = ["yubikey", "keychain", "file"]   # the order unlock tries them in
+//!
+//! [kdf]                          # Argon2id for new password wraps
+//! memory_kib = 65536
+//! iterations = 3
+//! parallelism = 4
+//! ```
+
+use crate::account::password::KdfParams;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The agent's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Idle lock in seconds (0 = never).
+    pub idle_lock_seconds: u64,
+    /// Absolute lifetime of an unlock in seconds (0 = never).
+    pub lifetime_seconds: u64,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Seconds a connection may stay silent between requests.
+    pub client_idle_timeout_seconds: u64,
+    /// Seconds a client has to finish sending a request once it started.
+    pub request_timeout_seconds: u64,
+    /// Seconds the agent waits for the user to answer a prompt (PIN …).
+    pub prompt_timeout_seconds: u64,
+    /// Unlock order of protectors.
+    pub protectors: Vec<String>,
+    /// Which account, when the data directory holds several vaults.
+    pub account: Option<String>,
+    /// Argon2id parameters for new wraps.
+    pub kdf: KdfConfig,
+}
+
+/// Argon2id settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KdfConfig {
+    /// KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for KdfConfig {
+    fn default() -> Self {
+        let d = KdfParams::DEFAULT;
+        Self {
+            memory_kib: d.m_kib,
+            iterations: d.t,
+            parallelism: d.p,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idle_lock_seconds: 15 * 60,
+            lifetime_seconds: 12 * 3600,
+            max_connections: 1024,
+            client_idle_timeout_seconds: 300,
+            request_timeout_seconds: 10,
+            prompt_timeout_seconds: 120,
+            protectors: vec!["yubikey".into(), "keychain".into(), "file".into()],
+            account: None,
+            kdf: KdfConfig::default(),
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Invalid TOML or an unknown key.
+    #[error("{path} is invalid: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.kdf_params()
+            .check_new()
+            .map_err(|e| format!("[kdf]: {e}"))?;
+        for p in &c.protectors {
+            if !matches!(p.as_str(), "yubikey" | "keychain" | "file") {
+                return Err(format!(
+                    "protectors: unknown protector {p:?} (use yubikey, keychain, file)"
+                ));
+            }
+        }
+        if c.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        Ok(c)
+    }
+
+    /// Argon2id parameters for new wraps.
+    pub fn kdf_params(&self) -> KdfParams {
+        KdfParams {
+            m_kib: self.kdf.memory_kib,
+            t: self.kdf.iterations,
+            p: self.kdf.parallelism,
+        }
+    }
+
+    /// Idle lock, if any.
+    pub fn idle_lock(&self) -> Option<Duration> {
+        (self.idle_lock_seconds > 0).then(|| Duration::from_secs(self.idle_lock_seconds))
+    }
+
+    /// Absolute lifetime, if any.
+    pub fn lifetime(&self) -> Option<Duration> {
+        (self.lifetime_seconds > 0).then(|| Duration::from_secs(self.lifetime_seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::load(Path::new("/nonexistent/config.toml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.idle_lock(), Some(Duration::from_secs(900)));
+        assert_eq!(c.kdf_params(), KdfParams::DEFAULT);
+    }
+
+    #[test]
+    fn overrides_and_refusals() {
+        let c = Config::parse(
+            "idle_lock_seconds = 2\n[kdf]\nmemory_kib = 19456\niterations = 2\nparallelism = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.idle_lock_seconds, 2);
+        assert_eq!(c.lifetime_seconds, 12 * 3600);
+        assert_eq!(c.kdf_params().m_kib, 19456);
+        assert!(
+            Config::parse("idle_lock_seconds = 0")
+                .unwrap()
+                .idle_lock()
+                .is_none()
+        );
+        assert!(
+            Config::parse("idel_lock_seconds = 2")
+                .unwrap_err()
+                .contains("idel_lock_seconds")
+        );
+        assert!(
+            Config::parse("[kdf]\nmemory_kib = 1024")
+                .unwrap_err()
+                .contains("too weak")
+        );
+        assert!(
+            Config::parse("protectors = [\"usb\"]")
+                .unwrap_err()
+                .contains("usb")
+        );
+        assert!(Config::parse("max_connections = 0").is_err());
+    }
+}

@@ -1,0 +1,868 @@
+//! The agent's state machine: no account → locked → unlocked, the timers that
+//! lock it again, and every operation on it.
+//!
+//! Concurrency: the state is behind a `RwLock` (many `get`s at once; a write
+//! lock for changes). Slow operations (Argon2id, protectors that wait for a
+//! PIN) run on blocking threads and are serialised by an async mutex, so that
+//! `status` and `get` on an unlocked vault are never held up by an unlock
+//! in progress.
+
+use crate::account::AccountId;
+use crate::account::password::Password;
+use crate::account::secret_key::SecretKey;
+use crate::attempts::Attempts;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::protect::file::FileProtector;
+use crate::protect::{Protector, ProtectorError, Store, UnlockIo};
+use crate::vault::format::{FormatError, ProtectorKind};
+use crate::vault::{self, ChangeError, ReadError, UnlockError};
+use keyward_client::Paths;
+use keyward_client::message::{
+    AgentError, ErrorCode, InitRequest, ItemInfo, StatusInfo, UnlockRequest,
+};
+use keyward_client::{AgentState, PromptKind, Response, Secret};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The agent's version, sent in the handshake.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An account on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its id.
+    pub id: AccountId,
+    /// Its vault file.
+    pub vault_path: PathBuf,
+}
+
+/// An unlocked session.
+pub struct Session {
+    account: Account,
+    vault: vault::Unlocked,
+    protector: String,
+    unlocked_at: Instant,
+}
+
+enum State {
+    NoAccount,
+    Locked(Account),
+    Unlocked(Box<Session>),
+}
+
+/// The agent.
+pub struct Agent {
+    /// Where things live.
+    pub paths: Paths,
+    /// Settings.
+    pub config: Config,
+    /// Our uid (peers must match, or be root).
+    pub uid: u32,
+    clock: Arc<dyn Clock>,
+    state: RwLock<State>,
+    heavy: tokio::sync::Mutex<()>,
+    attempts: Mutex<Attempts>,
+    epoch: Instant,
+    last_activity_ms: AtomicU64,
+    timer: Notify,
+    /// Signalled when the agent should stop.
+    pub shutdown: Notify,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> AgentError {
+    AgentError::new(code, message)
+}
+
+fn locked_error() -> AgentError {
+    err(
+        ErrorCode::Locked,
+        "the agent is locked: run `keyward unlock`",
+    )
+}
+
+fn no_account_error() -> AgentError {
+    err(
+        ErrorCode::NoAccount,
+        "there is no keyward account yet: run `keyward init`",
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> AgentError {
+    err(
+        ErrorCode::Internal,
+        format!("internal error in the agent: {e}"),
+    )
+}
+
+/// The vault file of an account.
+pub fn vault_path(data_dir: &Path, id: &AccountId) -> PathBuf {
+    data_dir.join(format!("vault-{id}.kwv"))
+}
+
+/// Finds the account in the data directory.
+pub fn find_account(paths: &Paths, config: &Config) -> Result<Option<Account>, String> {
+    let entries = match std::fs::read_dir(&paths.data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", paths.data_dir.display())),
+    };
+    let mut found: Vec<Account> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix("vault-")?.strip_suffix(".kwv")?;
+            AccountId::parse(id).ok().map(|id| Account {
+                id,
+                vault_path: e.path(),
+            })
+        })
+        .collect();
+    if let Some(want) = &config.account {
+        return Ok(found.into_iter().find(|a| a.id.as_str() == want));
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(format!(
+            "{} holds several vaults ({}); set `account = \"ID\"` in {}",
+            paths.data_dir.display(),
+            found
+                .iter()
+                .map(|a| a.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            paths.config_file().display()
+        )),
+    }
+}
+
+fn password_from(secret: &Secret) -> Result<Password, AgentError> {
+    let s = secret
+        .expose_str()
+        .ok_or_else(|| err(ErrorCode::InvalidInput, "the password is not valid UTF-8"))?;
+    Password::new(s).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))
+}
+
+fn change_error(e: ChangeError) -> AgentError {
+    match e {
+        ChangeError::Io(io) => err(
+            ErrorCode::Storage,
+            format!("could not write the vault ({io}); nothing was changed"),
+        ),
+        ChangeError::Name(n) => err(ErrorCode::InvalidInput, n.to_string()),
+        ChangeError::ValueTooLarge(_) => err(ErrorCode::InvalidInput, e.to_string()),
+        ChangeError::NoSuchItem(_) | ChangeError::NotFound(..) => {
+            err(ErrorCode::NotFound, e.to_string())
+        }
+        ChangeError::Exists(_) => err(ErrorCode::Exists, e.to_string()),
+        ChangeError::Password(p) => err(ErrorCode::InvalidInput, p.to_string()),
+        other => internal(other),
+    }
+}
+
+fn read_error(e: ReadError) -> AgentError {
+    match e {
+        ReadError::NotFound => no_account_error(),
+        ReadError::Io(io) => err(ErrorCode::Storage, format!("cannot read the vault: {io}")),
+        ReadError::Format(f @ FormatError::NewerVersion { .. }) => {
+            err(ErrorCode::Corrupt, f.to_string())
+        }
+        ReadError::Format(f) => err(ErrorCode::Corrupt, f.to_string()),
+    }
+}
+
+/// An [`UnlockIo`] that answers the first PIN prompt with a PIN given up front.
+struct PresetPin<'a> {
+    pin: Mutex<Option<Secret>>,
+    inner: &'a dyn UnlockIo,
+}
+
+impl UnlockIo for PresetPin<'_> {
+    fn prompt(&self, kind: PromptKind, message: &str) -> Option<Secret> {
+        if kind == PromptKind::Pin
+            && let Some(pin) = self.pin.lock().ok().and_then(|mut p| p.take())
+        {
+            return Some(pin);
+        }
+        self.inner.prompt(kind, message)
+    }
+    fn notice(&self, message: &str) {
+        self.inner.notice(message);
+    }
+}
+
+impl Agent {
+    /// A new agent (locked, or without an account).
+    pub fn new(
+        paths: Paths,
+        config: Config,
+        uid: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, String> {
+        let state = match find_account(&paths, &config)? {
+            Some(a) => {
+                vault::store::remove_stale_temp_files(&a.vault_path);
+                State::Locked(a)
+            }
+            None => State::NoAccount,
+        };
+        let attempts = Attempts::load(&paths.state_dir.join("attempts"), clock.unix_now());
+        Ok(Arc::new(Self {
+            paths,
+            config,
+            uid,
+            clock,
+            state: RwLock::new(state),
+            heavy: tokio::sync::Mutex::new(()),
+            attempts: Mutex::new(attempts),
+            epoch: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            timer: Notify::new(),
+            shutdown: Notify::new(),
+        }))
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    /// Records activity (resets the idle timer).
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// When the agent must lock next, if unlocked.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let st = self.read_state();
+        let State::Unlocked(s) = &*st else {
+            return None;
+        };
+        let idle = self.config.idle_lock().map(|d| {
+            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+            self.epoch + last + d
+        });
+        let life = self.config.lifetime().map(|d| s.unlocked_at + d);
+        match (idle, life) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Locks: the session (keys, item index) is dropped and its memory wiped.
+    pub fn lock(&self, reason: &str) -> bool {
+        let mut st = self.write_state();
+        if let State::Unlocked(s) = &*st {
+            let account = s.account.clone();
+            self.remember_generation(&s.account.id, s.vault.file().generation);
+            *st = State::Locked(account);
+            drop(st);
+            tracing::info!(reason, "locked");
+            self.timer.notify_one();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The lock timer: sleeps until the next deadline and locks then.
+    pub async fn run_lock_timer(self: Arc<Self>) {
+        loop {
+            match self.next_deadline() {
+                None => self.timer.notified().await,
+                Some(deadline) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {
+                            // Activity may have moved the deadline while we slept.
+                            if self.next_deadline().is_some_and(|d| d <= Instant::now()) {
+                                self.lock("timeout");
+                            }
+                        }
+                        () = self.timer.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ status
+
+    /// `Status`.
+    pub fn status(&self) -> StatusInfo {
+        let backoff = self
+            .attempts()
+            .remaining(self.clock.unix_now(), Instant::now())
+            .as_secs();
+        let now = Instant::now();
+        let deadline = self.next_deadline();
+        let st = self.read_state();
+        let (state, account_id, protector, lifetime_left, mlocked) = match &*st {
+            State::NoAccount => (AgentState::Uninitialized, None, None, None, false),
+            State::Locked(a) => (
+                AgentState::Locked,
+                Some(a.id.to_string()),
+                None,
+                None,
+                false,
+            ),
+            State::Unlocked(s) => (
+                AgentState::Unlocked,
+                Some(s.account.id.to_string()),
+                Some(s.protector.clone()),
+                self.config
+                    .lifetime()
+                    .map(|d| (s.unlocked_at + d).saturating_duration_since(now).as_secs()),
+                s.vault.keys_locked_in_memory(),
+            ),
+        };
+        StatusInfo {
+            state,
+            account_id,
+            idle_lock_in: deadline
+                .filter(|_| state == AgentState::Unlocked)
+                .map(|d| d.saturating_duration_since(now).as_secs()),
+            lifetime_left,
+            protector,
+            backoff_secs: backoff,
+            agent_version: AGENT_VERSION.into(),
+            pid: std::process::id(),
+            keys_mlocked: mlocked,
+        }
+    }
+
+    // ------------------------------------------------------------------ items
+
+    fn with_session<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        match &*self.read_state() {
+            State::Unlocked(s) => f(s),
+            State::Locked(_) => Err(locked_error()),
+            State::NoAccount => Err(no_account_error()),
+        }
+    }
+
+    fn with_session_mut<T>(
+        &self,
+        f: impl FnOnce(&mut Session) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        match &mut *self.write_state() {
+            State::Unlocked(s) => f(s),
+            State::Locked(_) => Err(locked_error()),
+            State::NoAccount => Err(no_account_error()),
+        }
+    }
+
+    /// `Get`.
+    pub fn get(&self, name: &str) -> Result<Response, AgentError> {
+        self.with_session(|s| {
+            s.vault
+                .get(name)
+                .map(|v| Response::Value(Secret::from_slice(v.expose())))
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::NotFound,
+                        format!("no item named {name:?} (see `keyward list`)"),
+                    )
+                })
+        })
+    }
+
+    /// `List`.
+    pub fn list(&self) -> Result<Response, AgentError> {
+        self.with_session(|s| {
+            Ok(Response::Items(
+                s.vault
+                    .list()
+                    .into_iter()
+                    .map(|m| ItemInfo {
+                        name: m.name,
+                        created: m.created,
+                        modified: m.modified,
+                    })
+                    .collect(),
+            ))
+        })
+    }
+
+    /// `Set`.
+    pub fn set(&self, name: &str, value: &Secret) -> Result<Response, AgentError> {
+        let now = self.clock.unix_now();
+        self.with_session_mut(|s| {
+            let path = s.account.vault_path.clone();
+            s.vault
+                .set(&path, name, value.expose(), now)
+                .map_err(change_error)?;
+            Ok(Response::Ok)
+        })
+    }
+
+    /// `Remove`.
+    pub fn remove(&self, name: &str) -> Result<Response, AgentError> {
+        self.with_session_mut(|s| {
+            let path = s.account.vault_path.clone();
+            s.vault.remove(&path, name).map_err(|e| match e {
+                ChangeError::NoSuchItem(_) => err(
+                    ErrorCode::NotFound,
+                    format!("no item named {name:?} (see `keyward list`)"),
+                ),
+                other => change_error(other),
+            })?;
+            Ok(Response::Ok)
+        })
+    }
+
+    // ------------------------------------------------------------------ init
+
+    fn file_protector(&self, id: &AccountId) -> FileProtector {
+        FileProtector::new(&self.paths.data_dir, id, self.uid)
+    }
+
+    /// `Init`: creates the account and keeps the Secret Key with the chosen protector.
+    pub async fn init(self: &Arc<Self>, req: InitRequest) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let existing = match &*self.read_state() {
+            State::NoAccount => None,
+            State::Locked(a) => Some(a.clone()),
+            State::Unlocked(s) => Some(s.account.clone()),
+        };
+        if let Some(a) = existing {
+            {
+                return Err(err(
+                    ErrorCode::Exists,
+                    format!(
+                        "an account already exists here ({}, vault {}); keyward keeps one account per user",
+                        a.id,
+                        a.vault_path.display()
+                    ),
+                ));
+            }
+        }
+        let protector = match req.protector.as_str() {
+            "auto" | "file" => "file",
+            "none" => "none",
+            "keychain" | "yubikey" => {
+                return Err(err(
+                    ErrorCode::InvalidInput,
+                    format!(
+                        "`init --protector {}` is not available in this build; create the account with the file \
+                         protector, then `keyward protector add {}`",
+                        req.protector, req.protector
+                    ),
+                ));
+            }
+            other => {
+                return Err(err(
+                    ErrorCode::InvalidInput,
+                    format!("unknown protector {other:?} (use auto, file, keychain or none)"),
+                ));
+            }
+        };
+        let password = password_from(&req.password)?;
+        crate::vault::store::ensure_private_dir(&self.paths.data_dir, self.uid)
+            .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        let params = self.config.kdf_params();
+        let data_dir = self.paths.data_dir.clone();
+        let now = self.clock.unix_now();
+        // Argon2id: on a blocking thread. The account ID is only known after
+        // creation, so create under a temporary name and rename.
+        let created = tokio::task::spawn_blocking(move || {
+            let tmp = data_dir.join(format!(".vault-new-{}.kwv", std::process::id()));
+            let r = vault::create(&tmp, &password, params, now);
+            r.and_then(|(v, sk)| {
+                let final_path = vault_path(&data_dir, &v.account_id());
+                std::fs::rename(&tmp, &final_path)?;
+                std::fs::File::open(&data_dir)?.sync_all()?;
+                Ok((v, sk, final_path))
+            })
+        })
+        .await
+        .map_err(internal)?;
+        let (mut v, sk, path) = created.map_err(change_error)?;
+        let id = v.account_id();
+        if protector == "file" {
+            let fp = self.file_protector(&id);
+            fp.store(&sk)
+                .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+            v.upsert_protector(&path, ProtectorKind::File, now)
+                .map_err(change_error)?;
+        }
+        let account = Account {
+            id,
+            vault_path: path.clone(),
+        };
+        let shown = Secret::from(sk.display().expose());
+        *self.write_state() = State::Unlocked(Box::new(Session {
+            account,
+            vault: v,
+            protector: protector.to_owned(),
+            unlocked_at: Instant::now(),
+        }));
+        self.touch();
+        self.timer.notify_one();
+        tracing::info!(account = %id, protector, "account created");
+        Ok(Response::Created {
+            account_id: id.to_string(),
+            secret_key: shown,
+            protector: protector.to_owned(),
+            vault_path: path.display().to_string(),
+        })
+    }
+
+    // ------------------------------------------------------------------ unlock
+
+    fn backoff_error(&self, message: &str) -> Option<AgentError> {
+        let remaining = self
+            .attempts()
+            .remaining(self.clock.unix_now(), Instant::now());
+        if remaining.is_zero() {
+            return None;
+        }
+        let mut e = err(
+            ErrorCode::BackedOff,
+            format!(
+                "{message}: too many failed attempts; try again in {} s",
+                remaining.as_secs().max(1)
+            ),
+        );
+        e.retry_after_secs = remaining.as_secs().max(1);
+        Some(e)
+    }
+
+    fn record_failure(&self, message: &str) -> AgentError {
+        let mut a = self.attempts();
+        let delay = match a.record_failure(self.clock.unix_now(), Instant::now()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot persist the failed-attempt counter: {e}");
+                crate::attempts::delay_for(a.failures())
+            }
+        };
+        let failures = a.failures();
+        drop(a);
+        tracing::warn!(failures, "failed unlock attempt");
+        let free_left = crate::attempts::FREE_FAILURES.saturating_sub(failures);
+        let hint = if delay.is_zero() {
+            format!("{free_left} more tries before keyward starts delaying attempts")
+        } else {
+            format!("next attempt accepted in {} s", delay.as_secs())
+        };
+        let mut e = err(ErrorCode::WrongCredentials, format!("{message} ({hint})"));
+        e.retry_after_secs = delay.as_secs();
+        e
+    }
+
+    /// The protectors to try, in order.
+    fn candidates(
+        &self,
+        file: &vault::format::VaultFile,
+        with: Option<&str>,
+    ) -> Result<Vec<Box<dyn Protector>>, AgentError> {
+        let id = file.account_id;
+        let mut out: Vec<Box<dyn Protector>> = Vec::new();
+        let wanted =
+            |kind: &str| with.is_none_or(|w| w == kind || w.starts_with(&format!("{kind}:")));
+        for kind in &self.config.protectors {
+            match kind.as_str() {
+                "file"
+                    if wanted("file")
+                        && file
+                            .protectors
+                            .iter()
+                            .any(|p| p.kind == ProtectorKind::File) =>
+                {
+                    out.push(Box::new(self.file_protector(&id)));
+                }
+                _ => {}
+            }
+        }
+        if let Some(w) = with
+            && w != "none"
+            && out.is_empty()
+        {
+            return Err(err(
+                ErrorCode::Protector,
+                format!("no protector {w:?} is enrolled (see `keyward protector list`)"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Obtains the Secret Key from the protectors (or the request).
+    async fn secret_key_for_unlock(
+        &self,
+        file: &vault::format::VaultFile,
+        req: &UnlockRequest,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<(SecretKey, String), AgentError> {
+        if let Some(typed) = &req.secret_key {
+            let text = typed.expose_str().ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidInput,
+                    "this Secret Key has a typo: it is not text",
+                )
+            })?;
+            let sk =
+                SecretKey::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+            return Ok((sk, "none".into()));
+        }
+        if req.with.as_deref() == Some("none") {
+            return Err(err(
+                ErrorCode::NeedSecretKey,
+                "enter the Secret Key from your Emergency Kit",
+            ));
+        }
+        let mut reasons = Vec::new();
+        for p in self.candidates(file, req.with.as_deref())? {
+            let id = p.id();
+            let thread_io = io.clone();
+            let pin = req.pin.clone();
+            let fetched = tokio::task::spawn_blocking(move || {
+                let preset = PresetPin {
+                    pin: Mutex::new(pin),
+                    inner: &*thread_io,
+                };
+                p.fetch(&preset)
+            })
+            .await
+            .map_err(internal)?;
+            match fetched {
+                Ok(sk) => return Ok((sk, id)),
+                Err(ProtectorError::Unavailable(why)) => {
+                    io.notice(&format!("{id}: {why}; trying the next protector"));
+                    reasons.push(format!("{id}: {why}"));
+                }
+                Err(e @ ProtectorError::WrongPin { tries_left, .. }) => {
+                    let mut ae = err(ErrorCode::WrongPin, e.to_string());
+                    ae.tries_left = Some(tries_left);
+                    return Err(ae);
+                }
+                Err(e @ ProtectorError::PinBlocked { .. }) => {
+                    return Err(err(ErrorCode::PinBlocked, e.to_string()));
+                }
+                Err(ProtectorError::Cancelled) => {
+                    return Err(err(ErrorCode::Cancelled, "cancelled"));
+                }
+                Err(ProtectorError::Failed(why)) => {
+                    reasons.push(format!("{id}: {why}"));
+                }
+            }
+        }
+        let why = if reasons.is_empty() {
+            "no protector on this device keeps the Secret Key".to_owned()
+        } else {
+            reasons.join("; ")
+        };
+        Err(err(
+            ErrorCode::NeedSecretKey,
+            format!("{why}; enter the Secret Key from your Emergency Kit"),
+        ))
+    }
+
+    /// `Unlock`.
+    pub async fn unlock(
+        self: &Arc<Self>,
+        req: UnlockRequest,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let account = match &*self.read_state() {
+            State::NoAccount => return Err(no_account_error()),
+            State::Unlocked(s) => {
+                return Ok(self.unlocked_response(
+                    &s.account.id,
+                    &s.protector,
+                    vec!["already unlocked".into()],
+                ));
+            }
+            State::Locked(a) => a.clone(),
+        };
+        if let Some(e) = self.backoff_error("not unlocking") {
+            return Err(e);
+        }
+        let password = password_from(&req.password)?;
+        let parsed = vault::read(&account.vault_path).map_err(read_error)?;
+        let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
+        let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &password, &sk))
+            .await
+            .map_err(internal)?;
+        let mut v = match result {
+            Ok(v) => v,
+            Err(UnlockError::WrongCredentials) => {
+                return Err(self.record_failure("wrong Master Password or Secret Key"));
+            }
+            Err(e @ UnlockError::OtherAccount { .. }) => {
+                return Err(err(ErrorCode::InvalidInput, e.to_string()));
+            }
+            Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
+                return Err(err(ErrorCode::Corrupt, e.to_string()));
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        if let Err(e) = self.attempts().reset() {
+            tracing::warn!("cannot reset the failed-attempt counter: {e}");
+        }
+        let mut notes = Vec::new();
+        let now = self.clock.unix_now();
+        if v.needs_settling() {
+            match v.settle(&account.vault_path, now) {
+                Ok(()) => {
+                    notes.push(
+                        "finished an interrupted change of the Secret Key or password".into(),
+                    );
+                    self.restore_stores(&v, &mut notes);
+                }
+                Err(e) => notes.push(format!("could not finish an interrupted change: {e}")),
+            }
+        }
+        if let Some(note) = self.check_generation(&account.id, v.file().generation) {
+            notes.push(note);
+        }
+        if protector == "file"
+            && let Err(e) = v.touch_protector(
+                &account.vault_path,
+                vault::ProtectorRef::Kind(ProtectorKind::File),
+                now,
+            )
+        {
+            tracing::warn!("cannot record protector use: {e}");
+        }
+        let resp = self.unlocked_response(&account.id, &protector, notes);
+        *self.write_state() = State::Unlocked(Box::new(Session {
+            account,
+            vault: v,
+            protector,
+            unlocked_at: Instant::now(),
+        }));
+        self.touch();
+        self.timer.notify_one();
+        tracing::info!("unlocked");
+        Ok(resp)
+    }
+
+    fn unlocked_response(&self, id: &AccountId, protector: &str, notes: Vec<String>) -> Response {
+        Response::Unlocked {
+            account_id: id.to_string(),
+            protector: protector.to_owned(),
+            idle_lock_secs: self.config.idle_lock_seconds,
+            lifetime_secs: self.config.lifetime_seconds,
+            notes,
+        }
+    }
+
+    /// Puts the Secret Key in force into every file/keychain protector.
+    fn restore_stores(&self, v: &vault::Unlocked, notes: &mut Vec<String>) {
+        let Some(sk) = v.secret_key() else { return };
+        if v.file()
+            .protectors
+            .iter()
+            .any(|p| p.kind == ProtectorKind::File)
+            && let Err(e) = self.file_protector(&v.account_id()).store(&sk)
+        {
+            notes.push(format!("file protector: {e}"));
+        }
+    }
+
+    fn generation_file(&self, id: &AccountId) -> PathBuf {
+        self.paths.state_dir.join(format!("generation-{id}"))
+    }
+
+    fn remember_generation(&self, id: &AccountId, generation: u64) {
+        let path = self.generation_file(id);
+        let seen = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if generation > seen {
+            let _ = crate::vault::store::ensure_private_dir(&self.paths.state_dir, self.uid);
+            if let Err(e) =
+                crate::vault::store::write_atomic(&path, generation.to_string().as_bytes())
+            {
+                tracing::warn!("cannot record the vault generation: {e}");
+            }
+        }
+    }
+
+    /// Warns if the vault is older than one this agent saw (rollback), and
+    /// records the generation.
+    fn check_generation(&self, id: &AccountId, generation: u64) -> Option<String> {
+        let seen = std::fs::read_to_string(self.generation_file(id))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        self.remember_generation(id, generation);
+        (generation < seen).then(|| {
+            format!(
+                "WARNING: this vault (write generation {generation}) is older than one keyward opened before \
+                 (generation {seen}): it was restored from a backup or rolled back. Items changed since may be \
+                 missing, and revoked recovery codes may work again; see docs/SECURITY.md, \"Rollback\""
+            )
+        })
+    }
+
+    // ------------------------------------------------------------------ password
+
+    /// `ChangePassword`.
+    pub async fn change_password(
+        self: &Arc<Self>,
+        old: &Secret,
+        new: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let old = password_from(old)?;
+        let new = password_from(new)?;
+        if let Some(e) = self.backoff_error("not changing the password") {
+            return Err(e);
+        }
+        let params = self.config.kdf_params();
+        // Verify and re-wrap on a blocking thread while holding the session.
+        let me = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            me.with_session_mut(|s| {
+                let ok = s.vault.verify_password(&old).map_err(change_error)?;
+                if !ok {
+                    return Ok(false);
+                }
+                let path = s.account.vault_path.clone();
+                s.vault
+                    .change_password(&path, &new, params)
+                    .map_err(change_error)?;
+                Ok(true)
+            })
+        })
+        .await
+        .map_err(internal)??;
+        if !result {
+            return Err(self.record_failure("the current Master Password is wrong"));
+        }
+        let _ = self.attempts().reset();
+        tracing::info!("master password changed");
+        Ok(Response::Ok)
+    }
+}

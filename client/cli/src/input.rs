@@ -1,0 +1,253 @@
+//! Getting secrets from the user: from a file descriptor (scripts), a hidden
+//! terminal prompt, or a pinentry program when there is no terminal. Never echoed.
+
+use keyward_client::Secret;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::process::{Command, Stdio};
+use zeroize::Zeroize;
+
+/// Reads one secret from file descriptor `fd` (like gpg's `--passphrase-fd`):
+/// everything up to end of file, one trailing newline (`\n` or `\r\n`) removed.
+pub fn read_fd(fd: u32, what: &str) -> Result<Secret, String> {
+    // /dev/fd/N reopens the descriptor without any unsafe code.
+    let path = format!("/dev/fd/{fd}");
+    let mut f = std::fs::File::open(&path)
+        .map_err(|e| format!("cannot read the {what} from file descriptor {fd}: {e}"))?;
+    let mut buf = Vec::new();
+    let r = f.read_to_end(&mut buf);
+    if let Err(e) = r {
+        buf.zeroize();
+        return Err(format!(
+            "cannot read the {what} from file descriptor {fd}: {e}"
+        ));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    Ok(Secret::new(buf))
+}
+
+/// Whether a terminal is available for prompts.
+pub fn have_tty() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// Asks for a secret without echo: on the terminal, else through pinentry.
+pub fn ask_hidden(prompt: &str, description: &str) -> Result<Secret, String> {
+    if have_tty() {
+        let mut s = rpassword::prompt_password(format!("{prompt}: "))
+            .map_err(|e| format!("cannot read from the terminal: {e}"))?;
+        let out = Secret::from(s.as_str());
+        s.zeroize();
+        return Ok(out);
+    }
+    match find_pinentry() {
+        Some(program) => pinentry(&program, prompt, description),
+        None => Err(format!(
+            "no terminal to ask for the {} and no pinentry program found; pass it with a --*-fd option \
+             (e.g. --password-fd 3 3<file), or set KEYWARD_PINENTRY",
+            prompt.to_lowercase()
+        )),
+    }
+}
+
+/// Asks twice and compares (new passwords).
+pub fn ask_new(prompt: &str, description: &str) -> Result<Secret, String> {
+    loop {
+        let a = ask_hidden(prompt, description)?;
+        let b = ask_hidden(&format!("{prompt} (again)"), "Type it again to make sure.")?;
+        if a == b {
+            return Ok(a);
+        }
+        if !have_tty() {
+            return Err("the two entries differ".into());
+        }
+        eprintln!("The two entries differ; try again.");
+    }
+}
+
+/// Asks a yes/no question on the terminal; `default` when there is none.
+pub fn confirm(question: &str, default: bool) -> bool {
+    let Ok(mut tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
+        return default;
+    };
+    let hint = if default { "[Y/n]" } else { "[y/N]" };
+    let _ = write!(tty, "{question} {hint} ");
+    let mut line = String::new();
+    if BufReader::new(&tty).read_line(&mut line).is_err() {
+        return default;
+    }
+    match line.trim().to_lowercase().as_str() {
+        "" => default,
+        a => a.starts_with('y'),
+    }
+}
+
+/// `KEYWARD_PINENTRY`, else `pinentry` on PATH (only without a terminal).
+fn find_pinentry() -> Option<String> {
+    if let Ok(p) = std::env::var("KEYWARD_PINENTRY")
+        && !p.is_empty()
+    {
+        return Some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("pinentry"))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+fn assuan_escape(s: &str) -> String {
+    let mut out = String::new();
+    for ch in s.chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            '\n' => out.push_str("%0A"),
+            '\r' => out.push_str("%0D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn assuan_unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let (Some(h), Some(l)) = (
+                (b[i + 1] as char).to_digit(16),
+                (b[i + 2] as char).to_digit(16),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Runs a pinentry program (the Assuan protocol of GnuPG's pinentry).
+fn pinentry(program: &str, prompt: &str, description: &str) -> Result<Secret, String> {
+    let mut child = Command::new(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run pinentry {program}: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("pinentry: no stdin")?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("pinentry: no stdout")?);
+    let mut line = String::new();
+    let expect_ok = |out: &mut BufReader<_>, line: &mut String| -> Result<(), String> {
+        line.clear();
+        out.read_line(line).map_err(|e| format!("pinentry: {e}"))?;
+        if line.starts_with("OK") {
+            Ok(())
+        } else {
+            Err(format!("pinentry: {}", line.trim()))
+        }
+    };
+    expect_ok(&mut out, &mut line)?;
+    for cmd in [
+        "SETTITLE keyward".to_owned(),
+        format!("SETDESC {}", assuan_escape(description)),
+        format!("SETPROMPT {}:", assuan_escape(prompt)),
+    ] {
+        writeln!(stdin, "{cmd}").map_err(|e| format!("pinentry: {e}"))?;
+        expect_ok(&mut out, &mut line)?;
+    }
+    writeln!(stdin, "GETPIN").map_err(|e| format!("pinentry: {e}"))?;
+    let mut secret = None;
+    loop {
+        line.zeroize();
+        line.clear();
+        if out
+            .read_line(&mut line)
+            .map_err(|e| format!("pinentry: {e}"))?
+            == 0
+        {
+            break;
+        }
+        if let Some(data) = line.strip_prefix("D ") {
+            secret = Some(Secret::new(assuan_unescape(
+                data.trim_end_matches(['\n', '\r']),
+            )));
+        } else if line.starts_with("OK") {
+            break;
+        } else if line.starts_with("ERR") {
+            line.zeroize();
+            let _ = writeln!(stdin, "BYE");
+            let _ = child.wait();
+            return Err("cancelled".into());
+        }
+    }
+    line.zeroize();
+    let _ = writeln!(stdin, "BYE");
+    drop(stdin);
+    let _ = child.wait();
+    Ok(secret.unwrap_or_default())
+}
+
+/// Whether standard input is a terminal.
+pub fn stdin_is_tty() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assuan_escaping_round_trips() {
+        assert_eq!(assuan_escape("a%b\nc"), "a%25b%0Ac");
+        assert_eq!(assuan_unescape("a%25b%0Ac"), b"a%b\nc");
+        assert_eq!(assuan_unescape("100%"), b"100%");
+    }
+
+    #[test]
+    fn a_fake_pinentry_is_spoken_to() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("pinentry");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho 'OK hello'\nwhile read cmd rest; do case $cmd in GETPIN) echo 'D s3cr%25t'; echo OK;; BYE) exit 0;; *) echo OK;; esac; done\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = pinentry(script.to_str().unwrap(), "PIN", "desc").unwrap();
+        assert_eq!(s.expose(), b"s3cr%t");
+    }
+
+    #[test]
+    fn fd_input_strips_one_newline() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, b"pass word\n\n").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        use std::os::fd::AsRawFd;
+        let s = read_fd(f.as_raw_fd() as u32, "password").unwrap();
+        assert_eq!(s.expose(), b"pass word\n");
+        assert!(
+            read_fd(987, "password")
+                .unwrap_err()
+                .contains("descriptor 987")
+        );
+    }
+}

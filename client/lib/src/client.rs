@@ -1,0 +1,402 @@
+//! The blocking client: one connection, one request at a time, no runtime.
+
+use crate::frame::{FrameBuf, FrameError, write_frame};
+use crate::message::{
+    AgentError, ItemInfo, PROTOCOL_VERSION, PromptKind, Request, Response, StatusInfo,
+    UnlockRequest,
+};
+use crate::paths::{Paths, current_uid};
+use crate::secret::Secret;
+use crate::wire::DecodeError;
+use interprocess::local_socket::traits::{Stream as _, StreamCommon as _};
+use interprocess::local_socket::{ConnectOptions, GenericFilePath, Stream, ToFsName};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What went wrong talking to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("no keyward agent is running (nothing at {})", socket.display())]
+    NotRunning {
+        /// The socket path.
+        socket: PathBuf,
+        /// The connect error.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting failed for another reason.
+    #[error("cannot connect to the keyward agent at {}: {source}", socket.display())]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// The connect error.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket or the process behind it belongs to another user.
+    #[error(
+        "refusing to talk to {}: {what} belongs to uid {owner}, not to you (uid {me})",
+        socket.display()
+    )]
+    WrongOwner {
+        /// The socket path.
+        socket: PathBuf,
+        /// "the socket file" or "the agent process".
+        what: &'static str,
+        /// Its owner.
+        owner: u32,
+        /// Our uid.
+        me: u32,
+    },
+    /// The agent speaks another protocol version.
+    #[error("{}", version_message(*agent_protocol, agent_version))]
+    VersionMismatch {
+        /// The agent's protocol version.
+        agent_protocol: u16,
+        /// The agent's program version.
+        agent_version: String,
+    },
+    /// The agent did not answer in time.
+    #[error("the keyward agent did not answer within {0:?}")]
+    Timeout(Duration),
+    /// I/O after connecting.
+    #[error("lost the connection to the keyward agent: {0}")]
+    Io(#[from] io::Error),
+    /// A framing error.
+    #[error("lost the connection to the keyward agent: {0}")]
+    Frame(#[from] FrameError),
+    /// An undecodable answer.
+    #[error("the keyward agent sent an invalid answer: {0}")]
+    Decode(#[from] DecodeError),
+    /// The agent refused or failed.
+    #[error("{0}")]
+    Agent(AgentError),
+    /// An answer of the wrong type.
+    #[error("the keyward agent sent an unexpected answer ({0})")]
+    Unexpected(String),
+    /// The agent asked for input and nobody could answer.
+    #[error("the keyward agent needs input ({0}) and no way to ask was given")]
+    NoInteraction(String),
+}
+
+fn version_message(agent_protocol: u16, agent_version: &str) -> String {
+    let relation = if agent_protocol < PROTOCOL_VERSION {
+        "older"
+    } else {
+        "newer"
+    };
+    format!(
+        "the running keyward agent ({agent_version}, protocol {agent_protocol}) is {relation} than this \
+         client (protocol {PROTOCOL_VERSION}); restart it: `keyward agent stop` (the next command \
+         starts the new one), or `systemctl --user restart keyward-agent`"
+    )
+}
+
+impl ClientError {
+    /// The agent's error, if this is one.
+    pub fn agent_error(&self) -> Option<&AgentError> {
+        match self {
+            ClientError::Agent(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The agent, as it introduced itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Protocol version.
+    pub protocol: u16,
+    /// Program version.
+    pub version: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// Answers the agent's questions during a request (a YubiKey PIN …) and
+/// shows its notices ("touch your YubiKey").
+pub trait Interaction {
+    /// Asks the user; `None` cancels.
+    fn prompt(&mut self, kind: PromptKind, message: &str) -> Option<Secret>;
+    /// Shows a notice.
+    fn notice(&mut self, message: &str);
+}
+
+/// An [`Interaction`] that cannot ask anything (prompts fail).
+pub struct NoInteraction;
+
+impl Interaction for NoInteraction {
+    fn prompt(&mut self, _: PromptKind, _: &str) -> Option<Secret> {
+        None
+    }
+    fn notice(&mut self, _: &str) {}
+}
+
+/// Checks the socket file's owner before connecting.
+pub(crate) fn check_socket_owner(socket: &Path, me: u32) -> Result<(), ClientError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(md) if md.uid() != me && md.uid() != 0 => Err(ClientError::WrongOwner {
+            socket: socket.to_owned(),
+            what: "the socket file",
+            owner: md.uid(),
+            me,
+        }),
+        Ok(_) => Ok(()),
+        Err(source) => Err(ClientError::NotRunning {
+            socket: socket.to_owned(),
+            source,
+        }),
+    }
+}
+
+pub(crate) fn connect_error(socket: &Path, source: io::Error) -> ClientError {
+    match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+            socket: socket.to_owned(),
+            source,
+        },
+        _ => ClientError::Connect {
+            socket: socket.to_owned(),
+            source,
+        },
+    }
+}
+
+/// A blocking connection to the agent.
+///
+/// ```no_run
+/// use keyward_client::Client;
+/// # fn main() -> Result<(), keyward_client::ClientError> {
+/// let mut agent = Client::connect_default()?;
+/// let token = agent.get("github/token")?;
+/// println!("{} bytes", token.len());
+/// # Ok(()) }
+/// ```
+pub struct Client {
+    stream: Stream,
+    buf: FrameBuf,
+    agent: AgentInfo,
+    socket: PathBuf,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("agent", &self.agent)
+            .finish()
+    }
+}
+
+/// How long a blocking client waits for an answer by default. Unlocking runs
+/// Argon2id (about a second on slow machines) and may wait for a PIN typed by
+/// the user, so this is generous; [`Client::set_timeout`] changes it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Client {
+    /// Connects to this user's agent (socket from [`Paths::from_env`]).
+    pub fn connect_default() -> Result<Self, ClientError> {
+        let paths = Paths::from_env().map_err(|e| ClientError::Connect {
+            socket: PathBuf::new(),
+            source: io::Error::new(io::ErrorKind::NotFound, e),
+        })?;
+        Self::connect(&paths.socket())
+    }
+
+    /// Connects to the agent at `socket`, checks that the socket file and the
+    /// process behind it belong to this user (or root), and says hello.
+    pub fn connect(socket: &Path) -> Result<Self, ClientError> {
+        Self::connect_as(socket, current_uid(), "keyward-client")
+    }
+
+    /// [`Client::connect`] for a given uid (the PAM module, after dropping
+    /// privileges) and client name.
+    pub fn connect_as(socket: &Path, uid: u32, client_name: &str) -> Result<Self, ClientError> {
+        check_socket_owner(socket, uid)?;
+        let name = socket
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|e| connect_error(socket, e))?;
+        let stream = ConnectOptions::new()
+            .name(name)
+            .connect_sync()
+            .map_err(|e| connect_error(socket, e))?;
+        let creds = stream.peer_creds().map_err(ClientError::Io)?;
+        if let Some(owner) = creds.euid()
+            && owner != uid
+            && owner != 0
+        {
+            return Err(ClientError::WrongOwner {
+                socket: socket.to_owned(),
+                what: "the agent process",
+                owner,
+                me: uid,
+            });
+        }
+        stream.set_recv_timeout(Some(DEFAULT_TIMEOUT))?;
+        stream.set_send_timeout(Some(DEFAULT_TIMEOUT))?;
+        let mut c = Self {
+            stream,
+            buf: FrameBuf::new(),
+            agent: AgentInfo {
+                protocol: 0,
+                version: String::new(),
+                pid: 0,
+            },
+            socket: socket.to_owned(),
+        };
+        c.send(&Request::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: client_name.to_owned(),
+        })?;
+        match c.recv()? {
+            Response::HelloOk {
+                protocol,
+                agent_version,
+                pid,
+            } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Err(ClientError::VersionMismatch {
+                        agent_protocol: protocol,
+                        agent_version,
+                    });
+                }
+                c.agent = AgentInfo {
+                    protocol,
+                    version: agent_version,
+                    pid,
+                };
+                Ok(c)
+            }
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The agent, as it introduced itself.
+    pub fn agent(&self) -> &AgentInfo {
+        &self.agent
+    }
+
+    /// How long to wait for each answer.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream.set_recv_timeout(Some(timeout))?;
+        self.stream.set_send_timeout(Some(timeout))?;
+        Ok(())
+    }
+
+    fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        write_frame(&mut &self.stream, req.encode()).map_err(|e| self.timeout_or(e.into()))
+    }
+
+    fn recv(&mut self) -> Result<Response, ClientError> {
+        match self.buf.read_frame(&mut &self.stream) {
+            Ok(payload) => Ok(Response::decode(payload)?),
+            Err(e) => Err(self.timeout_or(e)),
+        }
+    }
+
+    fn timeout_or(&self, e: FrameError) -> ClientError {
+        match &e {
+            FrameError::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                ClientError::Timeout(DEFAULT_TIMEOUT)
+            }
+            _ => ClientError::Frame(e),
+        }
+    }
+
+    /// Sends a request and returns the final answer, answering prompts and
+    /// showing notices through `ui`. An agent error is returned as
+    /// [`ClientError::Agent`].
+    pub fn call_with(
+        &mut self,
+        req: &Request,
+        ui: &mut dyn Interaction,
+    ) -> Result<Response, ClientError> {
+        self.send(req)?;
+        loop {
+            match self.recv()? {
+                Response::Prompt { kind, message } => {
+                    let answer = ui.prompt(kind, &message);
+                    self.send(&Request::PromptReply { answer })?;
+                }
+                Response::Notice { message } => ui.notice(&message),
+                Response::Error(e) => return Err(ClientError::Agent(e)),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// [`Client::call_with`] without interaction (prompts are cancelled).
+    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.call_with(req, &mut NoInteraction)
+    }
+
+    /// An item's value.
+    pub fn get(&mut self, name: &str) -> Result<Secret, ClientError> {
+        match self.call(&Request::Get {
+            name: name.to_owned(),
+        })? {
+            Response::Value(v) => Ok(v),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Creates or replaces an item.
+    pub fn set(&mut self, name: &str, value: impl Into<Secret>) -> Result<(), ClientError> {
+        self.expect_ok(&Request::Set {
+            name: name.to_owned(),
+            value: value.into(),
+        })
+    }
+
+    /// Deletes an item.
+    pub fn remove(&mut self, name: &str) -> Result<(), ClientError> {
+        self.expect_ok(&Request::Remove {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Item names and times.
+    pub fn list(&mut self) -> Result<Vec<ItemInfo>, ClientError> {
+        match self.call(&Request::List)? {
+            Response::Items(v) => Ok(v),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The agent's state (does not reset the idle timer).
+    pub fn status(&mut self) -> Result<StatusInfo, ClientError> {
+        match self.call(&Request::Status)? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Unlocks with the Master Password (the Secret Key from this device's protectors).
+    pub fn unlock(&mut self, password: impl Into<Secret>) -> Result<Response, ClientError> {
+        self.call(&Request::Unlock(UnlockRequest {
+            password: password.into(),
+            ..UnlockRequest::default()
+        }))
+    }
+
+    /// Locks now.
+    pub fn lock(&mut self) -> Result<(), ClientError> {
+        self.expect_ok(&Request::Lock)
+    }
+
+    fn expect_ok(&mut self, req: &Request) -> Result<(), ClientError> {
+        match self.call(req)? {
+            Response::Ok => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

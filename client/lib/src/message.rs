@@ -1,0 +1,1294 @@
+//! Every message of the keyward protocol, version [`PROTOCOL_VERSION`].
+//!
+//! A payload is one tag byte and the fields in order (see [`crate::wire`] for
+//! the field encodings and `docs/PROTOCOL.md` for the tables). Requests have
+//! tags below `0x80`, responses `0x80` and above.
+
+use crate::secret::Secret;
+use crate::wire::{DecodeError, Reader, Writer};
+use std::fmt;
+
+/// The protocol version this crate speaks. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Longest item name in bytes (UTF-8).
+pub const MAX_NAME: usize = 256;
+/// Largest item value in bytes.
+pub const MAX_VALUE: usize = 60 * 1024;
+
+/// Request tags.
+pub mod tag {
+    #![allow(missing_docs)]
+    pub const HELLO: u8 = 0x01;
+    pub const STATUS: u8 = 0x02;
+    pub const INIT: u8 = 0x03;
+    pub const UNLOCK: u8 = 0x04;
+    pub const LOCK: u8 = 0x05;
+    pub const GET: u8 = 0x06;
+    pub const SET: u8 = 0x07;
+    pub const LIST: u8 = 0x08;
+    pub const REMOVE: u8 = 0x09;
+    pub const CHANGE_PASSWORD: u8 = 0x0a;
+    pub const RECOVERY_CODE_NEW: u8 = 0x0b;
+    pub const RECOVERY_CODE_LIST: u8 = 0x0c;
+    pub const RECOVERY_CODE_REVOKE: u8 = 0x0d;
+    pub const RECOVER: u8 = 0x0e;
+    pub const SECRET_KEY_ROTATE: u8 = 0x0f;
+    pub const EMERGENCY_KIT: u8 = 0x10;
+    pub const PROTECTOR_ADD: u8 = 0x11;
+    pub const PROTECTOR_LIST: u8 = 0x12;
+    pub const PROTECTOR_REMOVE: u8 = 0x13;
+    pub const SHUTDOWN: u8 = 0x14;
+    pub const PROMPT_REPLY: u8 = 0x15;
+
+    pub const HELLO_OK: u8 = 0x80;
+    pub const OK: u8 = 0x81;
+    pub const STATUS_INFO: u8 = 0x82;
+    pub const VALUE: u8 = 0x83;
+    pub const ITEMS: u8 = 0x84;
+    pub const CREATED: u8 = 0x85;
+    pub const UNLOCKED: u8 = 0x86;
+    pub const RECOVERY_CODE: u8 = 0x87;
+    pub const RECOVERY_CODES: u8 = 0x88;
+    pub const NEW_SECRET_KEY: u8 = 0x89;
+    pub const KIT: u8 = 0x8a;
+    pub const PROTECTORS: u8 = 0x8b;
+    pub const PROTECTOR_ADDED: u8 = 0x8c;
+    pub const PROMPT: u8 = 0x8d;
+    pub const NOTICE: u8 = 0x8e;
+    pub const ERROR: u8 = 0xff;
+}
+
+/// `Init`: create the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitRequest {
+    /// The Master Password.
+    pub password: Secret,
+    /// Where to keep the Secret Key: `auto`, `file`, `keychain` or `none`.
+    pub protector: String,
+}
+
+/// `Unlock`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnlockRequest {
+    /// The Master Password.
+    pub password: Secret,
+    /// The Secret Key as typed, if the user gives it (protector `none`).
+    pub secret_key: Option<Secret>,
+    /// A YubiKey PIN given up front (scripts); otherwise the agent prompts.
+    pub pin: Option<Secret>,
+    /// Use only this protector: `yubikey`, `yubikey:SERIAL`, `keychain`, `file`, `none`.
+    pub with: Option<String>,
+}
+
+/// `ProtectorAdd`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProtectorAddRequest {
+    /// `yubikey`, `keychain` or `file`.
+    pub kind: String,
+    /// YubiKey serial (required when several cards are present).
+    pub serial: Option<u32>,
+    /// PIV slot (default: the first free retired slot).
+    pub slot: Option<u8>,
+    /// Touch policy: `never`, `always`, `cached`.
+    pub touch: Option<String>,
+    /// The card's PIN, given up front.
+    pub pin: Option<Secret>,
+    /// The card's management key (hex), given up front.
+    pub management_key: Option<Secret>,
+}
+
+/// A request from a client.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Request {
+    /// First message on every connection.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        protocol: u16,
+        /// The client's name and version, e.g. `keyward 0.1.0`.
+        client: String,
+    },
+    /// State of the agent; does not reset the idle timer.
+    Status,
+    /// Create the account.
+    Init(InitRequest),
+    /// Unlock.
+    Unlock(UnlockRequest),
+    /// Lock now.
+    Lock,
+    /// An item's value.
+    Get {
+        /// Item name.
+        name: String,
+    },
+    /// Create or replace an item.
+    Set {
+        /// Item name.
+        name: String,
+        /// Value.
+        value: Secret,
+    },
+    /// Item names.
+    List,
+    /// Delete an item.
+    Remove {
+        /// Item name.
+        name: String,
+    },
+    /// Change the Master Password.
+    ChangePassword {
+        /// The current password.
+        old: Secret,
+        /// The new password.
+        new: Secret,
+    },
+    /// Make a recovery code (re-asks the password).
+    RecoveryCodeNew {
+        /// The Master Password.
+        password: Secret,
+    },
+    /// List recovery codes (ids and dates only).
+    RecoveryCodeList,
+    /// Revoke a recovery code.
+    RecoveryCodeRevoke {
+        /// Its id (hex, or a unique prefix).
+        id: String,
+    },
+    /// Recover with a code: new Secret Key, new password.
+    Recover {
+        /// The recovery code as typed.
+        code: Secret,
+        /// The new Master Password.
+        new_password: Secret,
+    },
+    /// Issue a new Secret Key (re-asks the password).
+    SecretKeyRotate {
+        /// The Master Password.
+        password: Secret,
+    },
+    /// What the Emergency Kit needs (re-asks the password).
+    EmergencyKit {
+        /// The Master Password.
+        password: Secret,
+    },
+    /// Enroll a protector.
+    ProtectorAdd(ProtectorAddRequest),
+    /// List protectors.
+    ProtectorList,
+    /// Remove a protector.
+    ProtectorRemove {
+        /// Its id.
+        id: String,
+    },
+    /// Lock and stop the agent.
+    Shutdown,
+    /// The answer to a [`Response::Prompt`]; `None` cancels.
+    PromptReply {
+        /// The answer.
+        answer: Option<Secret>,
+    },
+}
+
+impl fmt::Debug for Request {
+    /// Names the request and its non-secret fields only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Hello { protocol, client } => write!(f, "Hello({protocol}, {client:?})"),
+            Request::Get { name } => write!(f, "Get({name:?})"),
+            Request::Set { name, value } => write!(f, "Set({name:?}, {value:?})"),
+            Request::Remove { name } => write!(f, "Remove({name:?})"),
+            Request::RecoveryCodeRevoke { id } => write!(f, "RecoveryCodeRevoke({id:?})"),
+            Request::ProtectorRemove { id } => write!(f, "ProtectorRemove({id:?})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl Request {
+    /// The request's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "Hello",
+            Request::Status => "Status",
+            Request::Init(_) => "Init",
+            Request::Unlock(_) => "Unlock",
+            Request::Lock => "Lock",
+            Request::Get { .. } => "Get",
+            Request::Set { .. } => "Set",
+            Request::List => "List",
+            Request::Remove { .. } => "Remove",
+            Request::ChangePassword { .. } => "ChangePassword",
+            Request::RecoveryCodeNew { .. } => "RecoveryCodeNew",
+            Request::RecoveryCodeList => "RecoveryCodeList",
+            Request::RecoveryCodeRevoke { .. } => "RecoveryCodeRevoke",
+            Request::Recover { .. } => "Recover",
+            Request::SecretKeyRotate { .. } => "SecretKeyRotate",
+            Request::EmergencyKit { .. } => "EmergencyKit",
+            Request::ProtectorAdd(_) => "ProtectorAdd",
+            Request::ProtectorList => "ProtectorList",
+            Request::ProtectorRemove { .. } => "ProtectorRemove",
+            Request::Shutdown => "Shutdown",
+            Request::PromptReply { .. } => "PromptReply",
+        }
+    }
+
+    /// Whether this request counts as activity for the idle timer.
+    pub fn is_activity(&self) -> bool {
+        !matches!(self, Request::Hello { .. } | Request::Status)
+    }
+
+    /// Encodes a whole frame (length prefix and payload). The second value
+    /// says whether it holds secrets (the caller then zeroizes the buffer
+    /// after sending it).
+    pub fn encode(&self) -> (Vec<u8>, bool) {
+        use tag::*;
+        let w = match self {
+            Request::Hello { protocol, client } => {
+                let mut w = Writer::new(HELLO);
+                w.u16(*protocol);
+                w.str(client);
+                w
+            }
+            Request::Status => Writer::new(STATUS),
+            Request::Init(r) => {
+                let mut w = Writer::new(INIT);
+                w.secret(&r.password);
+                w.str(&r.protector);
+                w
+            }
+            Request::Unlock(r) => {
+                let mut w = Writer::new(UNLOCK);
+                w.secret(&r.password);
+                w.opt(r.secret_key.as_ref(), Writer::secret);
+                w.opt(r.pin.as_ref(), Writer::secret);
+                w.opt(r.with.as_ref(), |w, s| w.str(s));
+                w
+            }
+            Request::Lock => Writer::new(LOCK),
+            Request::Get { name } => {
+                let mut w = Writer::new(GET);
+                w.str(name);
+                w
+            }
+            Request::Set { name, value } => {
+                let mut w = Writer::new(SET);
+                w.str(name);
+                w.secret(value);
+                w
+            }
+            Request::List => Writer::new(LIST),
+            Request::Remove { name } => {
+                let mut w = Writer::new(REMOVE);
+                w.str(name);
+                w
+            }
+            Request::ChangePassword { old, new } => {
+                let mut w = Writer::new(CHANGE_PASSWORD);
+                w.secret(old);
+                w.secret(new);
+                w
+            }
+            Request::RecoveryCodeNew { password } => {
+                let mut w = Writer::new(RECOVERY_CODE_NEW);
+                w.secret(password);
+                w
+            }
+            Request::RecoveryCodeList => Writer::new(RECOVERY_CODE_LIST),
+            Request::RecoveryCodeRevoke { id } => {
+                let mut w = Writer::new(RECOVERY_CODE_REVOKE);
+                w.str(id);
+                w
+            }
+            Request::Recover { code, new_password } => {
+                let mut w = Writer::new(RECOVER);
+                w.secret(code);
+                w.secret(new_password);
+                w
+            }
+            Request::SecretKeyRotate { password } => {
+                let mut w = Writer::new(SECRET_KEY_ROTATE);
+                w.secret(password);
+                w
+            }
+            Request::EmergencyKit { password } => {
+                let mut w = Writer::new(EMERGENCY_KIT);
+                w.secret(password);
+                w
+            }
+            Request::ProtectorAdd(r) => {
+                let mut w = Writer::new(PROTECTOR_ADD);
+                w.str(&r.kind);
+                w.opt(r.serial.as_ref(), |w, v| w.u32(*v));
+                w.opt(r.slot.as_ref(), |w, v| w.u8(*v));
+                w.opt(r.touch.as_ref(), |w, s| w.str(s));
+                w.opt(r.pin.as_ref(), Writer::secret);
+                w.opt(r.management_key.as_ref(), Writer::secret);
+                w
+            }
+            Request::ProtectorList => Writer::new(PROTECTOR_LIST),
+            Request::ProtectorRemove { id } => {
+                let mut w = Writer::new(PROTECTOR_REMOVE);
+                w.str(id);
+                w
+            }
+            Request::Shutdown => Writer::new(SHUTDOWN),
+            Request::PromptReply { answer } => {
+                let mut w = Writer::new(PROMPT_REPLY);
+                w.opt(answer.as_ref(), Writer::secret);
+                w
+            }
+        };
+        w.finish()
+    }
+
+    /// Decodes a payload (a frame without its length prefix), strictly: no
+    /// trailing bytes.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        use tag::*;
+        let mut r = Reader::new(buf);
+        let t = r.u8("tag").map_err(|_| DecodeError::Empty)?;
+        let req = match t {
+            HELLO => Request::Hello {
+                protocol: r.u16("protocol")?,
+                client: r.str("client")?,
+            },
+            STATUS => Request::Status,
+            INIT => Request::Init(InitRequest {
+                password: r.secret("password")?,
+                protector: r.str("protector")?,
+            }),
+            UNLOCK => Request::Unlock(UnlockRequest {
+                password: r.secret("password")?,
+                secret_key: r.opt("secret_key", |r| r.secret("secret_key"))?,
+                pin: r.opt("pin", |r| r.secret("pin"))?,
+                with: r.opt("with", |r| r.str("with"))?,
+            }),
+            LOCK => Request::Lock,
+            GET => Request::Get {
+                name: r.str("name")?,
+            },
+            SET => Request::Set {
+                name: r.str("name")?,
+                value: r.secret("value")?,
+            },
+            LIST => Request::List,
+            REMOVE => Request::Remove {
+                name: r.str("name")?,
+            },
+            CHANGE_PASSWORD => Request::ChangePassword {
+                old: r.secret("old")?,
+                new: r.secret("new")?,
+            },
+            RECOVERY_CODE_NEW => Request::RecoveryCodeNew {
+                password: r.secret("password")?,
+            },
+            RECOVERY_CODE_LIST => Request::RecoveryCodeList,
+            RECOVERY_CODE_REVOKE => Request::RecoveryCodeRevoke { id: r.str("id")? },
+            RECOVER => Request::Recover {
+                code: r.secret("code")?,
+                new_password: r.secret("new_password")?,
+            },
+            SECRET_KEY_ROTATE => Request::SecretKeyRotate {
+                password: r.secret("password")?,
+            },
+            EMERGENCY_KIT => Request::EmergencyKit {
+                password: r.secret("password")?,
+            },
+            PROTECTOR_ADD => Request::ProtectorAdd(ProtectorAddRequest {
+                kind: r.str("kind")?,
+                serial: r.opt("serial", |r| r.u32("serial"))?,
+                slot: r.opt("slot", |r| r.u8("slot"))?,
+                touch: r.opt("touch", |r| r.str("touch"))?,
+                pin: r.opt("pin", |r| r.secret("pin"))?,
+                management_key: r.opt("management_key", |r| r.secret("management_key"))?,
+            }),
+            PROTECTOR_LIST => Request::ProtectorList,
+            PROTECTOR_REMOVE => Request::ProtectorRemove { id: r.str("id")? },
+            SHUTDOWN => Request::Shutdown,
+            PROMPT_REPLY => Request::PromptReply {
+                answer: r.opt("answer", |r| r.secret("answer"))?,
+            },
+            other => return Err(DecodeError::UnknownTag(other)),
+        };
+        r.end()?;
+        Ok(req)
+    }
+}
+
+/// The agent's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// No account yet.
+    Uninitialized,
+    /// Account exists, keys not in memory.
+    Locked,
+    /// Keys in memory.
+    Unlocked,
+}
+
+impl AgentState {
+    /// `uninitialized`, `locked` or `unlocked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Uninitialized => "uninitialized",
+            AgentState::Locked => "locked",
+            AgentState::Unlocked => "unlocked",
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            AgentState::Uninitialized => 0,
+            AgentState::Locked => 1,
+            AgentState::Unlocked => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(AgentState::Uninitialized),
+            1 => Some(AgentState::Locked),
+            2 => Some(AgentState::Unlocked),
+            _ => None,
+        }
+    }
+}
+
+/// `Status` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusInfo {
+    /// State.
+    pub state: AgentState,
+    /// The account, if one exists.
+    pub account_id: Option<String>,
+    /// Seconds until the idle lock (unlocked only).
+    pub idle_lock_in: Option<u64>,
+    /// Seconds until the absolute lifetime ends (unlocked only).
+    pub lifetime_left: Option<u64>,
+    /// The protector that produced the Secret Key at the last unlock.
+    pub protector: Option<String>,
+    /// Seconds before another unlock attempt is accepted (0 = now).
+    pub backoff_secs: u64,
+    /// The agent's version.
+    pub agent_version: String,
+    /// The agent's process id.
+    pub pid: u32,
+    /// Whether the keys are in mlocked memory (unlocked only).
+    pub keys_mlocked: bool,
+}
+
+/// An item in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemInfo {
+    /// Name.
+    pub name: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds.
+    pub modified: u64,
+}
+
+/// A recovery code in a listing (never the code itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryCodeInfo {
+    /// Its id (16 hex digits).
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds, if ever used.
+    pub last_used: Option<u64>,
+}
+
+/// A protector in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectorInfo {
+    /// Its id, e.g. `file`, `keychain`, `yubikey:12345678:82`.
+    pub id: String,
+    /// `file`, `keychain` or `yubikey`.
+    pub kind: String,
+    /// Human details (serial, slot, policies, path).
+    pub details: String,
+    /// Unix seconds.
+    pub added: u64,
+    /// Unix seconds, if ever used.
+    pub last_used: Option<u64>,
+    /// It holds an outdated Secret Key: re-enroll it.
+    pub stale: bool,
+}
+
+/// What a prompt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    /// A YubiKey PIN.
+    Pin,
+    /// A YubiKey management key (hex).
+    ManagementKey,
+    /// A new YubiKey PIN (to replace a default one); empty answer = keep.
+    NewPin,
+    /// The Secret Key, typed.
+    SecretKey,
+    /// A yes/no question; answer `y` or `n`.
+    Confirm,
+}
+
+impl PromptKind {
+    fn to_u8(self) -> u8 {
+        match self {
+            PromptKind::Pin => 1,
+            PromptKind::ManagementKey => 2,
+            PromptKind::NewPin => 3,
+            PromptKind::SecretKey => 4,
+            PromptKind::Confirm => 5,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(PromptKind::Pin),
+            2 => Some(PromptKind::ManagementKey),
+            3 => Some(PromptKind::NewPin),
+            4 => Some(PromptKind::SecretKey),
+            5 => Some(PromptKind::Confirm),
+            _ => None,
+        }
+    }
+}
+
+/// Error classes, stable across versions (see docs/PROTOCOL.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Malformed frame or message.
+    BadRequest,
+    /// Frame over the size cap.
+    FrameTooLarge,
+    /// Protocol versions differ.
+    VersionMismatch,
+    /// The agent is locked.
+    Locked,
+    /// No account yet.
+    NoAccount,
+    /// Wrong Master Password or Secret Key.
+    WrongCredentials,
+    /// Too many failures: wait `retry_after_secs`.
+    BackedOff,
+    /// No such item (or recovery code, or protector).
+    NotFound,
+    /// Already exists.
+    Exists,
+    /// Invalid input (bad name, value too large, a typo in a Secret Key …).
+    InvalidInput,
+    /// The vault could not be written; nothing changed.
+    Storage,
+    /// The vault is damaged or was tampered with.
+    Corrupt,
+    /// A protector failed (card absent, keychain locked …).
+    Protector,
+    /// Wrong YubiKey PIN (`tries_left` says how many remain).
+    WrongPin,
+    /// The YubiKey PIN is blocked.
+    PinBlocked,
+    /// No protector gave the Secret Key and none was typed.
+    NeedSecretKey,
+    /// The user cancelled a prompt.
+    Cancelled,
+    /// Too many connections.
+    Busy,
+    /// The peer is not allowed.
+    PermissionDenied,
+    /// Wrong recovery code.
+    WrongRecoveryCode,
+    /// A bug or an unexpected failure in the agent.
+    Internal,
+    /// A code this client does not know (from a newer agent).
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 1,
+            ErrorCode::FrameTooLarge => 2,
+            ErrorCode::VersionMismatch => 3,
+            ErrorCode::Locked => 4,
+            ErrorCode::NoAccount => 5,
+            ErrorCode::WrongCredentials => 6,
+            ErrorCode::BackedOff => 7,
+            ErrorCode::NotFound => 8,
+            ErrorCode::Exists => 9,
+            ErrorCode::InvalidInput => 10,
+            ErrorCode::Storage => 11,
+            ErrorCode::Corrupt => 12,
+            ErrorCode::Protector => 13,
+            ErrorCode::WrongPin => 14,
+            ErrorCode::PinBlocked => 15,
+            ErrorCode::NeedSecretKey => 16,
+            ErrorCode::Cancelled => 17,
+            ErrorCode::Busy => 18,
+            ErrorCode::PermissionDenied => 19,
+            ErrorCode::WrongRecoveryCode => 20,
+            ErrorCode::Internal => 21,
+            ErrorCode::Unknown(v) => v,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_u16(v: u16) -> Self {
+        use ErrorCode::*;
+        [
+            BadRequest,
+            FrameTooLarge,
+            VersionMismatch,
+            Locked,
+            NoAccount,
+            WrongCredentials,
+            BackedOff,
+            NotFound,
+            Exists,
+            InvalidInput,
+            Storage,
+            Corrupt,
+            Protector,
+            WrongPin,
+            PinBlocked,
+            NeedSecretKey,
+            Cancelled,
+            Busy,
+            PermissionDenied,
+            WrongRecoveryCode,
+            Internal,
+        ]
+        .into_iter()
+        .find(|c| c.to_u16() == v)
+        .unwrap_or(Unknown(v))
+    }
+}
+
+/// An error reported by the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentError {
+    /// The class.
+    pub code: ErrorCode,
+    /// A sentence for the user, saying what to do next.
+    pub message: String,
+    /// Seconds to wait before retrying (back-off), 0 if none.
+    pub retry_after_secs: u64,
+    /// Tries left (YubiKey PIN), if relevant.
+    pub tries_left: Option<u8>,
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+impl AgentError {
+    /// An error with no back-off and no tries count.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: 0,
+            tries_left: None,
+        }
+    }
+}
+
+/// A response from the agent.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Answer to `Hello`.
+    HelloOk {
+        /// The agent's [`PROTOCOL_VERSION`].
+        protocol: u16,
+        /// The agent's version, e.g. `0.1.0`.
+        agent_version: String,
+        /// The agent's process id.
+        pid: u32,
+    },
+    /// Done.
+    Ok,
+    /// Answer to `Status`.
+    Status(StatusInfo),
+    /// An item's value.
+    Value(Secret),
+    /// Item names.
+    Items(Vec<ItemInfo>),
+    /// Answer to `Init`.
+    Created {
+        /// The new account.
+        account_id: String,
+        /// The Secret Key, shown once.
+        secret_key: Secret,
+        /// Where it is kept on this device.
+        protector: String,
+        /// The vault file.
+        vault_path: String,
+    },
+    /// Answer to `Unlock`.
+    Unlocked {
+        /// The account.
+        account_id: String,
+        /// Which protector gave the Secret Key.
+        protector: String,
+        /// Idle lock, seconds.
+        idle_lock_secs: u64,
+        /// Absolute lifetime, seconds.
+        lifetime_secs: u64,
+        /// Things the user should know (e.g. a vault rollback warning).
+        notes: Vec<String>,
+    },
+    /// A new recovery code, shown once.
+    RecoveryCode {
+        /// Its id.
+        id: String,
+        /// The code.
+        code: Secret,
+    },
+    /// Recovery codes.
+    RecoveryCodes(Vec<RecoveryCodeInfo>),
+    /// A new Secret Key (after recovery or rotation), shown once.
+    NewSecretKey {
+        /// The key.
+        secret_key: Secret,
+        /// What happened to each protector.
+        notes: Vec<String>,
+    },
+    /// What the Emergency Kit prints.
+    Kit {
+        /// The account.
+        account_id: String,
+        /// The Secret Key.
+        secret_key: Secret,
+        /// The vault file.
+        vault_path: String,
+    },
+    /// Protectors.
+    Protectors(Vec<ProtectorInfo>),
+    /// A protector was enrolled.
+    ProtectorAdded {
+        /// Its id.
+        id: String,
+        /// Warnings and advice.
+        notes: Vec<String>,
+    },
+    /// The agent needs an answer from the user; reply with `PromptReply`.
+    Prompt {
+        /// What to ask for.
+        kind: PromptKind,
+        /// The question to show.
+        message: String,
+    },
+    /// Information to show now (e.g. "touch your YubiKey"); more frames follow.
+    Notice {
+        /// The text.
+        message: String,
+    },
+    /// A failure.
+    Error(AgentError),
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::HelloOk {
+                protocol,
+                agent_version,
+                pid,
+            } => write!(f, "HelloOk({protocol}, {agent_version}, {pid})"),
+            Response::Ok => f.write_str("Ok"),
+            Response::Status(s) => write!(f, "{s:?}"),
+            Response::Value(v) => write!(f, "Value({v:?})"),
+            Response::Items(v) => write!(f, "Items({})", v.len()),
+            Response::Created { account_id, .. } => write!(f, "Created({account_id}, [redacted])"),
+            Response::Unlocked {
+                account_id,
+                protector,
+                ..
+            } => write!(f, "Unlocked({account_id}, {protector})"),
+            Response::RecoveryCode { id, .. } => write!(f, "RecoveryCode({id}, [redacted])"),
+            Response::RecoveryCodes(v) => write!(f, "RecoveryCodes({v:?})"),
+            Response::NewSecretKey { .. } => f.write_str("NewSecretKey([redacted])"),
+            Response::Kit { account_id, .. } => write!(f, "Kit({account_id}, [redacted])"),
+            Response::Protectors(v) => write!(f, "Protectors({v:?})"),
+            Response::ProtectorAdded { id, .. } => write!(f, "ProtectorAdded({id})"),
+            Response::Prompt { kind, message } => write!(f, "Prompt({kind:?}, {message:?})"),
+            Response::Notice { message } => write!(f, "Notice({message:?})"),
+            Response::Error(e) => write!(f, "Error({:?}, {:?})", e.code, e.message),
+        }
+    }
+}
+
+fn write_strings(w: &mut Writer, v: &[String]) {
+    w.list(v, |w, s| w.str(s));
+}
+
+fn read_strings(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<String>, DecodeError> {
+    r.list(what, 4, |r| r.str(what))
+}
+
+fn opt_u64(v: u64) -> Option<u64> {
+    (v != 0).then_some(v)
+}
+
+impl Response {
+    /// Shorthand for an error response.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error(AgentError::new(code, message))
+    }
+
+    /// Encodes a whole frame; the flag says whether it holds secrets.
+    pub fn encode(&self) -> (Vec<u8>, bool) {
+        use tag::*;
+        let w = match self {
+            Response::HelloOk {
+                protocol,
+                agent_version,
+                pid,
+            } => {
+                let mut w = Writer::new(HELLO_OK);
+                w.u16(*protocol);
+                w.str(agent_version);
+                w.u32(*pid);
+                w
+            }
+            Response::Ok => Writer::new(OK),
+            Response::Status(s) => {
+                let mut w = Writer::new(STATUS_INFO);
+                w.u8(s.state.to_u8());
+                w.opt(s.account_id.as_ref(), |w, v| w.str(v));
+                w.opt(s.idle_lock_in.as_ref(), |w, v| w.u64(*v));
+                w.opt(s.lifetime_left.as_ref(), |w, v| w.u64(*v));
+                w.opt(s.protector.as_ref(), |w, v| w.str(v));
+                w.u64(s.backoff_secs);
+                w.str(&s.agent_version);
+                w.u32(s.pid);
+                w.bool(s.keys_mlocked);
+                w
+            }
+            Response::Value(v) => {
+                let mut w = Writer::new(VALUE);
+                w.secret(v);
+                w
+            }
+            Response::Items(items) => {
+                let mut w = Writer::new(ITEMS);
+                w.list(items, |w, i| {
+                    w.str(&i.name);
+                    w.u64(i.created);
+                    w.u64(i.modified);
+                });
+                w
+            }
+            Response::Created {
+                account_id,
+                secret_key,
+                protector,
+                vault_path,
+            } => {
+                let mut w = Writer::new(CREATED);
+                w.str(account_id);
+                w.secret(secret_key);
+                w.str(protector);
+                w.str(vault_path);
+                w
+            }
+            Response::Unlocked {
+                account_id,
+                protector,
+                idle_lock_secs,
+                lifetime_secs,
+                notes,
+            } => {
+                let mut w = Writer::new(UNLOCKED);
+                w.str(account_id);
+                w.str(protector);
+                w.u64(*idle_lock_secs);
+                w.u64(*lifetime_secs);
+                write_strings(&mut w, notes);
+                w
+            }
+            Response::RecoveryCode { id, code } => {
+                let mut w = Writer::new(RECOVERY_CODE);
+                w.str(id);
+                w.secret(code);
+                w
+            }
+            Response::RecoveryCodes(v) => {
+                let mut w = Writer::new(RECOVERY_CODES);
+                w.list(v, |w, c| {
+                    w.str(&c.id);
+                    w.u64(c.created);
+                    w.u64(c.last_used.unwrap_or(0));
+                });
+                w
+            }
+            Response::NewSecretKey { secret_key, notes } => {
+                let mut w = Writer::new(NEW_SECRET_KEY);
+                w.secret(secret_key);
+                write_strings(&mut w, notes);
+                w
+            }
+            Response::Kit {
+                account_id,
+                secret_key,
+                vault_path,
+            } => {
+                let mut w = Writer::new(KIT);
+                w.str(account_id);
+                w.secret(secret_key);
+                w.str(vault_path);
+                w
+            }
+            Response::Protectors(v) => {
+                let mut w = Writer::new(PROTECTORS);
+                w.list(v, |w, p| {
+                    w.str(&p.id);
+                    w.str(&p.kind);
+                    w.str(&p.details);
+                    w.u64(p.added);
+                    w.u64(p.last_used.unwrap_or(0));
+                    w.bool(p.stale);
+                });
+                w
+            }
+            Response::ProtectorAdded { id, notes } => {
+                let mut w = Writer::new(PROTECTOR_ADDED);
+                w.str(id);
+                write_strings(&mut w, notes);
+                w
+            }
+            Response::Prompt { kind, message } => {
+                let mut w = Writer::new(PROMPT);
+                w.u8(kind.to_u8());
+                w.str(message);
+                w
+            }
+            Response::Notice { message } => {
+                let mut w = Writer::new(NOTICE);
+                w.str(message);
+                w
+            }
+            Response::Error(e) => {
+                let mut w = Writer::new(ERROR);
+                w.u16(e.code.to_u16());
+                w.str(&e.message);
+                w.u64(e.retry_after_secs);
+                w.opt(e.tries_left.as_ref(), |w, v| w.u8(*v));
+                w
+            }
+        };
+        w.finish()
+    }
+
+    /// Decodes a payload (without the length prefix), strictly.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        use tag::*;
+        let mut r = Reader::new(buf);
+        let t = r.u8("tag").map_err(|_| DecodeError::Empty)?;
+        let resp = match t {
+            HELLO_OK => Response::HelloOk {
+                protocol: r.u16("protocol")?,
+                agent_version: r.str("agent_version")?,
+                pid: r.u32("pid")?,
+            },
+            OK => Response::Ok,
+            STATUS_INFO => Response::Status(StatusInfo {
+                state: AgentState::from_u8(r.u8("state")?).ok_or(DecodeError::Invalid("state"))?,
+                account_id: r.opt("account_id", |r| r.str("account_id"))?,
+                idle_lock_in: r.opt("idle_lock_in", |r| r.u64("idle_lock_in"))?,
+                lifetime_left: r.opt("lifetime_left", |r| r.u64("lifetime_left"))?,
+                protector: r.opt("protector", |r| r.str("protector"))?,
+                backoff_secs: r.u64("backoff_secs")?,
+                agent_version: r.str("agent_version")?,
+                pid: r.u32("pid")?,
+                keys_mlocked: r.bool("keys_mlocked")?,
+            }),
+            VALUE => Response::Value(r.secret("value")?),
+            ITEMS => Response::Items(r.list("items", 20, |r| {
+                Ok(ItemInfo {
+                    name: r.str("name")?,
+                    created: r.u64("created")?,
+                    modified: r.u64("modified")?,
+                })
+            })?),
+            CREATED => Response::Created {
+                account_id: r.str("account_id")?,
+                secret_key: r.secret("secret_key")?,
+                protector: r.str("protector")?,
+                vault_path: r.str("vault_path")?,
+            },
+            UNLOCKED => Response::Unlocked {
+                account_id: r.str("account_id")?,
+                protector: r.str("protector")?,
+                idle_lock_secs: r.u64("idle_lock_secs")?,
+                lifetime_secs: r.u64("lifetime_secs")?,
+                notes: read_strings(&mut r, "notes")?,
+            },
+            RECOVERY_CODE => Response::RecoveryCode {
+                id: r.str("id")?,
+                code: r.secret("code")?,
+            },
+            RECOVERY_CODES => Response::RecoveryCodes(r.list("codes", 20, |r| {
+                Ok(RecoveryCodeInfo {
+                    id: r.str("id")?,
+                    created: r.u64("created")?,
+                    last_used: opt_u64(r.u64("last_used")?),
+                })
+            })?),
+            NEW_SECRET_KEY => Response::NewSecretKey {
+                secret_key: r.secret("secret_key")?,
+                notes: read_strings(&mut r, "notes")?,
+            },
+            KIT => Response::Kit {
+                account_id: r.str("account_id")?,
+                secret_key: r.secret("secret_key")?,
+                vault_path: r.str("vault_path")?,
+            },
+            PROTECTORS => Response::Protectors(r.list("protectors", 29, |r| {
+                Ok(ProtectorInfo {
+                    id: r.str("id")?,
+                    kind: r.str("kind")?,
+                    details: r.str("details")?,
+                    added: r.u64("added")?,
+                    last_used: opt_u64(r.u64("last_used")?),
+                    stale: r.bool("stale")?,
+                })
+            })?),
+            PROTECTOR_ADDED => Response::ProtectorAdded {
+                id: r.str("id")?,
+                notes: read_strings(&mut r, "notes")?,
+            },
+            PROMPT => Response::Prompt {
+                kind: PromptKind::from_u8(r.u8("kind")?).ok_or(DecodeError::Invalid("kind"))?,
+                message: r.str("message")?,
+            },
+            NOTICE => Response::Notice {
+                message: r.str("message")?,
+            },
+            ERROR => Response::Error(AgentError {
+                code: ErrorCode::from_u16(r.u16("code")?),
+                message: r.str("message")?,
+                retry_after_secs: r.u64("retry_after_secs")?,
+                tries_left: r.opt("tries_left", |r| r.u8("tries_left"))?,
+            }),
+            other => return Err(DecodeError::UnknownTag(other)),
+        };
+        r.end()?;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Secret {
+        Secret::from(x)
+    }
+
+    pub(crate) fn sample_requests() -> Vec<Request> {
+        vec![
+            Request::Hello {
+                protocol: 1,
+                client: "keyward 0.1.0".into(),
+            },
+            Request::Status,
+            Request::Init(InitRequest {
+                password: s("pw"),
+                protector: "auto".into(),
+            }),
+            Request::Unlock(UnlockRequest {
+                password: s("pw"),
+                secret_key: Some(s("K1-…")),
+                pin: None,
+                with: Some("yubikey:123".into()),
+            }),
+            Request::Lock,
+            Request::Get { name: "a/b".into() },
+            Request::Set {
+                name: "a".into(),
+                value: Secret::new(vec![0, 1, 2, 255]),
+            },
+            Request::List,
+            Request::Remove { name: "a".into() },
+            Request::ChangePassword {
+                old: s("o"),
+                new: s("n"),
+            },
+            Request::RecoveryCodeNew { password: s("pw") },
+            Request::RecoveryCodeList,
+            Request::RecoveryCodeRevoke { id: "abcd".into() },
+            Request::Recover {
+                code: s("RC1-…"),
+                new_password: s("n"),
+            },
+            Request::SecretKeyRotate { password: s("pw") },
+            Request::EmergencyKit { password: s("pw") },
+            Request::ProtectorAdd(ProtectorAddRequest {
+                kind: "yubikey".into(),
+                serial: Some(7),
+                slot: Some(0x82),
+                touch: Some("cached".into()),
+                pin: Some(s("123456")),
+                management_key: None,
+            }),
+            Request::ProtectorList,
+            Request::ProtectorRemove { id: "file".into() },
+            Request::Shutdown,
+            Request::PromptReply {
+                answer: Some(s("1234")),
+            },
+            Request::PromptReply { answer: None },
+        ]
+    }
+
+    pub(crate) fn sample_responses() -> Vec<Response> {
+        vec![
+            Response::HelloOk {
+                protocol: 1,
+                agent_version: "0.1.0".into(),
+                pid: 42,
+            },
+            Response::Ok,
+            Response::Status(StatusInfo {
+                state: AgentState::Unlocked,
+                account_id: Some("ABCDEF".into()),
+                idle_lock_in: Some(900),
+                lifetime_left: Some(43200),
+                protector: Some("file".into()),
+                backoff_secs: 0,
+                agent_version: "0.1.0".into(),
+                pid: 1,
+                keys_mlocked: true,
+            }),
+            Response::Value(Secret::new(vec![0; 10])),
+            Response::Items(vec![ItemInfo {
+                name: "x".into(),
+                created: 1,
+                modified: 2,
+            }]),
+            Response::Created {
+                account_id: "ABCDEF".into(),
+                secret_key: s("K1"),
+                protector: "file".into(),
+                vault_path: "/v".into(),
+            },
+            Response::Unlocked {
+                account_id: "ABCDEF".into(),
+                protector: "file".into(),
+                idle_lock_secs: 1,
+                lifetime_secs: 2,
+                notes: vec!["n".into()],
+            },
+            Response::RecoveryCode {
+                id: "00".into(),
+                code: s("RC1"),
+            },
+            Response::RecoveryCodes(vec![RecoveryCodeInfo {
+                id: "00".into(),
+                created: 1,
+                last_used: Some(3),
+            }]),
+            Response::NewSecretKey {
+                secret_key: s("K1"),
+                notes: vec![],
+            },
+            Response::Kit {
+                account_id: "A".into(),
+                secret_key: s("K"),
+                vault_path: "/".into(),
+            },
+            Response::Protectors(vec![ProtectorInfo {
+                id: "file".into(),
+                kind: "file".into(),
+                details: "d".into(),
+                added: 1,
+                last_used: None,
+                stale: true,
+            }]),
+            Response::ProtectorAdded {
+                id: "keychain".into(),
+                notes: vec![],
+            },
+            Response::Prompt {
+                kind: PromptKind::Pin,
+                message: "PIN for YubiKey 123".into(),
+            },
+            Response::Notice {
+                message: "touch".into(),
+            },
+            Response::Error(AgentError {
+                code: ErrorCode::WrongPin,
+                message: "wrong PIN".into(),
+                retry_after_secs: 4,
+                tries_left: Some(2),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips_and_truncation_fails() {
+        for req in sample_requests() {
+            let (frame, _) = req.encode();
+            let buf = frame[4..].to_vec();
+            assert_eq!(Request::decode(&buf).unwrap(), req);
+            for n in 0..buf.len() {
+                assert!(Request::decode(&buf[..n]).is_err(), "{req:?} prefix {n}");
+            }
+            let mut longer = buf.clone();
+            longer.push(0);
+            assert_eq!(Request::decode(&longer), Err(DecodeError::Trailing(1)));
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips_and_truncation_fails() {
+        for resp in sample_responses() {
+            let (frame, _) = resp.encode();
+            let buf = &frame[4..];
+            assert_eq!(Response::decode(buf).unwrap(), resp);
+            for n in 0..buf.len() {
+                assert!(Response::decode(&buf[..n]).is_err(), "{resp:?} prefix {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        for req in sample_requests() {
+            let d = format!("{req:?}");
+            for needle in ["pw", "123456", "RC1-", "K1-", "1234"] {
+                assert!(!d.contains(needle), "{d}");
+            }
+        }
+        for resp in sample_responses() {
+            let d = format!("{resp:?}");
+            assert!(!d.contains("K1") && !d.contains("RC1"), "{d}");
+        }
+    }
+
+    #[test]
+    fn secret_payloads_are_flagged() {
+        assert!(Request::Unlock(UnlockRequest::default()).encode().1);
+        assert!(!Request::Status.encode().1);
+        assert!(Response::Value(Secret::default()).encode().1);
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for v in 0..40u16 {
+            assert_eq!(ErrorCode::from_u16(v).to_u16(), v);
+        }
+    }
+
+    #[test]
+    fn unknown_tags_are_errors() {
+        assert_eq!(Request::decode(&[0x7f]), Err(DecodeError::UnknownTag(0x7f)));
+        assert_eq!(
+            Response::decode(&[0x01]),
+            Err(DecodeError::UnknownTag(0x01))
+        );
+        assert_eq!(Request::decode(&[]), Err(DecodeError::Empty));
+    }
+}

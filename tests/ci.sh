@@ -15,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES="
-    argon2
+    argon2 python3-cryptography python3-argon2
     pcscd libpcsclite-dev vsmartcard-vpcd yubico-piv-tool opensc openssl
     dbus dbus-bin libdbus-1-dev gnome-keyring libsecret-tools
     libpam0g-dev pamtester

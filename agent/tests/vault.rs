@@ -117,6 +117,23 @@ fn every_flipped_byte_is_detected_and_nothing_panics() {
 }
 
 #[test]
+fn a_flipped_bit_in_the_version_or_length_field_is_damage() {
+    let f = fixture();
+    let good = std::fs::read(&f.path).unwrap();
+    for i in 8..18 {
+        for bit in 0..8 {
+            let mut bad = good.clone();
+            bad[i] ^= 1 << bit;
+            assert_eq!(
+                format::parse(&bad).unwrap_err(),
+                FormatError::Damaged,
+                "byte {i} bit {bit}"
+            );
+        }
+    }
+}
+
+#[test]
 fn truncation_at_every_length_is_reported_as_truncation() {
     let f = fixture();
     let good = std::fs::read(&f.path).unwrap();

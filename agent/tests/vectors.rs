@@ -254,7 +254,7 @@ fn wrap_vectors() {
         (
             Purpose::Piv,
             "12345678-82",
-            &b"K1ABCDEFGHJKLMNPQRSTVWXYZ23456789AX"[..],
+            &b"K1ABCDEFGHJKLMNPQRSTVWXYZ23456789AR"[..],
         ),
         (
             Purpose::Item,

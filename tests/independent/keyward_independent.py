@@ -485,20 +485,25 @@ def check_envelope(data: bytes, reader_version: int = READER_VERSION) -> tuple[i
         raise VaultError("truncated", "header incomplete")
     (file_len,) = struct.unpack(">Q", data[10:18])
 
-    def checksum_ok() -> bool:
-        # GUESS (F-ENV2): a file too short to hold header + checksum never has
-        # a right checksum.
-        return n >= HEADER_LEN + CHECKSUM_LEN and sha256(data[: n - 32]) == data[n - 32 :]
+    if n < HEADER_LEN + CHECKSUM_LEN:
+        # §10.1: fewer than 50 bytes with an intact magic is truncated.
+        raise VaultError("truncated", f"{n} bytes, shorter than header + checksum")
+
+    def checksum_ok_with_actual_length() -> bool:
+        # §10.1 step 2: the checksum over the bytes with file_len replaced by
+        # the actual length.
+        patched = data[:10] + struct.pack(">Q", n) + data[18 : n - 32]
+        return sha256(patched) == data[n - 32 :]
 
     # 2. the length
     if file_len != n:
-        if checksum_ok():
+        if checksum_ok_with_actual_length():
             raise VaultError("damaged", "length field wrong, checksum right")
         if n < file_len:
             raise VaultError("truncated", f"{n} bytes, header says {file_len}")
         raise VaultError("trailing data", f"{n} bytes, header says {file_len}")
     # 3. the checksum
-    if not checksum_ok():
+    if sha256(data[: n - 32]) != data[n - 32 :]:
         raise VaultError("damaged", "checksum mismatch")
     # 4. the version
     (version,) = struct.unpack(">H", data[8:10])
@@ -1172,15 +1177,15 @@ def test_vault_errors(res: Results, vdir: str):
         expect_error(res, f"truncated to {k} bytes -> truncated", err(data[:k]), VaultError, "truncated")
     for extra in (b"\0", b"\n", os.urandom(100)):
         expect_error(res, f"{len(extra)} trailing byte(s) -> trailing data", err(data + extra), VaultError, "trailing data")
-    # file_len wrong but the whole file (incl. the wrong field) correctly checksummed
-    for delta in (-1, +1, 1 << 40):
+    # file_len wrong and checksummed as wrong (a buggy writer): classified by length
+    for delta, cls in ((-1, "trailing data"), (+1, "truncated"), (1 << 40, "truncated")):
         d = bytearray(data)
         d[10:18] = struct.pack(">Q", n + delta)
-        expect_error(res, f"file_len {n + delta} with valid checksum -> damaged", err(refresh_checksum(bytes(d))),
-                     VaultError, "damaged")
-    # GUESS (F-ENV2): file_len == actual length but too short to hold header + checksum
+        expect_error(res, f"file_len {n + delta}, checksummed as such -> {cls}", err(refresh_checksum(bytes(d))),
+                     VaultError, cls)
+    # §10.1: under 50 bytes with the magic intact -> truncated
     tiny = MAGIC + struct.pack(">HQ", 1, 40) + bytes(22)
-    expect_error(res, "40-byte file whose file_len says 40 -> damaged [guess F-ENV2]", err(tiny), VaultError, "damaged")
+    expect_error(res, "40-byte file whose file_len says 40 -> truncated", err(tiny), VaultError, "truncated")
     # envelope fine, v1 body too short -> malformed [guess F-BODY1]
     short = MAGIC + struct.pack(">HQ", 1, 18 + 10 + 32) + b"CYWB6V" + bytes(4)
     expect_error(res, "valid envelope, 10-byte body -> malformed [guess F-BODY1]", err(short + sha256(short)),
@@ -1200,22 +1205,19 @@ def test_vault_errors(res: Results, vdir: str):
                 bad.append((i, exc.cls))
     res.ok(f"flip one bit at each of {n - 16} offsets outside magic/file_len -> damaged", not bad, str(bad[:5]))
     # a flipped bit IN the file_len field (checksum not refreshed): §10.1 step 2
-    # classifies it by the claimed length; the summary sentence says "damage".
+    # recognises damage to the length field.
     got, want = {}, {}
     for i in range(10, 18):
         for bit in (0x01, 0x02, 0x04, 0x80):
             d = bytearray(data)
             d[i] ^= bit
-            claimed = struct.unpack(">Q", d[10:18])[0]
-            want[(i, bit)] = "truncated" if claimed > n else "trailing data"
+            want[(i, bit)] = "damaged"
             try:
                 read_vault(bytes(d))
                 got[(i, bit)] = "accepted"
             except VaultError as exc:
                 got[(i, bit)] = exc.cls
-    res.check("flip a bit in file_len -> truncated/trailing data per step 2 (finding F-ENV4)", got, want)
-    print("  note [vault errors] a flipped bit in file_len is reported as "
-          + " / ".join(sorted(set(got.values()))) + ", never 'damaged' (finding F-ENV4)")
+    res.check("flip a bit in file_len -> damaged (§10.1 step 2)", got, want)
     # 4. version
     for ver, cls in ((0, "invalid version"), (2, "newer version"), (0xFFFF, "newer version")):
         d = bytearray(data)

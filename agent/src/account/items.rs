@@ -19,6 +19,11 @@ pub const MAX_NAME: usize = 256;
 /// Largest item value, in bytes.
 pub const MAX_VALUE: usize = 60 * 1024;
 
+/// Smallest sealed item: a 1-byte name, an empty value, the times, the tag.
+pub const MIN_SEALED_LEN: usize = 2 + 1 + 4 + 16 + super::wrap::TAG_LEN;
+/// Largest sealed item.
+pub const MAX_SEALED_LEN: usize = 2 + MAX_NAME + 4 + MAX_VALUE + 16 + super::wrap::TAG_LEN;
+
 /// A random 16-byte item id (not secret; stable across updates of an item).
 pub type ItemId = [u8; 16];
 

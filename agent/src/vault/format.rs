@@ -23,7 +23,7 @@
 
 use super::super::account::password::KdfParams;
 use super::super::account::wrap::{NONCE_LEN, Sealed, TAG_LEN};
-use super::super::account::{AccountId, items};
+use super::super::account::{AccountId, items, piv};
 use crate::kdf::{hmac_sha256, mac_eq};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -479,10 +479,14 @@ pub fn check_envelope(bytes: &[u8]) -> Result<u16, FormatError> {
     l.copy_from_slice(&bytes[10..18]);
     let declared = u64::from_be_bytes(l);
     let (content, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    let sum_ok = Sha256::digest(content)[..] == sum[..];
     if declared != actual {
-        if sum_ok {
-            // Only the length field is wrong: damage, not truncation.
+        // Is only the length field wrong? Check the sum as if it held the
+        // actual length: then this is damage to that field, not truncation.
+        let mut h = Sha256::new();
+        h.update(&content[..10]);
+        h.update(actual.to_be_bytes());
+        h.update(&content[18..]);
+        if h.finalize()[..] == sum[..] {
             return Err(FormatError::Damaged);
         }
         return Err(if declared > actual {
@@ -497,7 +501,7 @@ pub fn check_envelope(bytes: &[u8]) -> Result<u16, FormatError> {
             }
         });
     }
-    if !sum_ok {
+    if Sha256::digest(content)[..] != sum[..] {
         return Err(FormatError::Damaged);
     }
     match version {
@@ -622,10 +626,26 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
             record_type::PIV_WRAP => {
                 let serial = r.u32("serial")?;
                 let slot = r.u8("slot")?;
+                let policy_at = r.pos;
                 let pin_policy = r.u8("pin policy")?;
                 let touch_policy = r.u8("touch policy")?;
+                if !(1..=3).contains(&pin_policy) || !(1..=3).contains(&touch_policy) {
+                    return Err(FormatError::Malformed {
+                        offset: policy_at,
+                        what: format!("invalid PIV policies {pin_policy}/{touch_policy}"),
+                    });
+                }
+                let points_at = r.pos;
                 let card_pk = r.arr::<33>("card public key")?;
                 let epk = r.arr::<33>("ephemeral public key")?;
+                if piv::compress(&card_pk).ok() != Some(card_pk)
+                    || piv::compress(&epk).ok() != Some(epk)
+                {
+                    return Err(FormatError::Malformed {
+                        offset: points_at,
+                        what: "a PIV public key is not a compressed P-256 point".into(),
+                    });
+                }
                 let added = r.u64("added")?;
                 let last_used = r.u64("last used")?;
                 let sealed = r.sealed16(crate::account::secret_key::LEN + TAG_LEN, "piv wrap")?;
@@ -655,7 +675,14 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 )?;
                 let added = r.u64("added")?;
                 let last_used = r.u64("last used")?;
+                let flags_at = r.pos;
                 let flags = r.u8("flags")?;
+                if flags & !FLAG_STALE != 0 {
+                    return Err(FormatError::Malformed {
+                        offset: flags_at,
+                        what: format!("unknown protector flags 0x{flags:02x}"),
+                    });
+                }
                 v.protectors.push(ProtectorRecord {
                     kind,
                     added,

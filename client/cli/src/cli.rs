@@ -243,7 +243,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Lock => {
-            let mut c = connect(&paths()?, false).map_err(|e| CliError::with(exit::NO_AGENT, e))?;
+            let mut c = connect(&paths()?, false)?;
             c.lock()?;
             eprintln!("Locked.");
             Ok(())
@@ -285,13 +285,12 @@ fn status(autostart: bool, json: bool) -> Result<(), CliError> {
     let paths = paths()?;
     let mut c = match connect(&paths, autostart) {
         Ok(c) => c,
-        Err(e) if !autostart => {
-            if json {
-                print_json(json!({"state": "not-running", "error": e}));
+        Err(e) => {
+            if json && e.code == exit::NO_AGENT {
+                print_json(json!({"state": "not-running", "error": e.message}));
             }
-            return Err(CliError::with(exit::NO_AGENT, e));
+            return Err(e);
         }
-        Err(e) => return Err(CliError::with(exit::NO_AGENT, e)),
     };
     let s = c.status()?;
     let mine = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,6 @@
 //! Reaching the agent, starting it in the background when none runs.
 
+use crate::output::{CliError, exit};
 use keyward_client::{Client, ClientError, Paths};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
@@ -28,22 +29,25 @@ pub fn agent_program() -> PathBuf {
 
 /// Connects; if no agent runs and `autostart`, starts one detached (new
 /// session, output to its log file) and waits until it answers.
-pub fn connect(paths: &Paths, autostart: bool) -> Result<Client, String> {
+pub fn connect(paths: &Paths, autostart: bool) -> Result<Client, CliError> {
     let socket = paths.socket();
-    match Client::connect_as(
-        &socket,
-        keyward_client::paths::current_uid(),
-        concat!("keyward ", env!("CARGO_PKG_VERSION")),
-    ) {
+    let name = concat!("keyward ", env!("CARGO_PKG_VERSION"));
+    match Client::connect_as(&socket, keyward_client::paths::current_uid(), name) {
         Ok(c) => return Ok(c),
         Err(ClientError::NotRunning { .. }) if autostart => {}
         Err(e @ ClientError::NotRunning { .. }) => {
-            return Err(format!(
-                "{e}; start it with `keyward agent` (or drop --no-autostart)"
+            return Err(CliError::with(
+                exit::NO_AGENT,
+                format!("{e}; start it with `keyward agent` (or drop --no-autostart)"),
             ));
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
+    start_and_connect(paths).map_err(|e| CliError::with(exit::NO_AGENT, e))
+}
+
+fn start_and_connect(paths: &Paths) -> Result<Client, String> {
+    let socket = paths.socket();
     let log = paths.log_file();
     if let Some(dir) = log.parent() {
         let _ = std::fs::DirBuilder::new()

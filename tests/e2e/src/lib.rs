@@ -1,1 +1,311 @@
-//! e2e helpers.
+//! Helpers for end-to-end tests: a private `KEYWARD_HOME` per test, the real
+//! `keyward` and `keyward-agent` binaries, and failures that print everything.
+//!
+//! ```no_run
+//! let home = keyward_e2e::Home::new();
+//! let (account, secret_key) = home.init("pw");
+//! home.ok(&["get", "x"]);
+//! ```
+//! Every agent a test starts is stopped when its [`Home`] is dropped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use keyward_client::{Client, Paths};
+
+/// Config every test home gets: the cheapest Argon2id a new account accepts.
+pub const FAST_KDF: &str = "[kdf]\nmemory_kib = 19456\niterations = 2\nparallelism = 1\n";
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // tests run from target/<profile>/deps/<test>-<hash>
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+        // Build the binaries under test (cheap when up to date); the test
+        // command builds them first anyway, this covers a bare `cargo test`.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile_release = dir.ends_with("release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "keyward", "-p", "keyward-agent"]);
+        if profile_release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("cannot run cargo to build the binaries");
+        assert!(
+            status.success(),
+            "building keyward and keyward-agent failed"
+        );
+        assert!(dir.join("keyward").is_file() && dir.join("keyward-agent").is_file());
+        dir
+    })
+}
+
+/// The `keyward` binary.
+pub fn keyward_bin() -> PathBuf {
+    bin_dir().join("keyward")
+}
+
+/// The `keyward-agent` binary.
+pub fn agent_bin() -> PathBuf {
+    bin_dir().join("keyward-agent")
+}
+
+/// The result of running a command, printed in full when an assertion fails.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line.
+    pub cmd: String,
+    /// Exit code (-1 for a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(cmd: String, o: Output) -> Self {
+        Self {
+            cmd,
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with everything unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{self}");
+        self
+    }
+
+    /// The stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {}\nexit code {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.cmd, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A private keyward home with its own agent.
+pub struct Home {
+    dir: tempfile::TempDir,
+    /// Its paths.
+    pub paths: Paths,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Home {
+    /// A home with fast key derivation.
+    pub fn new() -> Self {
+        Self::with_config("")
+    }
+
+    /// A home with `extra` config lines (TOML, before the `[kdf]` table).
+    pub fn with_config(extra: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("keyward-e2e-")
+            .tempdir()
+            .unwrap();
+        let paths = Paths::under(dir.path());
+        std::fs::create_dir_all(&paths.config_dir).unwrap();
+        std::fs::write(paths.config_file(), format!("{extra}\n{FAST_KDF}")).unwrap();
+        Self { dir, paths }
+    }
+
+    /// The home directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `keyward` command in this home.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(keyward_bin());
+        c.args(args)
+            .env("KEYWARD_HOME", self.dir.path())
+            .env("KEYWARD_AGENT", agent_bin())
+            .env_remove("KEYWARD_PINENTRY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `keyward args…` with `stdin` and an optional secret on fd 3.
+    pub fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, fd3: Option<&[u8]>) -> Run {
+        let mut c = self.command(args);
+        let tmp;
+        let mut line = format!("keyward {}", args.join(" "));
+        if let Some(secret) = fd3 {
+            // Hand the secret over through a file opened on fd 3 by the shell.
+            tmp = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
+            std::fs::write(tmp.path(), secret).unwrap();
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg("exec \"$0\" \"$@\" 3<\"$KW_FD3\"")
+                .arg(keyward_bin())
+                .args(args)
+                .env("KW_FD3", tmp.path())
+                .env("KEYWARD_HOME", self.dir.path())
+                .env("KEYWARD_AGENT", agent_bin())
+                .env_remove("KEYWARD_PINENTRY");
+            c = sh;
+            line.push_str(" 3<secret");
+        }
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        } else {
+            c.stdin(Stdio::null());
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        Run::from(line, child.wait_with_output().unwrap())
+    }
+
+    /// Runs `keyward args…`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None, None)
+    }
+
+    /// Runs and requires success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        self.run(args).expect_code(0)
+    }
+
+    /// Creates the account with `password`; returns (account id, Secret Key).
+    pub fn init(&self, password: &str) -> (String, String) {
+        let r = self
+            .run_with(
+                &["init", "--password-fd", "3", "--json"],
+                None,
+                Some(format!("{password}\n").as_bytes()),
+            )
+            .expect_code(0);
+        let j = r.json();
+        (
+            j["account_id"].as_str().unwrap().to_owned(),
+            j["secret_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// `keyward unlock --password-fd 3`.
+    pub fn unlock(&self, password: &str) -> Run {
+        self.run_with(
+            &["unlock", "--password-fd", "3"],
+            None,
+            Some(password.as_bytes()),
+        )
+    }
+
+    /// `keyward status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        self.run(&["status", "--json"]).expect_code(0).json()
+    }
+
+    /// The running agent's pid, from its lock file.
+    pub fn agent_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.paths.lock_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&pid: &i32| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// A blocking protocol client.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.paths.socket()).unwrap()
+    }
+
+    /// Waits for `cond`, polling, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Stops the agent (politely, then by force) and waits until it is gone.
+    pub fn stop_agent(&self) {
+        let Some(pid) = self.agent_pid() else { return };
+        let _ = self
+            .command(&["agent", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            if start.elapsed() > Duration::from_secs(5) {
+                signal(pid, rustix::process::Signal::KILL);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Sends a signal to a process we started.
+pub fn signal(pid: i32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        self.stop_agent();
+    }
+}
+
+/// Whether the test must fail rather than skip when a service is missing.
+pub fn services_required() -> bool {
+    std::env::var("KEYWARD_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns false) with a message, or panics under the test command.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    assert!(
+        !services_required(),
+        "required for this test but missing: {what}"
+    );
+    eprintln!("SKIPPED: {what} is not available (tests/ci.sh installs it and runs this test)");
+    false
+}

@@ -1,0 +1,903 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `pam_keyward.so` through the real PAM stack: a real user made for each
+//! test, a service file in /etc/pam.d that loads the freshly built module by
+//! absolute path, `pamtester` as the login program, and the real agent.
+//!
+//! Needs root and pamtester (`apt-get install -y --no-install-recommends
+//! libpam0g-dev pamtester`); skipped otherwise, unless
+//! `KEYWARD_REQUIRE_SERVICES=1`, which makes a missing piece a failure.
+//!
+//! Everything a test creates (the user and its home, the service file, the
+//! agent and any other process of the user, the runtime directory) is removed
+//! by [`TestUser`]'s `Drop`, also when the test fails.
+
+use keyward_e2e::{FAST_KDF, Run, agent_bin, bin_dir, keyward_bin, require};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- helpers
+
+/// A random lowercase hex string (std's per-process random hasher keys).
+fn random_hex(n: usize) -> String {
+    let mut out = String::new();
+    while out.len() < n {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out.truncate(n);
+    out
+}
+
+/// Whether the tests can run here; skips (or fails under
+/// `KEYWARD_REQUIRE_SERVICES=1`) with a message otherwise.
+fn pam_available() -> bool {
+    require(
+        "root (to create users and /etc/pam.d files)",
+        rustix::process::geteuid().is_root(),
+    ) && require(
+        "pamtester (apt-get install pamtester)",
+        Path::new("/usr/bin/pamtester").is_file(),
+    ) && require(
+        "useradd, userdel, chpasswd and setpriv",
+        [
+            "/usr/sbin/useradd",
+            "/usr/sbin/userdel",
+            "/usr/sbin/chpasswd",
+            "/usr/bin/setpriv",
+        ]
+        .iter()
+        .all(|p| Path::new(p).is_file()),
+    )
+}
+
+/// Builds the module (next to keyward and keyward-agent) and returns its path.
+fn module_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = bin_dir();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "pam_keyward"])
+            .env("CARGO_TARGET_DIR", dir.parent().unwrap());
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cannot run cargo to build pam_keyward");
+        assert!(status.success(), "building pam_keyward failed");
+        let so = dir.join("libpam_keyward.so");
+        assert!(so.is_file(), "{} was not built", so.display());
+        so
+    })
+}
+
+/// Whether every directory above `path` and the file itself are
+/// world-executable (so that the test user can run it).
+fn world_executable(path: &Path) -> bool {
+    path.ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+fn run(mut cmd: Command, line: String, stdin: Option<&[u8]>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        // The program may not read everything (a failed step): ignore EPIPE.
+        let _ = w.write_all(input);
+    }
+    let o = child.wait_with_output().unwrap();
+    Run {
+        cmd: line,
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn root_cmd(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut c = Command::new(program);
+    c.args(args);
+    run(c, format!("{program} {}", args.join(" ")), stdin)
+}
+
+/// Runs a user-management command, retrying while another one holds the
+/// passwd lock (tests run in parallel).
+fn admin(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let start = Instant::now();
+    loop {
+        let r = root_cmd(program, args, stdin);
+        let busy = r.stderr.contains("lock") || r.stderr.contains("try again");
+        if r.code == 0 || !busy || start.elapsed() > Duration::from_secs(20) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn proc_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let uids: Vec<u32> = line[4..]
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    // Real, effective, saved and filesystem uid must all agree.
+    uids.iter().all(|&u| u == uids[0]).then(|| uids[0])
+}
+
+/// The real uid of a process (from its status: /proc/PID itself belongs to
+/// root when the process is not dumpable, as the agent is).
+fn real_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line[4..].split_whitespace().next()?.parse().ok()
+}
+
+fn is_gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Every process running as `uid` (found by scanning /proc).
+fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| real_uid(pid) == Some(uid))
+        .filter(|&pid| !is_gone(pid))
+        .collect()
+}
+
+fn kill(pid: i32, sig: rustix::process::Signal) {
+    keyward_e2e::signal(pid, sig);
+}
+
+// ------------------------------------------------------------- test user
+
+/// A real user with a keyward account, a PAM service file that loads the
+/// module, and everything removed again on drop.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+    /// The pam.d service name and file.
+    service: String,
+    service_file: PathBuf,
+    keyward: PathBuf,
+    agent: PathBuf,
+    /// Copies of the binaries, when the build directory is not reachable by
+    /// the user.
+    _bins: Option<tempfile::TempDir>,
+    created: bool,
+}
+
+impl TestUser {
+    /// A user whose login password is `login_password`, with a config for
+    /// fast key derivation (no account yet).
+    fn new(login_password: &str) -> Self {
+        module_path(); // build it before anything is created
+        let name = format!("kwpam{}", random_hex(8));
+        let service = format!("keyward-test-{}", random_hex(8));
+        let mut u = TestUser {
+            name: name.clone(),
+            uid: 0,
+            gid: 0,
+            home: PathBuf::from(format!("/home/{name}")),
+            service_file: PathBuf::from(format!("/etc/pam.d/{service}")),
+            service,
+            keyward: keyward_bin(),
+            agent: agent_bin(),
+            _bins: None,
+            created: false,
+        };
+        let r = admin(
+            "/usr/sbin/useradd",
+            &["-m", "-s", "/bin/sh", "-d", u.home.to_str().unwrap(), &name],
+            None,
+        );
+        assert_eq!(r.code, 0, "useradd failed\n{r}");
+        u.created = true;
+        let md = std::fs::metadata(&u.home).unwrap();
+        u.uid = md.uid();
+        u.gid = md.gid();
+        assert_ne!(u.uid, 0);
+        let r = admin(
+            "/usr/sbin/chpasswd",
+            &[],
+            Some(format!("{name}:{login_password}\n").as_bytes()),
+        );
+        assert_eq!(r.code, 0, "chpasswd failed\n{r}");
+        // The user must be able to run the binaries (the agent is started as
+        // the user); copy them if the build directory is private.
+        if !world_executable(&u.keyward) || !world_executable(&u.agent) {
+            let d = tempfile::Builder::new()
+                .prefix("kwpam-bin-")
+                .tempdir()
+                .unwrap();
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            for b in [&mut u.keyward, &mut u.agent] {
+                let to = d.path().join(b.file_name().unwrap());
+                // A hard link when possible (the debug binaries are large).
+                if std::fs::hard_link(&*b, &to).is_err() {
+                    std::fs::copy(&*b, &to).unwrap();
+                }
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+                *b = to;
+            }
+            u._bins = Some(d);
+        }
+        // The user's own config file (KEYWARD_HOME is not used: the module
+        // finds everything from HOME, like a real login).
+        let conf = u.home.join(".config/keyward");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("config.toml"), FAST_KDF).unwrap();
+        for p in [
+            u.home.join(".config"),
+            conf.clone(),
+            conf.join("config.toml"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(u.uid), Some(u.gid)).unwrap();
+        }
+        u
+    }
+
+    /// The directory of the user's socket (no XDG_RUNTIME_DIR in these logins).
+    fn runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/tmp/keyward-{}", self.uid))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.runtime_dir().join("agent.sock")
+    }
+
+    /// Writes the PAM service: pam_unix decides, pam_keyward follows.
+    fn write_service(&self, session_options: &str, timeout_secs: u64) {
+        let module = module_path().display().to_string();
+        let agent = self.agent.display().to_string();
+        let common = format!("debug timeout={timeout_secs} agent={agent}");
+        let text = format!(
+            "# keyward PAM test service (removed when the test ends)\n\
+             auth     required  pam_unix.so\n\
+             auth     required  {module} {common}\n\
+             session  required  {module} {common} {session_options}\n\
+             password requisite pam_unix.so\n\
+             password required  {module} {common} {session_options}\n"
+        );
+        std::fs::write(&self.service_file, text).unwrap();
+    }
+
+    /// `pamtester SERVICE USER ops…` as root (like login or sshd), `input`
+    /// on stdin; returns the run and how long it took.
+    fn pamtester(&self, ops: &[&str], input: &str) -> (Run, Duration) {
+        self.pamtester_as(ops, input, false)
+    }
+
+    /// Like [`Self::pamtester`]; `as_user_ruid` gives pamtester the user's real
+    /// uid (effective uid still root), as the set-uid `passwd` program has.
+    fn pamtester_as(&self, ops: &[&str], input: &str, as_user_ruid: bool) -> (Run, Duration) {
+        let mut c;
+        if as_user_ruid {
+            c = Command::new("/usr/bin/setpriv");
+            c.arg(format!("--ruid={}", self.uid))
+                .arg("/usr/bin/pamtester");
+        } else {
+            c = Command::new("/usr/bin/pamtester");
+        }
+        c.arg(&self.service).arg(&self.name).args(ops);
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let line = format!("pamtester {} {} {}", self.service, self.name, ops.join(" "));
+        let start = Instant::now();
+        let r = run(c, line, Some(input.as_bytes()));
+        (r, start.elapsed())
+    }
+
+    /// `keyward args…` as the user (HOME set, clean environment); `secret`
+    /// goes to its standard input through a pipe the user owns.
+    fn kw(&self, args: &[&str], secret: Option<&str>) -> Run {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg("env")
+            .arg("-i")
+            .arg(format!("HOME={}", self.home.display()))
+            .arg("PATH=/usr/bin:/bin")
+            .arg(format!("KEYWARD_AGENT={}", self.agent.display()));
+        if secret.is_some() {
+            // The CLI reopens /dev/fd/0, which fails for a pipe created by root.
+            c.args(["sh", "-c", "cat | exec \"$0\" \"$@\""]);
+        }
+        c.arg(&self.keyward).args(args);
+        c.env_clear().env("PATH", "/usr/bin:/bin");
+        run(
+            c,
+            format!("keyward {} (as {})", args.join(" "), self.name),
+            secret.map(str::as_bytes),
+        )
+    }
+
+    /// Creates the keyward account (the CLI starts the agent).
+    fn init(&self, master: &str) {
+        let r = self.kw(
+            &["init", "--password-stdin", "--protector", "file", "--json"],
+            Some(master),
+        );
+        assert_eq!(r.code, 0, "keyward init failed\n{r}");
+    }
+
+    /// `keyward status --json` without starting an agent.
+    fn status(&self) -> serde_json::Value {
+        let r = self.kw(&["--no-autostart", "status", "--json"], None);
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("status is not JSON ({e})\n{r}"))
+    }
+
+    fn state(&self) -> String {
+        self.status()["state"].as_str().unwrap_or("?").to_owned()
+    }
+
+    fn unlock(&self, password: &str) -> Run {
+        self.kw(
+            &["--no-autostart", "unlock", "--password-stdin"],
+            Some(password),
+        )
+    }
+
+    fn lock(&self) {
+        let r = self.kw(&["--no-autostart", "lock"], None);
+        assert_eq!(r.code, 0, "{r}");
+    }
+
+    /// The agent's pid, from its lock file, if it runs as the user.
+    fn agent_pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.runtime_dir().join("agent.lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (proc_uid(pid) == Some(self.uid) && !is_gone(pid)).then_some(pid)
+    }
+
+    /// Stops the agent by its pid (also when it is stopped) and waits.
+    fn stop_agent(&self) {
+        let Some(pid) = self.agent_pid() else { return };
+        kill(pid, rustix::process::Signal::TERM);
+        kill(pid, rustix::process::Signal::CONT);
+        wait_gone(pid, Duration::from_secs(5));
+    }
+
+    /// Fails if any of `secrets` is in `runs`, in a file under the home
+    /// directory (the agent log included), or in a file under /tmp.
+    fn assert_no_leak(&self, secrets: &[&str], runs: &[&Run]) {
+        for r in runs {
+            for s in secrets {
+                assert!(
+                    !r.stdout.contains(s) && !r.stderr.contains(s),
+                    "a password is in the output of\n{r}"
+                );
+            }
+        }
+        let log = self.home.join(".local/state/keyward/agent.log");
+        assert!(log.is_file(), "the agent log {} is missing", log.display());
+        let mut seen = 0;
+        for root in [self.home.as_path(), Path::new("/tmp")] {
+            scan(root, 0, secrets, &mut seen);
+        }
+        assert!(seen > 0);
+    }
+}
+
+fn wait_gone(pid: i32, limit: Duration) {
+    let start = Instant::now();
+    while !is_gone(pid) {
+        if start.elapsed() > limit {
+            kill(pid, rustix::process::Signal::KILL);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Looks for `secrets` in regular files under `dir` (bounded depth and size).
+fn scan(dir: &Path, depth: usize, secrets: &[&str], seen: &mut usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.is_dir() && depth < 4 {
+            scan(&p, depth + 1, secrets, seen);
+        } else if md.is_file() && md.len() <= 8 << 20 && *seen < 50_000 {
+            let mut buf = Vec::new();
+            if std::fs::File::open(&p)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .is_ok()
+            {
+                *seen += 1;
+                for s in secrets {
+                    assert!(
+                        !buf.windows(s.len()).any(|w| w == s.as_bytes()),
+                        "a password is in the file {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.service_file);
+        if !self.created {
+            return;
+        }
+        if self.uid == 0 {
+            // The uid was never learnt: kill nothing (uid 0 is root's).
+            let _ = admin("/usr/sbin/userdel", &["-r", &self.name], None);
+            return;
+        }
+        // Every process of the user, by pid: the agent (maybe stopped) first.
+        self.stop_agent();
+        for _ in 0..3 {
+            let pids = processes_of(self.uid);
+            if pids.is_empty() {
+                break;
+            }
+            for &pid in &pids {
+                kill(pid, rustix::process::Signal::KILL);
+            }
+            for pid in pids {
+                wait_gone(pid, Duration::from_secs(2));
+            }
+        }
+        let r = admin("/usr/sbin/userdel", &["-r", &self.name], None);
+        if r.code != 0 && r.code != 12 {
+            // 12: the home could not be removed entirely; cleaned below.
+            eprintln!("userdel failed\n{r}");
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+        let _ = std::fs::remove_dir_all(self.runtime_dir());
+    }
+}
+
+// ------------------------------------------------------------ syslog sink
+
+/// Catches what is sent to /dev/log while it lives (only when no syslog
+/// daemon owns /dev/log), and removes it again.
+struct SyslogSink {
+    lines: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    inode: u64,
+}
+
+impl SyslogSink {
+    fn start() -> Option<Self> {
+        let path = Path::new("/dev/log");
+        if std::fs::symlink_metadata(path).is_ok() {
+            return None; // a real syslog runs; do not touch it
+        }
+        let sock = UnixDatagram::bind(path).ok()?;
+        let inode = std::fs::symlink_metadata(path).ok()?.ino();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .ok()?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (lines.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    l.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        });
+        Some(Self {
+            lines,
+            stop,
+            thread: Some(thread),
+            inode,
+        })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SyslogSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if std::fs::symlink_metadata("/dev/log").is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+    }
+}
+
+// ------------------------------------------------------------ fake agent
+
+/// A listener run by root at the user's socket path: counts connections and
+/// the bytes it receives (there must be none).
+struct RootListener {
+    path: PathBuf,
+    connections: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RootListener {
+    fn bind(path: &Path) -> Self {
+        let l = UnixListener::bind(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, b, s) = (connections.clone(), bytes.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut open = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((stream, _)) = l.accept() {
+                    stream.set_nonblocking(true).unwrap();
+                    c.fetch_add(1, Ordering::SeqCst);
+                    open.push(stream);
+                }
+                for st in &mut open {
+                    let mut buf = [0u8; 1024];
+                    if let Ok(n) = st.read(&mut buf) {
+                        b.fetch_add(n, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Self {
+            path: path.to_owned(),
+            connections,
+            bytes,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RootListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+fn assert_ok(r: &Run) {
+    assert_eq!(r.code, 0, "the login must succeed\n{r}");
+}
+
+#[test]
+fn the_login_password_unlocks_the_agent_and_close_session_locks_it() {
+    if !pam_available() {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.init(&pw);
+    let first = u.agent_pid().expect("init started an agent");
+    u.stop_agent();
+    assert_eq!(u.state(), "not-running");
+    u.write_service("auto_start lock_on_close", 10);
+
+    // Like login: authenticate, then open the session.
+    let (open, _) = u.pamtester(&["authenticate", "open_session"], &format!("{pw}\n"));
+    assert_ok(&open);
+    assert!(open.stderr.contains("started the keyward agent"), "{open}");
+    assert!(open.stderr.contains("unlocked the keyward agent"), "{open}");
+    let st = u.status();
+    assert_eq!(st["state"], "unlocked", "{st}");
+    // The module started a new agent, and it runs as the user, not as root.
+    let pid = u.agent_pid().expect("the module started the agent");
+    assert_ne!(pid, first);
+    assert_eq!(st["agent_pid"], pid);
+    assert_eq!(proc_uid(pid), Some(u.uid));
+
+    // close_session with lock_on_close.
+    let (close, _) = u.pamtester(&["close_session"], "");
+    assert_ok(&close);
+    assert!(close.stderr.contains("locked the keyward agent"), "{close}");
+    assert_eq!(u.state(), "locked");
+
+    // The whole login in one transaction, against the running agent.
+    let (all, _) = u.pamtester(
+        &["authenticate", "open_session", "close_session"],
+        &format!("{pw}\n"),
+    );
+    assert_ok(&all);
+    let unlocked = all
+        .stderr
+        .find("unlocked the keyward agent")
+        .expect("unlocked");
+    let locked = all
+        .stderr
+        .find("locked the keyward agent of")
+        .expect("locked");
+    assert!(unlocked < locked, "{all}");
+    assert_eq!(u.state(), "locked");
+    assert_eq!(u.agent_pid(), Some(pid), "the running agent was used");
+
+    u.assert_no_leak(&[&pw], &[&open, &close, &all]);
+}
+
+#[test]
+fn a_different_master_password_leaves_the_agent_locked_and_the_login_succeeds() {
+    if !pam_available() {
+        return;
+    }
+    let login = format!("kw-login-{}", random_hex(16));
+    let master = format!("kw-master-{}", random_hex(16));
+    let u = TestUser::new(&login);
+    u.init(&master);
+    u.lock();
+    u.write_service("auto_start", 10);
+    let sink = SyslogSink::start();
+
+    let (r, _) = u.pamtester(&["authenticate", "open_session"], &format!("{login}\n"));
+    assert_ok(&r);
+    assert!(r.stderr.contains("differs from the login password"), "{r}");
+    assert_eq!(u.state(), "locked");
+    // The failed try is the agent's business (it counts it); the right
+    // password still works at once.
+    assert_eq!(u.unlock(&master).code, 0);
+
+    // The real log: facility AUTHPRIV (10), priority NOTICE (5): <85>.
+    if let Some(sink) = sink {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mine = |l: &String| l.contains("pam_keyward(") && l.contains(&u.name);
+        while !sink
+            .lines()
+            .iter()
+            .any(|l| mine(l) && l.contains("differs"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "not in syslog: {:#?}",
+                sink.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let lines = sink.lines();
+        let differs = lines
+            .iter()
+            .find(|l| mine(l) && l.contains("differs"))
+            .unwrap();
+        assert!(differs.starts_with("<85>"), "{differs}");
+        assert!(
+            differs.contains(&format!("pam_keyward({}:session)", u.service)),
+            "{differs}"
+        );
+        for l in &lines {
+            assert!(
+                !l.contains(&login) && !l.contains(&master),
+                "a password is in syslog: {l}"
+            );
+        }
+    } else {
+        eprintln!("note: /dev/log exists (a syslog daemon runs); syslog content not checked");
+    }
+    u.assert_no_leak(&[&login, &master], &[&r]);
+}
+
+#[test]
+fn a_hung_agent_cannot_hold_up_the_login() {
+    if !pam_available() {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.init(&pw);
+    u.lock();
+    u.write_service("auto_start", 2);
+    let pid = u.agent_pid().unwrap();
+    // The agent accepts connections (the kernel does) but never answers.
+    kill(pid, rustix::process::Signal::STOP);
+
+    let (r, took) = u.pamtester(
+        &["authenticate", "open_session", "close_session"],
+        &format!("{pw}\n"),
+    );
+    kill(pid, rustix::process::Signal::CONT);
+    assert_ok(&r);
+    assert!(took < Duration::from_secs(2 + 3), "took {took:?}\n{r}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the bound was not reached? {took:?}\n{r}"
+    );
+    assert!(r.stderr.contains("did not answer within 2 s"), "{r}");
+    // The killed helper left nothing behind but the agent itself.
+    assert_eq!(processes_of(u.uid), vec![pid]);
+}
+
+#[test]
+fn the_password_goes_only_to_a_socket_of_the_user() {
+    if !pam_available() {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.init(&pw);
+    u.stop_agent();
+    u.write_service("auto_start", 10);
+    assert!(u.runtime_dir().is_dir() && !u.socket().exists());
+
+    // Root listens at the user's socket path: the file belongs to root.
+    let fake = RootListener::bind(&u.socket());
+    let (r, _) = u.pamtester(&["authenticate", "open_session"], &format!("{pw}\n"));
+    assert_ok(&r);
+    assert!(r.stderr.contains("refusing to talk to"), "{r}");
+    assert!(r.stderr.contains("belongs to uid 0"), "{r}");
+    assert_eq!(
+        fake.connections.load(Ordering::SeqCst),
+        0,
+        "not even a connection"
+    );
+    assert!(u.agent_pid().is_none(), "no agent was started beside it");
+
+    // The file now belongs to the user, but the listener is still root's.
+    std::os::unix::fs::lchown(u.socket(), Some(u.uid), Some(u.gid)).unwrap();
+    let (r2, _) = u.pamtester(&["authenticate", "open_session"], &format!("{pw}\n"));
+    assert_ok(&r2);
+    assert!(r2.stderr.contains("runs as uid 0"), "{r2}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        fake.bytes.load(Ordering::SeqCst),
+        0,
+        "the fake agent received bytes"
+    );
+    assert!(u.agent_pid().is_none());
+    drop(fake);
+
+    // Once it is gone, the real agent is started and unlocked.
+    let (r3, _) = u.pamtester(&["authenticate", "open_session"], &format!("{pw}\n"));
+    assert_ok(&r3);
+    assert_eq!(u.state(), "unlocked", "{r3}");
+}
+
+#[test]
+fn a_login_password_change_changes_the_master_password_too() {
+    if !pam_available() {
+        return;
+    }
+    let old = format!("kw-old-{}", random_hex(16));
+    let new = format!("kw-new-{}", random_hex(16));
+    let u = TestUser::new(&old);
+    u.init(&old);
+    u.lock();
+    u.write_service("auto_start", 10);
+
+    // As `passwd` run by the user: pam_unix asks the current password.
+    let (r, _) = u.pamtester_as(&["chauthtok"], &format!("{old}\n{new}\n{new}\n"), true);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stderr.contains("changed the keyward Master Password"),
+        "{r}"
+    );
+    assert_eq!(u.state(), "locked", "left locked as it was found");
+    assert_eq!(
+        u.unlock(&old).code,
+        6,
+        "the old Master Password no longer works"
+    );
+    assert_eq!(u.unlock(&new).code, 0, "the new one does");
+    u.lock();
+    // The login password changed as well.
+    let (login, _) = u.pamtester(&["authenticate"], &format!("{new}\n"));
+    assert_ok(&login);
+
+    // Root's pam_unix does not ask for the current password; within one
+    // transaction the password `auth` checked stands in for it (an expired
+    // password changed at login).
+    let fourth = format!("kw-fourth-{}", random_hex(16));
+    let (r1, _) = u.pamtester(
+        &["authenticate", "chauthtok"],
+        &format!("{new}\n{fourth}\n{fourth}\n"),
+    );
+    assert_eq!(r1.code, 0, "{r1}");
+    assert!(
+        r1.stderr.contains("changed the keyward Master Password"),
+        "{r1}"
+    );
+    assert_eq!(u.unlock(&fourth).code, 0, "the Master Password followed");
+    u.lock();
+
+    // A login password that is not the Master Password: nothing changes,
+    // and the password change itself succeeds.
+    let other = format!("kw-other-{}", random_hex(16));
+    let third = format!("kw-third-{}", random_hex(16));
+    let r = admin(
+        "/usr/sbin/chpasswd",
+        &[],
+        Some(format!("{}:{other}\n", u.name).as_bytes()),
+    );
+    assert_eq!(r.code, 0, "{r}");
+    let (r2, _) = u.pamtester_as(
+        &["chauthtok"],
+        &format!("{other}\n{third}\n{third}\n"),
+        true,
+    );
+    assert_eq!(r2.code, 0, "{r2}");
+    assert!(
+        r2.stderr.contains("was not the keyward Master Password"),
+        "{r2}"
+    );
+    assert_eq!(
+        u.unlock(&fourth).code,
+        0,
+        "the Master Password is unchanged"
+    );
+
+    u.assert_no_leak(
+        &[&old, &new, &fourth, &other, &third],
+        &[&r, &r1, &r2, &login],
+    );
+}
+
+#[test]
+fn auto_start_leaves_users_without_keyward_alone() {
+    if !pam_available() {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.write_service("auto_start lock_on_close", 5);
+    let (r, _) = u.pamtester(
+        &["authenticate", "open_session", "close_session"],
+        &format!("{pw}\n"),
+    );
+    assert_ok(&r);
+    assert!(r.stderr.contains("has no keyward data"), "{r}");
+    assert!(r.stderr.contains("no keyward agent runs"), "{r}");
+    assert_eq!(
+        processes_of(u.uid),
+        Vec::<i32>::new(),
+        "no agent was started"
+    );
+    assert!(!u.runtime_dir().exists());
+}

@@ -96,7 +96,10 @@ impl Protector for FileProtector {
 
 impl Store for FileProtector {
     fn store(&self, sk: &SecretKey) -> Result<(), ProtectorError> {
-        let mut text = sk.display().expose().to_owned();
+        // Sized up front: a growing String would free an unwiped copy.
+        let shown = sk.display();
+        let mut text = String::with_capacity(shown.expose().len() + 1);
+        text.push_str(shown.expose());
         text.push('\n');
         let r = write_atomic(&self.path, text.as_bytes());
         text.zeroize();

@@ -12,6 +12,8 @@
 //! it (enrolment, recovery, rotation). Fetching runs on a blocking thread.
 
 pub mod file;
+pub mod keychain;
+pub mod yubikey;
 
 use crate::account::secret_key::SecretKey;
 use keyward_client::{PromptKind, Secret};

@@ -1,0 +1,308 @@
+//! The way back in: recovery codes, recovering with one, rotating the Secret
+//! Key, and what the Emergency Kit prints.
+//!
+//! A new Secret Key is put in place in three steps (see
+//! [`crate::vault::Unlocked::begin_secret_key_change`]): one atomic vault
+//! write that adds the new password wrap beside the old and re-seals every
+//! YubiKey wrap; then the file and keychain protectors take the new key; then
+//! a second write drops the old wrap. Killed at any moment, the vault still
+//! opens with the old credentials or the new ones.
+
+use super::state::{
+    Account, Agent, Session, State, change_error, err, internal, no_account_error, password_from,
+    read_error,
+};
+use crate::account::recovery::RecoveryCode;
+use crate::account::secret_key::SecretKey;
+use crate::vault::format::ProtectorKind;
+use crate::vault::{self, UnlockError};
+use keyward_client::Secret;
+use keyward_client::message::{AgentError, ErrorCode, RecoveryCodeInfo, Response};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+impl Agent {
+    /// Checks the Master Password against the unlocked vault (one Argon2id
+    /// run, on a blocking thread). A wrong one counts as a failed attempt.
+    async fn verify_password_counted(
+        self: &Arc<Self>,
+        password: &Secret,
+        what: &str,
+    ) -> Result<(), AgentError> {
+        if let Some(e) = self.backoff_error(what) {
+            return Err(e);
+        }
+        let pw = password_from(password)?;
+        let me = self.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            me.with_session(|s| s.vault.verify_password(&pw).map_err(change_error))
+        })
+        .await
+        .map_err(internal)??;
+        if ok {
+            let _ = self.attempts().reset();
+            Ok(())
+        } else {
+            Err(self.record_failure("wrong Master Password"))
+        }
+    }
+
+    /// Phase 2 and 3 of a Secret Key change on an unlocked vault: the file and
+    /// keychain protectors take the new key (one that cannot is marked stale),
+    /// then the old password wrap goes. Returns notes for the user.
+    pub(super) fn complete_secret_key_change(
+        &self,
+        v: &mut vault::Unlocked,
+        path: &Path,
+        pending: &vault::PendingChange,
+    ) -> Result<Vec<String>, AgentError> {
+        let mut notes = self.store_secret_key_everywhere(v, path, &pending.new_secret_key);
+        v.finish_secret_key_change(path, pending)
+            .map_err(change_error)?;
+        for p in &v.file().piv_wraps {
+            notes.push(format!(
+                "YubiKey {} (slot {:02x}): the new Secret Key is sealed for it (the card was not needed)",
+                p.serial, p.slot
+            ));
+        }
+        Ok(notes)
+    }
+
+    /// Stores `sk` in every enrolled file/keychain protector.
+    pub(super) fn store_secret_key_everywhere(
+        &self,
+        v: &mut vault::Unlocked,
+        path: &Path,
+        sk: &SecretKey,
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
+        let kinds: Vec<ProtectorKind> = v.file().protectors.iter().map(|p| p.kind).collect();
+        for kind in kinds {
+            let stored = match kind {
+                ProtectorKind::File => {
+                    crate::protect::Store::store(&self.file_protector(&v.account_id()), sk)
+                        .map_err(|e| e.to_string())
+                }
+                ProtectorKind::Keychain => self.keychain_store(&v.account_id(), sk),
+            };
+            match stored {
+                Ok(()) => {
+                    let _ = v.upsert_protector(path, kind, self.clock.unix_now());
+                    notes.push(format!("{}: now holds the new Secret Key", kind.name()));
+                }
+                Err(e) => {
+                    let _ = v.mark_stale(path, kind);
+                    notes.push(format!(
+                        "{}: could not take the new Secret Key ({e}); it is marked stale: re-enroll it with \
+                         `keyward protector add {}`",
+                        kind.name(),
+                        kind.name()
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
+    /// `RecoveryCodeNew`.
+    pub async fn recovery_code_new(
+        self: &Arc<Self>,
+        password: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(password, "no recovery code made")
+            .await?;
+        let now = self.clock.unix_now();
+        self.with_session_mut(|s| {
+            let path = s.account.vault_path.clone();
+            let (code, id) = s
+                .vault
+                .add_recovery_code(&path, now)
+                .map_err(change_error)?;
+            tracing::info!(id = %vault::hex(&id), "recovery code created");
+            Ok(Response::RecoveryCode {
+                id: vault::hex(&id),
+                code: Secret::from(code.display().expose()),
+            })
+        })
+    }
+
+    /// `RecoveryCodeList` (works while locked: ids and dates are not secret).
+    pub fn recovery_code_list(&self) -> Result<Response, AgentError> {
+        let wraps = match &*self.read_state() {
+            State::Unlocked(s) => s.vault.file().recovery_wraps.clone(),
+            State::Locked(a) => {
+                vault::read(&a.vault_path)
+                    .map_err(read_error)?
+                    .vault
+                    .recovery_wraps
+            }
+            State::NoAccount => return Err(no_account_error()),
+        };
+        Ok(Response::RecoveryCodes(
+            wraps
+                .iter()
+                .map(|w| RecoveryCodeInfo {
+                    id: vault::hex(&w.code_id),
+                    created: w.created,
+                    last_used: (w.last_used != 0).then_some(w.last_used),
+                })
+                .collect(),
+        ))
+    }
+
+    /// `RecoveryCodeRevoke`.
+    pub fn recovery_code_revoke(&self, id: &str) -> Result<Response, AgentError> {
+        self.with_session_mut(|s| {
+            let path = s.account.vault_path.clone();
+            let full = s.vault.revoke_recovery_code(&path, id).map_err(|e| match e {
+                vault::ChangeError::NotFound(..) => err(
+                    ErrorCode::NotFound,
+                    format!("no recovery code has an id starting with {id:?} (see `keyward recovery-code list`)"),
+                ),
+                other => change_error(other),
+            })?;
+            tracing::info!(id = %full, "recovery code revoked");
+            Ok(Response::Ok)
+        })
+    }
+
+    /// `Recover`: works while locked, with no Secret Key and no password.
+    pub async fn recover(
+        self: &Arc<Self>,
+        code: &Secret,
+        new_password: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let account = match &*self.read_state() {
+            State::NoAccount => return Err(no_account_error()),
+            State::Locked(a) => a.clone(),
+            State::Unlocked(s) => s.account.clone(),
+        };
+        // A typo is caught by the code's format before any work, and is not
+        // counted as a failed attempt.
+        let text = code.expose_str().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidInput,
+                "this recovery code has a typo: it is not text",
+            )
+        })?;
+        let code =
+            RecoveryCode::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+        if let Some(e) = self.backoff_error("not recovering") {
+            return Err(e);
+        }
+        let new_password = password_from(new_password)?;
+        let parsed = vault::read(&account.vault_path).map_err(read_error)?;
+        let params = self.config.kdf_params();
+        let now = self.clock.unix_now();
+        let me = self.clone();
+        let path = account.vault_path.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+            let mut v = match vault::unlock_with_recovery_code(parsed, &code) {
+                Ok(v) => v,
+                Err(UnlockError::WrongRecoveryCode) => return Ok(Err(())),
+                Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
+                    return Err(err(ErrorCode::Corrupt, e.to_string()));
+                }
+                Err(e) => return Err(internal(e)),
+            };
+            let pending = v
+                .begin_secret_key_change(&path, &new_password, params, now)
+                .map_err(change_error)?;
+            let mut notes = me.complete_secret_key_change(&mut v, &path, &pending)?;
+            if let Err(e) = v.touch_recovery_code(&path, &code.code_id(&v.account_id()), now) {
+                notes.push(format!(
+                    "could not record the use of the recovery code: {e}"
+                ));
+            }
+            Ok(Ok((v, notes)))
+        })
+        .await
+        .map_err(internal)??;
+        let Ok((v, mut notes)) = outcome else {
+            return Err({
+                let mut e = self.record_failure("this recovery code does not open this vault (revoked, or from another account)");
+                e.code = ErrorCode::WrongRecoveryCode;
+                e
+            });
+        };
+        let _ = self.attempts().reset();
+        let sk = v
+            .secret_key()
+            .ok_or_else(|| internal("no Secret Key after recovery"))?;
+        let shown = Secret::from(sk.display().expose());
+        notes.push("the recovery code stays valid; revoke it with `keyward recovery-code revoke` if it was exposed".into());
+        self.install(Session {
+            account: Account {
+                id: v.account_id(),
+                vault_path: account.vault_path,
+            },
+            vault: v,
+            protector: "recovery code".into(),
+            unlocked_at: Instant::now(),
+        });
+        tracing::info!("recovered with a recovery code: new Secret Key and Master Password");
+        Ok(Response::NewSecretKey {
+            secret_key: shown,
+            notes,
+        })
+    }
+
+    /// `SecretKeyRotate`: a new Secret Key, same password.
+    pub async fn rotate_secret_key(
+        self: &Arc<Self>,
+        password: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(password, "the Secret Key was not changed")
+            .await?;
+        let pw = password_from(password)?;
+        let params = self.config.kdf_params();
+        let now = self.clock.unix_now();
+        let me = self.clone();
+        let (shown, notes) = tokio::task::spawn_blocking(move || {
+            me.with_session_mut(|s| {
+                let path = s.account.vault_path.clone();
+                let pending = s
+                    .vault
+                    .begin_secret_key_change(&path, &pw, params, now)
+                    .map_err(change_error)?;
+                let notes = me.complete_secret_key_change(&mut s.vault, &path, &pending)?;
+                Ok((
+                    Secret::from(pending.new_secret_key.display().expose()),
+                    notes,
+                ))
+            })
+        })
+        .await
+        .map_err(internal)??;
+        tracing::info!("secret key rotated");
+        Ok(Response::NewSecretKey {
+            secret_key: shown,
+            notes,
+        })
+    }
+
+    /// `EmergencyKit`: what the kit prints (re-asks the password).
+    pub async fn emergency_kit(
+        self: &Arc<Self>,
+        password: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(password, "no Emergency Kit")
+            .await?;
+        self.with_session(|s| {
+            let sk = s
+                .vault
+                .secret_key()
+                .ok_or_else(|| internal("the Secret Key is not known to this session"))?;
+            Ok(Response::Kit {
+                account_id: s.account.id.to_string(),
+                secret_key: Secret::from(sk.display().expose()),
+                vault_path: s.account.vault_path.display().to_string(),
+            })
+        })
+    }
+}

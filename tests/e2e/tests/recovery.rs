@@ -1,0 +1,401 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Recovery codes, the Emergency Kit and rotating secrets, end to end.
+
+use keyward_e2e::{Home, signal};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const PW: &str = "correct horse battery staple";
+
+fn new_code(home: &Home, password: &str) -> (String, String) {
+    let r = home
+        .run_with(
+            &["recovery-code", "new", "--password-fd", "3", "--json"],
+            None,
+            Some(password.as_bytes()),
+        )
+        .expect_code(0);
+    let j = r.json();
+    (
+        j["id"].as_str().unwrap().to_owned(),
+        j["code"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn recover(home: &Home, code: &str, new_password: &str) -> keyward_e2e::Run {
+    home.run_with(
+        &[
+            "recover",
+            "--code-fd",
+            "3",
+            "--new-password-fd",
+            "0",
+            "--json",
+        ],
+        Some(format!("{new_password}\n").as_bytes()),
+        Some(code.as_bytes()),
+    )
+}
+
+fn unlock_typed(home: &Home, password: &str, secret_key: &str) -> keyward_e2e::Run {
+    home.run_with(
+        &["unlock", "--password-stdin", "--secret-key-fd", "3"],
+        Some(password.as_bytes()),
+        Some(secret_key.as_bytes()),
+    )
+}
+
+#[test]
+fn the_full_lock_out_story() {
+    let home = Home::new();
+    let (account, old_sk) = home.init(PW);
+    home.run_with(&["set", "bank/pin"], Some(b"4321"), None)
+        .expect_code(0);
+    let (id, code) = new_code(&home, PW);
+    assert!(code.starts_with("RC1-") && id.len() == 16, "{code} {id}");
+    let list = home.ok(&["recovery-code", "list", "--json"]).json();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(list[0]["last_used"].is_null());
+    assert!(
+        !home.ok(&["recovery-code", "list"]).stdout.contains("RC1-"),
+        "codes are never listed"
+    );
+
+    // Lose everything: the Secret Key's copy on this device, and the password.
+    std::fs::remove_file(home.paths.data_dir.join(format!("secret-key-{account}"))).unwrap();
+    home.ok(&["lock"]);
+    home.stop_agent();
+
+    // A typo is caught by the format, and does not count as an attempt.
+    let mut typo = code.clone().into_bytes();
+    let i = typo.len() - 2;
+    typo[i] = if typo[i] == b'7' { b'8' } else { b'7' };
+    for _ in 0..6 {
+        let r = recover(&home, std::str::from_utf8(&typo).unwrap(), "x");
+        if r.code == 9 {
+            assert!(r.stderr.contains("this recovery code has a typo"), "{r}");
+        } else {
+            // 1 in 16 typos pass the check bits: then it is a wrong code.
+            assert_eq!(r.code, 6, "{r}");
+        }
+    }
+
+    let r = recover(
+        &home,
+        &code.to_lowercase().replace('-', " "),
+        "a whole new password",
+    )
+    .expect_code(0);
+    let new_sk = r.json()["secret_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_sk, old_sk);
+    assert!(
+        new_sk.starts_with(&format!("K1-{account}-")),
+        "same account id"
+    );
+    assert_eq!(
+        home.status()["state"],
+        "unlocked",
+        "recover leaves the agent unlocked"
+    );
+    assert_eq!(home.ok(&["get", "bank/pin"]).stdout, "4321");
+
+    // Old credentials no longer open the vault; the new ones do.
+    home.ok(&["lock"]);
+    unlock_typed(&home, PW, &old_sk).expect_code(6);
+    unlock_typed(&home, "a whole new password", &old_sk).expect_code(6);
+    unlock_typed(&home, PW, &new_sk).expect_code(6);
+    home.unlock("a whole new password").expect_code(0); // Secret Key from this device again
+    assert_eq!(home.ok(&["get", "bank/pin"]).stdout, "4321");
+
+    // The code stays valid, and records its use.
+    let used = home.ok(&["recovery-code", "list", "--json"]).json();
+    assert!(used[0]["last_used"].as_u64().unwrap() > 0);
+    home.ok(&["lock"]);
+    recover(&home, &code, "third password").expect_code(0);
+    assert_eq!(home.ok(&["get", "bank/pin"]).stdout, "4321");
+
+    // Revoked: refused, and counted.
+    home.ok(&["recovery-code", "revoke", &id[..6]]);
+    home.ok(&["lock"]);
+    let r = recover(&home, &code, "fourth").expect_code(6);
+    assert!(r.stderr.contains("does not open this vault"), "{r}");
+    assert!(
+        home.ok(&["recovery-code", "list"])
+            .stdout
+            .contains("No recovery codes")
+    );
+}
+
+#[test]
+fn wrong_recovery_codes_count_in_the_same_backoff_as_passwords() {
+    let home = Home::new();
+    home.init(PW);
+    // A well-formed code that is not this vault's: a code made for another home.
+    let other = Home::new();
+    other.init("other");
+    let (_, foreign) = new_code(&other, "other");
+    home.ok(&["lock"]);
+    for _ in 0..2 {
+        home.unlock("wrong").expect_code(6);
+    }
+    for _ in 0..2 {
+        recover(&home, &foreign, "new").expect_code(6);
+    }
+    let st = home.status();
+    assert!(
+        st["backoff_seconds"].as_u64().unwrap() >= 1,
+        "4 failures of both kinds together: {st}"
+    );
+    let r = home.unlock(PW).expect_code(6);
+    assert!(r.stderr.contains("too many failed attempts"), "{r}");
+}
+
+#[test]
+fn rotating_the_secret_key_retires_the_old_one() {
+    let home = Home::new();
+    let (_, old_sk) = home.init(PW);
+    home.run_with(&["set", "k"], Some(b"v"), None)
+        .expect_code(0);
+    let (_, code) = new_code(&home, PW);
+    home.run_with(
+        &["secret-key", "rotate", "--password-fd", "3", "--json"],
+        None,
+        Some(b"wrong"),
+    )
+    .expect_code(6);
+    let r = home
+        .run_with(
+            &["secret-key", "rotate", "--password-fd", "3", "--json"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0);
+    let new_sk = r.json()["secret_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_sk, old_sk);
+    home.ok(&["lock"]);
+    unlock_typed(&home, PW, &old_sk).expect_code(6);
+    unlock_typed(&home, PW, &new_sk).expect_code(0);
+    home.ok(&["lock"]);
+    home.unlock(PW).expect_code(0); // the file protector holds the new key
+    assert_eq!(home.ok(&["get", "k"]).stdout, "v");
+    // Recovery codes survive a rotation and a password change.
+    home.run_with(
+        &[
+            "change-password",
+            "--password-fd",
+            "3",
+            "--new-password-fd",
+            "0",
+        ],
+        Some(b"changed\n"),
+        Some(PW.as_bytes()),
+    )
+    .expect_code(0);
+    home.ok(&["lock"]);
+    recover(&home, &code, "after all that").expect_code(0);
+    assert_eq!(home.ok(&["get", "k"]).stdout, "v");
+}
+
+fn has(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_emergency_kit_pdf_holds_the_secret_key_in_text_and_in_its_qr_code() {
+    if !keyward_e2e::require(
+        "pdftotext, pdftoppm (poppler-utils) and zbarimg (zbar-tools)",
+        has("pdftotext") && has("pdftoppm") && has("zbarimg"),
+    ) {
+        return;
+    }
+    let home = Home::new();
+    let (account, sk) = home.init(PW);
+    let out = home.path().join("kit.pdf");
+    // No terminal, no pinentry, no --password-fd: a clear error, nothing written.
+    let r = home
+        .run_with(&["emergency-kit", "--out", "nowhere.pdf"], None, None)
+        .expect_code(1);
+    assert!(r.stderr.contains("--password-fd"), "{r}");
+    let out_s = out.to_str().unwrap();
+    home.run_with(
+        &["emergency-kit", "--password-fd", "3", "--out", out_s],
+        None,
+        Some(PW.as_bytes()),
+    )
+    .expect_code(0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.starts_with(b"%PDF-"));
+    let text = Command::new("pdftotext")
+        .args([out_s, "-"])
+        .output()
+        .unwrap();
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&sk),
+        "the PDF's text holds the Secret Key:\n{text}"
+    );
+    assert!(
+        text.contains(&account) && text.contains("keyward recover"),
+        "{text}"
+    );
+    // Render and decode the QR code.
+    let png_base = home.path().join("kit");
+    let st = Command::new("pdftoppm")
+        .args([
+            "-r",
+            "150",
+            "-png",
+            "-singlefile",
+            out_s,
+            png_base.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let z = Command::new("zbarimg")
+        .args([
+            "--quiet",
+            "--raw",
+            home.path().join("kit.png").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let decoded = String::from_utf8_lossy(&z.stdout);
+    assert_eq!(decoded.trim(), sk, "the QR code decodes to the Secret Key");
+    // The text format, to stdout.
+    let t = home
+        .run_with(
+            &["emergency-kit", "--password-fd", "3", "--format", "text"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0);
+    assert!(
+        t.stdout.contains(&sk) && t.stdout.contains("Master Password:"),
+        "{t}"
+    );
+    // A wrong password writes nothing.
+    let bad = home.path().join("bad.pdf");
+    home.run_with(
+        &[
+            "emergency-kit",
+            "--password-fd",
+            "3",
+            "--out",
+            bad.to_str().unwrap(),
+        ],
+        None,
+        Some(b"nope"),
+    )
+    .expect_code(6);
+    assert!(!bad.exists());
+}
+
+/// SIGKILL of the agent at many moments of a credential change: afterwards
+/// the vault opens with the old credentials or the new ones, never neither.
+#[test]
+fn sigkill_during_recover_rotate_and_change_password_never_locks_the_user_out() {
+    let rounds_per_op = 8;
+    let mut outcomes = std::collections::BTreeMap::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for op in ["change-password", "rotate", "recover"] {
+        let home = Home::new();
+        home.init(PW);
+        home.run_with(&["set", "k"], Some(b"v"), None)
+            .expect_code(0);
+        let (_, code) = new_code(&home, PW);
+        let mut current = PW.to_owned();
+        for round in 0..rounds_per_op {
+            if home.status()["state"] != "unlocked" {
+                home.unlock(&current).expect_code(0);
+            }
+            let next = format!("password {op} {round}");
+            let (args, fd3, stdin): (Vec<&str>, String, String) = match op {
+                "change-password" => (
+                    vec![
+                        "change-password",
+                        "--password-fd",
+                        "3",
+                        "--new-password-fd",
+                        "0",
+                    ],
+                    current.clone(),
+                    next.clone(),
+                ),
+                "rotate" => (
+                    vec!["secret-key", "rotate", "--password-fd", "3"],
+                    current.clone(),
+                    String::new(),
+                ),
+                _ => (
+                    vec!["recover", "--code-fd", "3", "--new-password-fd", "0"],
+                    code.clone(),
+                    next.clone(),
+                ),
+            };
+            let tmp = home.path().join("fd3");
+            std::fs::write(&tmp, &fd3).unwrap();
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg("exec \"$0\" \"$@\" 3<\"$KW_FD3\"")
+                .arg(keyward_e2e::keyward_bin())
+                .args(&args)
+                .env("KW_FD3", &tmp)
+                .env("KEYWARD_HOME", home.path())
+                .env("KEYWARD_AGENT", keyward_e2e::agent_bin())
+                .env("KEYWARD_PINENTRY", "none")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let pid = home.agent_pid().unwrap();
+            let mut child = cmd.spawn().unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_micros(seed % 250_000));
+            signal(pid, rustix::process::Signal::KILL);
+            let _ = child.wait();
+            home.wait_for(
+                Duration::from_secs(5),
+                "the killed agent to be gone",
+                || home.agent_pid() != Some(pid),
+            );
+            // Old or new password; the Secret Key from this device either way.
+            let candidates: Vec<String> = if op == "rotate" {
+                vec![current.clone()]
+            } else {
+                vec![current.clone(), next.clone()]
+            };
+            let opened = candidates
+                .iter()
+                .find(|p| home.unlock(p).code == 0)
+                .cloned();
+            let Some(opened) = opened else {
+                panic!(
+                    "{op} round {round}: neither the old nor the new credentials open the vault"
+                );
+            };
+            assert_eq!(home.ok(&["get", "k"]).stdout, "v", "{op} round {round}");
+            let state = if opened == current { "old" } else { "new" };
+            *outcomes.entry(format!("{op}: {state}")).or_insert(0) += 1;
+            current = opened;
+        }
+    }
+    eprintln!("outcomes after SIGKILL: {outcomes:?}");
+}

@@ -1,0 +1,82 @@
+//! Lock when the machine suspends or the session's screen locks.
+//!
+//! logind announces both on the system bus: `PrepareForSleep(true)` on
+//! `org.freedesktop.login1.Manager`, and `Lock` on the session's
+//! `org.freedesktop.login1.Session` object. Only signals sent by the owner of
+//! `org.freedesktop.login1` count (another user cannot make them up, and on
+//! the system bus only logind may own that name). The watcher is a plain
+//! thread with a blocking connection; with no system bus (a container, a
+//! test) it logs once and stops — locking on timers and on request still works.
+
+use super::state::Agent;
+use std::sync::Arc;
+use zbus::MatchRule;
+use zbus::blocking::{Connection, MessageIterator};
+use zbus::message::Type;
+
+const LOGIN1: &str = "org.freedesktop.login1";
+
+/// Starts watching logind in the background.
+pub fn spawn(agent: Arc<Agent>) {
+    let spawned = std::thread::Builder::new()
+        .name("logind".into())
+        .spawn(move || {
+            if let Err(e) = watch(&agent) {
+                tracing::info!("not watching logind for suspend and screen lock: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the logind watcher: {e}");
+    }
+}
+
+/// Our session's object path, if we are in a logind session.
+fn session_path(conn: &Connection) -> Option<String> {
+    let id = std::env::var("XDG_SESSION_ID")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let reply = conn
+        .call_method(
+            Some(LOGIN1),
+            "/org/freedesktop/login1",
+            Some("org.freedesktop.login1.Manager"),
+            "GetSession",
+            &(id.as_str(),),
+        )
+        .ok()?;
+    let path: zbus::zvariant::OwnedObjectPath = reply.body().deserialize().ok()?;
+    Some(path.as_str().to_owned())
+}
+
+fn watch(agent: &Arc<Agent>) -> zbus::Result<()> {
+    let conn = Connection::system()?;
+    let rule = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender(LOGIN1)?
+        .build();
+    let messages = MessageIterator::for_match_rule(rule, &conn, Some(64))?;
+    let ours = session_path(&conn);
+    tracing::info!(session = ?ours, "watching logind for suspend and screen lock");
+    for msg in messages {
+        let msg = msg?;
+        let header = msg.header();
+        let (Some(iface), Some(member)) = (header.interface(), header.member()) else {
+            continue;
+        };
+        match (iface.as_str(), member.as_str()) {
+            ("org.freedesktop.login1.Manager", "PrepareForSleep")
+                if msg.body().deserialize::<bool>().unwrap_or(false) =>
+            {
+                agent.lock("suspend");
+            }
+            // Outside a logind session, any session's lock counts.
+            ("org.freedesktop.login1.Session", "Lock")
+                if ours.is_none() || header.path().map(|p| p.as_str().to_owned()) == ours =>
+            {
+                agent.lock("screen lock");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Locking on suspend and on screen lock: logind's signals, emitted on a
+//! private bus that the test starts (the agent finds it through
+//! DBUS_SYSTEM_BUS_ADDRESS, as it finds the real system bus otherwise).
+
+use keyward_e2e::{Home, require};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn has(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn python_dbus() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import dbus"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+struct Bus {
+    daemon: Child,
+    address: String,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// A private dbus-daemon (session policy: anyone may own any name).
+fn private_bus(dir: &std::path::Path) -> Bus {
+    let mut daemon = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+        .arg(format!("--address=unix:path={}", dir.join("bus").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(daemon.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Bus {
+        daemon,
+        address: line.trim().to_owned(),
+    }
+}
+
+/// Emits a logind signal on `bus`, owning org.freedesktop.login1 or not.
+fn emit(bus: &Bus, own_name: bool, path: &str, iface: &str, member: &str, arg: Option<bool>) {
+    let script = format!(
+        r#"
+import dbus, dbus.bus
+bus = dbus.bus.BusConnection("{addr}")
+if {own}:
+    assert bus.request_name("org.freedesktop.login1") == 1
+msg = dbus.lowlevel.SignalMessage("{path}", "{iface}", "{member}")
+if {has_arg}:
+    msg.append({arg}, signature="b")
+bus.send_message(msg)
+bus.flush()
+"#,
+        addr = bus.address,
+        own = if own_name { "True" } else { "False" },
+        path = path,
+        iface = iface,
+        member = member,
+        has_arg = if arg.is_some() { "True" } else { "False" },
+        arg = if arg == Some(true) { "True" } else { "False" },
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
+    if !require(
+        "dbus-daemon and python3-dbus",
+        has("dbus-daemon") && python_dbus(),
+    ) {
+        return;
+    }
+    let home = Home::new();
+    let bus = private_bus(home.path());
+    // The agent is auto-started by this first command, with the private bus as its system bus.
+    let init = home
+        .command(&["init", "--password-fd", "0", "--json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env_remove("XDG_SESSION_ID")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut init = init;
+        init.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        assert!(init.wait_with_output().unwrap().status.success());
+    }
+    home.wait_for(Duration::from_secs(5), "the agent to watch logind", || {
+        std::fs::read_to_string(home.paths.log_file()).is_ok_and(|l| l.contains("watching logind"))
+    });
+    assert_eq!(home.status()["state"], "unlocked");
+
+    // A signal from someone who does not own org.freedesktop.login1 is ignored.
+    emit(
+        &bus,
+        false,
+        "/org/freedesktop/login1",
+        "org.freedesktop.login1.Manager",
+        "PrepareForSleep",
+        Some(true),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        home.status()["state"],
+        "unlocked",
+        "a forged signal locked the agent"
+    );
+
+    // Waking up (PrepareForSleep(false)) does nothing; going to sleep locks.
+    emit(
+        &bus,
+        true,
+        "/org/freedesktop/login1",
+        "org.freedesktop.login1.Manager",
+        "PrepareForSleep",
+        Some(false),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(home.status()["state"], "unlocked");
+    emit(
+        &bus,
+        true,
+        "/org/freedesktop/login1",
+        "org.freedesktop.login1.Manager",
+        "PrepareForSleep",
+        Some(true),
+    );
+    home.wait_for(Duration::from_secs(5), "suspend to lock the agent", || {
+        home.status()["state"] == "locked"
+    });
+
+    // The session's screen lock.
+    home.unlock("pw").expect_code(0);
+    emit(
+        &bus,
+        true,
+        "/org/freedesktop/login1/session/_31",
+        "org.freedesktop.login1.Session",
+        "Lock",
+        None,
+    );
+    home.wait_for(
+        Duration::from_secs(5),
+        "the screen lock to lock the agent",
+        || home.status()["state"] == "locked",
+    );
+    let log = std::fs::read_to_string(home.paths.log_file()).unwrap();
+    assert!(
+        log.contains("suspend") && log.contains("screen lock"),
+        "{log}"
+    );
+}

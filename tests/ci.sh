@@ -20,8 +20,9 @@ PACKAGES="
     dbus dbus-bin libdbus-1-dev gnome-keyring libsecret-tools
     libpam0g-dev pamtester
     openssh-client gnupg
+    poppler-utils zbar-tools
     systemd
-    iproute2 util-linux procps
+    iproute2 util-linux procps python3-dbus
     pkg-config
 "
 missing=""

@@ -15,6 +15,12 @@ pub fn hkdf32(ikm: &[u8], salt: &[u8], info: &[u8]) -> Key32 {
 
 /// `HKDF-SHA256(ikm, salt, info, L = out.len())`, for L ≤ 255 × 32.
 pub fn hkdf_into(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
+    hkdf_inner(ikm, salt, info, out);
+    crate::secret::scrub_stack();
+}
+
+#[inline(never)]
+fn hkdf_inner(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
     let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     // Only fails for L > 255 × 32, which no caller asks for.
     if hk.expand(info, out).is_err() {
@@ -24,8 +30,15 @@ pub fn hkdf_into(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`.
-#[allow(clippy::expect_used)] // HMAC takes keys of any length: new_from_slice cannot fail.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let out = hmac_inner(key, parts);
+    crate::secret::scrub_stack();
+    out
+}
+
+#[inline(never)]
+#[allow(clippy::expect_used)] // HMAC takes keys of any length: new_from_slice cannot fail.
+fn hmac_inner(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     for p in parts {

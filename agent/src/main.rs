@@ -60,10 +60,31 @@ fn run() -> Result<(), String> {
     let paths = Paths::from_env().map_err(|e| e.to_string())?;
     let config = Config::load(&paths.config_file()).map_err(|e| e.to_string())?;
     harden::raise_fd_limit();
+    // Socket activation first: the descriptors must be taken before anything
+    // else could open files.
+    let activated = harden::take_activated_listener()
+        .map_err(|e| format!("invalid socket from the service manager: {e}"))?;
     let lock = listener::take_instance_lock(&paths, uid).map_err(|e| e.to_string())?;
-    let socket = paths.socket();
-    let std_listener = listener::bind(&paths, uid).map_err(|e| e.to_string())?;
-    let inode = std::fs::symlink_metadata(&socket).ok().map(|m| m.ino());
+    let (std_listener, socket, owned_socket) = match activated {
+        Some(l) => {
+            let path = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.to_owned()))
+                .unwrap_or_default();
+            tracing::info!(socket = %path.display(), "using the socket passed by the service manager");
+            (l, path, false)
+        }
+        None => (
+            listener::bind(&paths, uid).map_err(|e| e.to_string())?,
+            paths.socket(),
+            true,
+        ),
+    };
+    // Only a socket we bound is ours to remove on exit.
+    let inode = owned_socket
+        .then(|| std::fs::symlink_metadata(&socket).ok().map(|m| m.ino()))
+        .flatten();
     let limit = harden::memlock_limit();
     if limit < 64 * 1024 {
         tracing::warn!(
@@ -77,7 +98,12 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "keyward-agent {} listening", server::state::AGENT_VERSION);
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("locked"),
+    ]);
     let result = runtime.block_on(server::run(agent, std_listener));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     listener::remove_socket(&socket, inode);
     drop(lock);
     result.map_err(|e| e.to_string())

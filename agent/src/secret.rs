@@ -150,6 +150,22 @@ impl fmt::Debug for SecretString {
     }
 }
 
+/// Overwrites the stack below the caller's frame with zeros.
+///
+/// Cryptographic code that runs in callee frames (AES key schedules, HMAC
+/// states, HKDF blocks) leaves copies of keys on the stack after it returns,
+/// and Rust moves values by copying. Calling this right after such an
+/// operation wipes the frames it used (they lie below the current stack
+/// pointer), so a key does not outlive its use in stale stack memory.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut buf = [0u8; 16 * 1024];
+    // A plain memset, kept by black_box: the compiler must assume the
+    // buffer is read afterwards.
+    buf.fill(0);
+    std::hint::black_box(&mut buf);
+}
+
 /// XOR of two 32-byte secrets, into a new secret.
 pub fn xor32(a: &Key32, b: &Key32) -> Key32 {
     let mut out = Key32::zero();

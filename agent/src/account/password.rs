@@ -131,7 +131,9 @@ impl Password {
         if trimmed.is_empty() {
             return Err(PasswordError::Empty);
         }
-        let mut normalized = String::with_capacity(trimmed.len() * 2);
+        // Sized exactly first: a String that grows frees unwiped copies.
+        let len: usize = trimmed.nfkd().map(char::len_utf8).sum();
+        let mut normalized = String::with_capacity(len);
         normalized.extend(trimmed.nfkd());
         Ok(Self(SecretString::new(normalized)))
     }

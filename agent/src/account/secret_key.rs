@@ -143,7 +143,8 @@ impl SecretKey {
 
     /// Builds a key from its parts; used for test vectors.
     pub fn from_parts(account_id: &AccountId, secret: &str) -> Result<Self, SecretKeyError> {
-        let mut s = String::from("K1");
+        let mut s = String::with_capacity(LEN + secret.len());
+        s.push_str("K1");
         s.push_str(account_id.as_str());
         s.push_str(secret);
         s.push('2');

@@ -130,6 +130,18 @@ pub(crate) fn open_raw(
     if ct.len() < TAG_LEN {
         return Err(OpenError);
     }
+    let out = open_inner(key, aad, nonce, ct);
+    crate::secret::scrub_stack();
+    out
+}
+
+#[inline(never)]
+fn open_inner(
+    key: KeyRef<'_>,
+    aad: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    ct: &[u8],
+) -> Result<SecretBytes, OpenError> {
     let cipher = Aes256Gcm::new(key.into());
     cipher
         .decrypt(&Nonce::from(*nonce), Payload { msg: ct, aad })

@@ -39,6 +39,11 @@ struct ChannelIo(mpsc::Sender<ToClient>);
 
 impl UnlockIo for ChannelIo {
     fn prompt(&self, kind: PromptKind, message: &str) -> Option<Secret> {
+        // Prompts block until the user answers: only protector threads may ask.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tracing::error!("a prompt was attempted on a runtime thread; cancelled");
+            return None;
+        }
         let (reply, rx) = oneshot::channel();
         self.0
             .blocking_send(ToClient::Prompt {
@@ -51,7 +56,8 @@ impl UnlockIo for ChannelIo {
     }
 
     fn notice(&self, message: &str) {
-        let _ = self.0.blocking_send(ToClient::Notice(message.to_owned()));
+        // Best effort, and callable from any thread: never blocks.
+        let _ = self.0.try_send(ToClient::Notice(message.to_owned()));
     }
 }
 
@@ -204,7 +210,7 @@ async fn handle<S>(agent: &Arc<Agent>, conn: &mut Conn<S>, req: Request) -> Opti
 where
     for<'a> &'a S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (tx, mut rx) = mpsc::channel::<ToClient>(1);
+    let (tx, mut rx) = mpsc::channel::<ToClient>(16);
     let io: Arc<dyn UnlockIo> = Arc::new(ChannelIo(tx));
     let fut = super::dispatch::dispatch(agent.clone(), req, io);
     tokio::pin!(fut);

@@ -20,6 +20,15 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::Init(r) => agent.init(r).await,
         Request::Unlock(r) => agent.unlock(r, io).await,
         Request::ChangePassword { old, new } => agent.change_password(&old, &new).await,
+        Request::RecoveryCodeNew { password } => agent.recovery_code_new(&password).await,
+        Request::RecoveryCodeList => agent.recovery_code_list(),
+        Request::RecoveryCodeRevoke { id } => agent.recovery_code_revoke(&id),
+        Request::Recover { code, new_password } => agent.recover(&code, &new_password).await,
+        Request::SecretKeyRotate { password } => agent.rotate_secret_key(&password).await,
+        Request::EmergencyKit { password } => agent.emergency_kit(&password).await,
+        Request::ProtectorAdd(r) => agent.protector_add(r, io).await,
+        Request::ProtectorList => agent.protector_list(),
+        Request::ProtectorRemove { id } => agent.protector_remove(&id).await,
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)
@@ -31,10 +40,6 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::PromptReply { .. } => Err(AgentError::new(
             ErrorCode::BadRequest,
             "PromptReply is only valid as the answer to a Prompt",
-        )),
-        other => Err(AgentError::new(
-            ErrorCode::InvalidInput,
-            format!("{} is not supported by this agent yet", other.name()),
         )),
     };
     result.unwrap_or_else(Response::Error)

@@ -4,10 +4,16 @@
 //! - [`conn`]: one connection (handshake, framing, timeouts, prompts).
 //! - [`dispatch`]: request → operation.
 //! - [`state`]: the state machine (no account / locked / unlocked) and timers.
+//! - [`recovery`]: recovery codes, recovering, rotating the Secret Key, the kit.
+//! - [`logind`]: locking on suspend and on screen lock.
+//! - [`protectors`]: enrolling, listing and removing Secret Key protectors.
 
 pub mod conn;
 pub mod dispatch;
 pub mod listener;
+pub mod logind;
+pub mod protectors;
+pub mod recovery;
 pub mod state;
 
 use interprocess::local_socket::traits::StreamCommon as _;
@@ -35,6 +41,7 @@ pub async fn run(
     let listener = interprocess::local_socket::tokio::Listener::from(listener);
     let slots = Arc::new(tokio::sync::Semaphore::new(agent.config.max_connections));
     tokio::spawn(agent.clone().run_lock_timer());
+    logind::spawn(agent.clone());
 
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;

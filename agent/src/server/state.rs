@@ -14,6 +14,8 @@ use crate::attempts::Attempts;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::protect::file::FileProtector;
+use crate::protect::keychain::KeychainProtector;
+use crate::protect::yubikey::YubiKeyProtector;
 use crate::protect::{Protector, ProtectorError, Store, UnlockIo};
 use crate::vault::format::{FormatError, ProtectorKind};
 use crate::vault::{self, ChangeError, ReadError, UnlockError};
@@ -43,13 +45,13 @@ pub struct Account {
 
 /// An unlocked session.
 pub struct Session {
-    account: Account,
-    vault: vault::Unlocked,
-    protector: String,
-    unlocked_at: Instant,
+    pub(super) account: Account,
+    pub(super) vault: vault::Unlocked,
+    pub(super) protector: String,
+    pub(super) unlocked_at: Instant,
 }
 
-enum State {
+pub(super) enum State {
     NoAccount,
     Locked(Account),
     Unlocked(Box<Session>),
@@ -63,40 +65,54 @@ pub struct Agent {
     pub config: Config,
     /// Our uid (peers must match, or be root).
     pub uid: u32,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
     state: RwLock<State>,
-    heavy: tokio::sync::Mutex<()>,
+    pub(super) heavy: tokio::sync::Mutex<()>,
     attempts: Mutex<Attempts>,
     epoch: Instant,
     last_activity_ms: AtomicU64,
-    timer: Notify,
+    pub(super) timer: Notify,
     /// Signalled when the agent should stop.
     pub shutdown: Notify,
 }
 
-fn err(code: ErrorCode, message: impl Into<String>) -> AgentError {
+pub(super) fn err(code: ErrorCode, message: impl Into<String>) -> AgentError {
     AgentError::new(code, message)
 }
 
-fn locked_error() -> AgentError {
+pub(super) fn locked_error() -> AgentError {
     err(
         ErrorCode::Locked,
         "the agent is locked: run `keyward unlock`",
     )
 }
 
-fn no_account_error() -> AgentError {
+pub(super) fn no_account_error() -> AgentError {
     err(
         ErrorCode::NoAccount,
         "there is no keyward account yet: run `keyward init`",
     )
 }
 
-fn internal(e: impl std::fmt::Display) -> AgentError {
+pub(super) fn internal(e: impl std::fmt::Display) -> AgentError {
     err(
         ErrorCode::Internal,
         format!("internal error in the agent: {e}"),
     )
+}
+
+/// The vault record of the protector `id` (`file`, `keychain`, `yubikey:SERIAL:SLOT`).
+pub(super) fn protector_ref(id: &str) -> Option<vault::ProtectorRef> {
+    match id {
+        "file" => Some(vault::ProtectorRef::Kind(ProtectorKind::File)),
+        "keychain" => Some(vault::ProtectorRef::Kind(ProtectorKind::Keychain)),
+        other => {
+            let mut parts = other.strip_prefix("yubikey:")?.split(':');
+            let serial = parts.next()?.parse().ok()?;
+            let slot = u8::from_str_radix(parts.next()?, 16).ok()?;
+            Some(vault::ProtectorRef::Piv { serial, slot })
+        }
+    }
 }
 
 /// The vault file of an account.
@@ -141,14 +157,14 @@ pub fn find_account(paths: &Paths, config: &Config) -> Result<Option<Account>, S
     }
 }
 
-fn password_from(secret: &Secret) -> Result<Password, AgentError> {
+pub(super) fn password_from(secret: &Secret) -> Result<Password, AgentError> {
     let s = secret
         .expose_str()
         .ok_or_else(|| err(ErrorCode::InvalidInput, "the password is not valid UTF-8"))?;
     Password::new(s).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))
 }
 
-fn change_error(e: ChangeError) -> AgentError {
+pub(super) fn change_error(e: ChangeError) -> AgentError {
     match e {
         ChangeError::Io(io) => err(
             ErrorCode::Storage,
@@ -165,7 +181,7 @@ fn change_error(e: ChangeError) -> AgentError {
     }
 }
 
-fn read_error(e: ReadError) -> AgentError {
+pub(super) fn read_error(e: ReadError) -> AgentError {
     match e {
         ReadError::NotFound => no_account_error(),
         ReadError::Io(io) => err(ErrorCode::Storage, format!("cannot read the vault: {io}")),
@@ -239,19 +255,19 @@ impl Agent {
             .store(self.now_ms(), Ordering::Relaxed);
     }
 
-    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    pub(super) fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    pub(super) fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+    pub(super) fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
         self.attempts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -274,6 +290,14 @@ impl Agent {
         }
     }
 
+    /// Makes `session` the unlocked state and starts its timers.
+    pub(super) fn install(&self, session: Session) {
+        *self.write_state() = State::Unlocked(Box::new(session));
+        self.touch();
+        self.timer.notify_one();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("unlocked")]);
+    }
+
     /// Locks: the session (keys, item index) is dropped and its memory wiped.
     pub fn lock(&self, reason: &str) -> bool {
         let mut st = self.write_state();
@@ -283,6 +307,7 @@ impl Agent {
             *st = State::Locked(account);
             drop(st);
             tracing::info!(reason, "locked");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("locked")]);
             self.timer.notify_one();
             true
         } else {
@@ -357,7 +382,7 @@ impl Agent {
 
     // ------------------------------------------------------------------ items
 
-    fn with_session<T>(
+    pub(super) fn with_session<T>(
         &self,
         f: impl FnOnce(&Session) -> Result<T, AgentError>,
     ) -> Result<T, AgentError> {
@@ -368,7 +393,7 @@ impl Agent {
         }
     }
 
-    fn with_session_mut<T>(
+    pub(super) fn with_session_mut<T>(
         &self,
         f: impl FnOnce(&mut Session) -> Result<T, AgentError>,
     ) -> Result<T, AgentError> {
@@ -440,7 +465,7 @@ impl Agent {
 
     // ------------------------------------------------------------------ init
 
-    fn file_protector(&self, id: &AccountId) -> FileProtector {
+    pub(super) fn file_protector(&self, id: &AccountId) -> FileProtector {
         FileProtector::new(&self.paths.data_dir, id, self.uid)
     }
 
@@ -465,16 +490,35 @@ impl Agent {
             }
         }
         let protector = match req.protector.as_str() {
-            "auto" | "file" => "file",
+            "auto" => {
+                // The best available: the OS keychain if one answers, else a file.
+                match tokio::task::spawn_blocking(crate::protect::keychain::keychain_available)
+                    .await
+                {
+                    Ok(Ok(())) => "keychain",
+                    Ok(Err(why)) => {
+                        tracing::info!(
+                            "no usable keychain ({why}); keeping the Secret Key in a file"
+                        );
+                        "file"
+                    }
+                    Err(_) => "file",
+                }
+            }
+            "file" => "file",
+            "keychain" => {
+                tokio::task::spawn_blocking(crate::protect::keychain::keychain_available)
+                    .await
+                    .map_err(internal)?
+                    .map_err(|why| err(ErrorCode::Protector, why))?;
+                "keychain"
+            }
             "none" => "none",
-            "keychain" | "yubikey" => {
+            "yubikey" => {
                 return Err(err(
                     ErrorCode::InvalidInput,
-                    format!(
-                        "`init --protector {}` is not available in this build; create the account with the file \
-                         protector, then `keyward protector add {}`",
-                        req.protector, req.protector
-                    ),
+                    "create the account first (`keyward init`), then enroll the YubiKey with \
+                     `keyward protector add yubikey`",
                 ));
             }
             other => {
@@ -506,26 +550,43 @@ impl Agent {
         .map_err(internal)?;
         let (mut v, sk, path) = created.map_err(change_error)?;
         let id = v.account_id();
-        if protector == "file" {
-            let fp = self.file_protector(&id);
-            fp.store(&sk)
-                .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
-            v.upsert_protector(&path, ProtectorKind::File, now)
-                .map_err(change_error)?;
+        match protector {
+            "file" => {
+                let fp = self.file_protector(&id);
+                fp.store(&sk)
+                    .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+                v.upsert_protector(&path, ProtectorKind::File, now)
+                    .map_err(change_error)?;
+            }
+            "keychain" => {
+                let sk2 = sk.duplicate();
+                tokio::task::spawn_blocking(move || KeychainProtector::new(id).store(&sk2))
+                    .await
+                    .map_err(internal)?
+                    .map_err(|e| {
+                        err(
+                            ErrorCode::Protector,
+                            format!(
+                                "the vault was created but the keychain refused the Secret Key: {e}"
+                            ),
+                        )
+                    })?;
+                v.upsert_protector(&path, ProtectorKind::Keychain, now)
+                    .map_err(change_error)?;
+            }
+            _ => {}
         }
         let account = Account {
             id,
             vault_path: path.clone(),
         };
         let shown = Secret::from(sk.display().expose());
-        *self.write_state() = State::Unlocked(Box::new(Session {
+        self.install(Session {
             account,
             vault: v,
             protector: protector.to_owned(),
             unlocked_at: Instant::now(),
-        }));
-        self.touch();
-        self.timer.notify_one();
+        });
         tracing::info!(account = %id, protector, "account created");
         Ok(Response::Created {
             account_id: id.to_string(),
@@ -537,7 +598,7 @@ impl Agent {
 
     // ------------------------------------------------------------------ unlock
 
-    fn backoff_error(&self, message: &str) -> Option<AgentError> {
+    pub(super) fn backoff_error(&self, message: &str) -> Option<AgentError> {
         let remaining = self
             .attempts()
             .remaining(self.clock.unix_now(), Instant::now());
@@ -555,7 +616,7 @@ impl Agent {
         Some(e)
     }
 
-    fn record_failure(&self, message: &str) -> AgentError {
+    pub(super) fn record_failure(&self, message: &str) -> AgentError {
         let mut a = self.attempts();
         let delay = match a.record_failure(self.clock.unix_now(), Instant::now()) {
             Ok(d) => d,
@@ -588,15 +649,22 @@ impl Agent {
         let mut out: Vec<Box<dyn Protector>> = Vec::new();
         let wanted =
             |kind: &str| with.is_none_or(|w| w == kind || w.starts_with(&format!("{kind}:")));
+        let has = |k: ProtectorKind| file.protectors.iter().any(|p| p.kind == k);
         for kind in &self.config.protectors {
             match kind.as_str() {
-                "file"
-                    if wanted("file")
-                        && file
-                            .protectors
-                            .iter()
-                            .any(|p| p.kind == ProtectorKind::File) =>
-                {
+                "yubikey" => {
+                    for w in &file.piv_wraps {
+                        let this = format!("yubikey:{}", w.serial);
+                        let full = crate::protect::yubikey::protector_id(w.serial, w.slot);
+                        if with.is_none_or(|x| x == "yubikey" || x == this || x == full) {
+                            out.push(Box::new(YubiKeyProtector::new(w.clone(), id)));
+                        }
+                    }
+                }
+                "keychain" if wanted("keychain") && has(ProtectorKind::Keychain) => {
+                    out.push(Box::new(KeychainProtector::new(id)));
+                }
+                "file" if wanted("file") && has(ProtectorKind::File) => {
                     out.push(Box::new(self.file_protector(&id)));
                 }
                 _ => {}
@@ -639,6 +707,8 @@ impl Agent {
             ));
         }
         let mut reasons = Vec::new();
+        let mut blocked = None;
+        let mut cancelled = false;
         for p in self.candidates(file, req.with.as_deref())? {
             let id = p.id();
             let thread_io = io.clone();
@@ -659,20 +729,35 @@ impl Agent {
                     reasons.push(format!("{id}: {why}"));
                 }
                 Err(e @ ProtectorError::WrongPin { tries_left, .. }) => {
+                    // The user typed a wrong PIN: say so now (with the tries left)
+                    // rather than falling through to other protectors.
                     let mut ae = err(ErrorCode::WrongPin, e.to_string());
                     ae.tries_left = Some(tries_left);
                     return Err(ae);
                 }
                 Err(e @ ProtectorError::PinBlocked { .. }) => {
-                    return Err(err(ErrorCode::PinBlocked, e.to_string()));
+                    io.notice(&format!("{id}: {e}; trying the next protector"));
+                    reasons.push(format!("{id}: {e}"));
+                    blocked.get_or_insert(e.to_string());
                 }
                 Err(ProtectorError::Cancelled) => {
-                    return Err(err(ErrorCode::Cancelled, "cancelled"));
+                    // No PIN to be had (a script, a login): another protector may do.
+                    reasons.push(format!("{id}: no PIN was given"));
+                    cancelled = true;
                 }
                 Err(ProtectorError::Failed(why)) => {
                     reasons.push(format!("{id}: {why}"));
                 }
             }
+        }
+        if let Some(blocked) = blocked {
+            return Err(err(ErrorCode::PinBlocked, blocked));
+        }
+        if cancelled && req.pin.is_none() && reasons.len() == 1 {
+            return Err(err(
+                ErrorCode::Cancelled,
+                "no PIN was given for the YubiKey (pass it with --pin-fd N in scripts)",
+            ));
         }
         let why = if reasons.is_empty() {
             "no protector on this device keeps the Secret Key".to_owned()
@@ -744,29 +829,28 @@ impl Agent {
         if let Some(note) = self.check_generation(&account.id, v.file().generation) {
             notes.push(note);
         }
-        if protector == "file"
-            && let Err(e) = v.touch_protector(
-                &account.vault_path,
-                vault::ProtectorRef::Kind(ProtectorKind::File),
-                now,
-            )
+        if let Some(which) = protector_ref(&protector)
+            && let Err(e) = v.touch_protector(&account.vault_path, which, now)
         {
             tracing::warn!("cannot record protector use: {e}");
         }
         let resp = self.unlocked_response(&account.id, &protector, notes);
-        *self.write_state() = State::Unlocked(Box::new(Session {
+        self.install(Session {
             account,
             vault: v,
             protector,
             unlocked_at: Instant::now(),
-        }));
-        self.touch();
-        self.timer.notify_one();
+        });
         tracing::info!("unlocked");
         Ok(resp)
     }
 
-    fn unlocked_response(&self, id: &AccountId, protector: &str, notes: Vec<String>) -> Response {
+    pub(super) fn unlocked_response(
+        &self,
+        id: &AccountId,
+        protector: &str,
+        notes: Vec<String>,
+    ) -> Response {
         Response::Unlocked {
             account_id: id.to_string(),
             protector: protector.to_owned(),
@@ -777,7 +861,7 @@ impl Agent {
     }
 
     /// Puts the Secret Key in force into every file/keychain protector.
-    fn restore_stores(&self, v: &vault::Unlocked, notes: &mut Vec<String>) {
+    pub(super) fn restore_stores(&self, v: &vault::Unlocked, notes: &mut Vec<String>) {
         let Some(sk) = v.secret_key() else { return };
         if v.file()
             .protectors
@@ -787,6 +871,21 @@ impl Agent {
         {
             notes.push(format!("file protector: {e}"));
         }
+        if v.file()
+            .protectors
+            .iter()
+            .any(|p| p.kind == ProtectorKind::Keychain)
+            && let Err(e) = self.keychain_store(&v.account_id(), &sk)
+        {
+            notes.push(format!("keychain protector: {e}"));
+        }
+    }
+
+    /// Stores the Secret Key in the OS keychain (blocking, bounded by the protector's timeout).
+    pub(super) fn keychain_store(&self, id: &AccountId, sk: &SecretKey) -> Result<(), String> {
+        KeychainProtector::new(*id)
+            .store(sk)
+            .map_err(|e| e.to_string())
     }
 
     fn generation_file(&self, id: &AccountId) -> PathBuf {

@@ -11,6 +11,7 @@ use keyward_client::{
 };
 use serde_json::json;
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 /// keyward: your secrets, unlocked once, served to local programs.
 ///
@@ -66,6 +67,9 @@ pub enum Command {
         /// Where this device keeps the Secret Key: auto (the best available), file, none (you type it).
         #[arg(long, default_value = "auto", value_name = "KIND")]
         protector: String,
+        /// Also write the Emergency Kit (PDF) to this file.
+        #[arg(long, value_name = "FILE")]
+        emergency_kit: Option<PathBuf>,
         /// Print `{"account_id", "secret_key"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -125,6 +129,44 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         new_password_fd: Option<u32>,
     },
+    /// Make, list or revoke recovery codes (your way back in without the Secret Key or password).
+    RecoveryCode {
+        #[command(subcommand)]
+        action: RecoveryAction,
+    },
+    /// Get back in with a recovery code: sets a new Master Password and issues a new Secret Key.
+    Recover {
+        /// Read the recovery code from file descriptor N.
+        #[arg(long, value_name = "N")]
+        code_fd: Option<u32>,
+        /// Read the new Master Password from file descriptor N.
+        #[arg(long, value_name = "N")]
+        new_password_fd: Option<u32>,
+        /// Print `{"secret_key"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write your Emergency Kit: account ID, Secret Key (with a QR code), how to get back in.
+    EmergencyKit {
+        #[command(flatten)]
+        password: PasswordSource,
+        /// The file to write (created 0600). Text goes to standard output without it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// pdf or text.
+        #[arg(long, default_value = "pdf", value_name = "FORMAT")]
+        format: KitFormat,
+    },
+    /// Manage where this device keeps the Secret Key: a YubiKey, the OS keychain, a file.
+    Protector {
+        #[command(subcommand)]
+        action: ProtectorAction,
+    },
+    /// Manage the Secret Key.
+    SecretKey {
+        #[command(subcommand)]
+        action: SecretKeyAction,
+    },
     /// Run the agent in the foreground (what a service manager calls), or stop it.
     Agent {
         #[command(subcommand)]
@@ -137,6 +179,105 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Manpage,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecoveryAction {
+    /// Make a new recovery code (asks for the Master Password); it is shown once.
+    New {
+        #[command(flatten)]
+        password: PasswordSource,
+        /// Print `{"id", "code"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recovery codes: id, created, last used (never the codes).
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a recovery code by its id (or a unique prefix).
+    Revoke {
+        /// The code's id, from `keyward recovery-code list`.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProtectorAction {
+    /// Enroll a protector: `yubikey` (a P-256 key generated on the card wraps the Secret Key),
+    /// `keychain` (the OS keychain) or `file` (a 0600 file; the weakest).
+    Add {
+        /// yubikey, keychain or file.
+        kind: ProtectorKindArg,
+        /// The YubiKey's serial number (needed when several are plugged in).
+        #[arg(long, value_name = "N")]
+        serial: Option<u32>,
+        /// The PIV slot, in hex (default: the first free retired slot, 82 to 95).
+        #[arg(long, value_name = "HEX", value_parser = parse_slot)]
+        slot: Option<u8>,
+        /// When the card wants a touch: never, always, or cached (once per 15 s).
+        #[arg(long, value_name = "POLICY", default_value = "never")]
+        touch: String,
+        /// Read the YubiKey PIN from file descriptor N.
+        #[arg(long, value_name = "N")]
+        pin_fd: Option<u32>,
+        /// Read the YubiKey management key (hex) from file descriptor N.
+        #[arg(long, value_name = "N")]
+        management_key_fd: Option<u32>,
+        /// Print `{"id", "notes"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the protectors: kind, id, details, when added, when last used.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a protector by its id (from `keyward protector list`).
+    Remove {
+        /// e.g. file, keychain, yubikey:12345678:82.
+        id: String,
+    },
+}
+
+/// Protector kinds that can be enrolled.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtectorKindArg {
+    /// A YubiKey (PIV, P-256).
+    Yubikey,
+    /// The OS keychain.
+    Keychain,
+    /// A 0600 file.
+    File,
+}
+
+fn parse_slot(s: &str) -> Result<u8, String> {
+    let t = s.trim_start_matches("0x").trim_start_matches("0X");
+    u8::from_str_radix(t, 16).map_err(|_| format!("{s:?} is not a slot in hex (e.g. 82)"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretKeyAction {
+    /// Issue a new Secret Key (if you fear yours leaked); the old one stops working.
+    Rotate {
+        #[command(flatten)]
+        password: PasswordSource,
+        /// Print `{"secret_key"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Emergency Kit formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KitFormat {
+    /// A one-page PDF.
+    Pdf,
+    /// Plain text.
+    Text,
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,8 +393,30 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Init {
             password,
             protector,
+            emergency_kit,
             json,
-        } => init(autostart, &password, &protector, json),
+        } => init(
+            autostart,
+            &password,
+            &protector,
+            emergency_kit.as_deref(),
+            json,
+        ),
+        Command::RecoveryCode { action } => recovery_code(autostart, action),
+        Command::Recover {
+            code_fd,
+            new_password_fd,
+            json,
+        } => recover(autostart, code_fd, new_password_fd, json),
+        Command::EmergencyKit {
+            password,
+            out,
+            format,
+        } => emergency_kit(autostart, &password, out.as_deref(), format),
+        Command::SecretKey {
+            action: SecretKeyAction::Rotate { password, json },
+        } => rotate(autostart, &password, json),
+        Command::Protector { action } => protector(autostart, action),
         Command::Unlock {
             password,
             pin_fd,
@@ -368,6 +531,7 @@ fn init(
     autostart: bool,
     password: &PasswordSource,
     protector: &str,
+    kit_path: Option<&Path>,
     json: bool,
 ) -> Result<(), CliError> {
     let paths = paths()?;
@@ -415,6 +579,15 @@ fn init(
         return Err(CliError::msg("unexpected answer from the agent"));
     };
     let sk = secret_key.expose_str().unwrap_or_default();
+    let kit = crate::kit::Kit {
+        account_id: &account_id,
+        secret_key: sk,
+        vault_path: &vault_path,
+        created: &output::date(unix_now()),
+    };
+    if let Some(path) = kit_path {
+        write_kit(path, &kit, KitFormat::Pdf)?;
+    }
     if json {
         print_json(json!({
             "account_id": account_id,
@@ -447,6 +620,245 @@ fn init(
     println!("If you lose both this device and the Secret Key, only a recovery code gets you");
     println!("back in: make one with `keyward recovery-code new`.");
     println!("Vault: {vault_path}");
+    if kit_path.is_none()
+        && input::have_tty()
+        && input::confirm("Write your Emergency Kit (PDF) now?", true)
+    {
+        let default = format!("keyward-emergency-kit-{account_id}.pdf");
+        write_kit(Path::new(&default), &kit, KitFormat::Pdf)?;
+        println!("Print {default}, keep the paper safe, then delete the file.");
+    } else if let Some(p) = kit_path {
+        println!(
+            "Emergency Kit written to {}: print it, keep it safe, then delete the file.",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes the kit to `path`, readable only by you (it holds the Secret Key).
+fn write_kit(path: &Path, kit: &crate::kit::Kit<'_>, format: KitFormat) -> Result<(), CliError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut bytes = match format {
+        KitFormat::Pdf => crate::kit::pdf(kit)?,
+        KitFormat::Text => crate::kit::text(kit).into_bytes(),
+    };
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        });
+    zeroize::Zeroize::zeroize(&mut bytes);
+    result.map_err(|e| {
+        CliError::msg(format!(
+            "cannot write the Emergency Kit to {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn recovery_code(autostart: bool, action: RecoveryAction) -> Result<(), CliError> {
+    let mut c = connect(&paths()?, autostart)?;
+    match action {
+        RecoveryAction::New { password, json } => {
+            let pw = password.get(
+                "Master Password",
+                "Confirm with your Master Password to make a recovery code.",
+            )?;
+            let spinner = Spinner::start("Checking your password…");
+            let r = c.call(&Request::RecoveryCodeNew { password: pw });
+            drop(spinner);
+            let Response::RecoveryCode { id, code } = r? else {
+                return Err(CliError::msg("unexpected answer from the agent"));
+            };
+            let code = code.expose_str().unwrap_or_default();
+            if json {
+                print_json(json!({"id": id, "code": code}));
+                return Ok(());
+            }
+            println!();
+            println!("    Recovery code:   {code}");
+            println!("    Id:              {id}");
+            println!();
+            println!(
+                "This is the only time keyward shows this code. With it, anyone can open your"
+            );
+            println!(
+                "vault and set a new Master Password, so keep it offline: on paper, with your"
+            );
+            println!(
+                "Emergency Kit or in a different safe place; never in this vault or next to it."
+            );
+            println!(
+                "It stays valid after use; revoke it with `keyward recovery-code revoke {id}`."
+            );
+            Ok(())
+        }
+        RecoveryAction::List { json } => {
+            let Response::RecoveryCodes(codes) = c.call(&Request::RecoveryCodeList)? else {
+                return Err(CliError::msg("unexpected answer from the agent"));
+            };
+            if json {
+                print_json(json!(
+                    codes
+                        .iter()
+                        .map(
+                            |r| json!({"id": r.id, "created": r.created, "last_used": r.last_used})
+                        )
+                        .collect::<Vec<_>>()
+                ));
+            } else if codes.is_empty() {
+                println!("No recovery codes. Make one with `keyward recovery-code new`.");
+            } else {
+                println!("{:<18} {:<22} LAST USED", "ID", "CREATED");
+                for r in codes {
+                    println!(
+                        "{:<18} {:<22} {}",
+                        r.id,
+                        output::date(r.created),
+                        r.last_used.map_or("never".into(), output::date)
+                    );
+                }
+            }
+            Ok(())
+        }
+        RecoveryAction::Revoke { id } => {
+            c.call(&Request::RecoveryCodeRevoke { id: id.clone() })?;
+            eprintln!("Recovery code {id} revoked.");
+            Ok(())
+        }
+    }
+}
+
+fn recover(
+    autostart: bool,
+    code_fd: Option<u32>,
+    new_fd: Option<u32>,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut c = connect(&paths()?, autostart)?;
+    let code = match code_fd {
+        Some(fd) => read_fd(fd, "recovery code")?,
+        None => ask_hidden("Recovery code", "Type your keyward recovery code (RC1-…).")?,
+    };
+    let new = match new_fd {
+        Some(fd) => read_fd(fd, "new password")?,
+        None => {
+            let pw = ask_new(
+                "New Master Password",
+                "Choose a new keyward Master Password.",
+            )?;
+            strength_hint(&pw);
+            pw
+        }
+    };
+    let spinner = Spinner::start("Recovering (deriving new keys)…");
+    let r = c.call(&Request::Recover {
+        code,
+        new_password: new,
+    });
+    drop(spinner);
+    print_new_secret_key(
+        r?,
+        json,
+        "Recovered. Your vault is unlocked, with a new Master Password and a new Secret Key.",
+    )
+}
+
+fn rotate(autostart: bool, password: &PasswordSource, json: bool) -> Result<(), CliError> {
+    let mut c = connect(&paths()?, autostart)?;
+    let pw = password.get(
+        "Master Password",
+        "Confirm with your Master Password to issue a new Secret Key.",
+    )?;
+    let spinner = Spinner::start("Issuing a new Secret Key…");
+    let r = c.call(&Request::SecretKeyRotate { password: pw });
+    drop(spinner);
+    print_new_secret_key(
+        r?,
+        json,
+        "New Secret Key issued; the old one no longer works.",
+    )
+}
+
+fn print_new_secret_key(r: Response, json: bool, headline: &str) -> Result<(), CliError> {
+    let Response::NewSecretKey { secret_key, notes } = r else {
+        return Err(CliError::msg("unexpected answer from the agent"));
+    };
+    let sk = secret_key.expose_str().unwrap_or_default();
+    if json {
+        print_json(json!({"secret_key": sk, "notes": notes}));
+        return Ok(());
+    }
+    println!("{headline}");
+    println!();
+    println!("    New Secret Key:   {sk}");
+    println!();
+    for n in notes {
+        println!("  - {n}");
+    }
+    println!();
+    println!("Your old Emergency Kit is out of date: write a new one now with");
+    println!("`keyward emergency-kit --out kit.pdf`, print it, and destroy the old one.");
+    Ok(())
+}
+
+fn emergency_kit(
+    autostart: bool,
+    password: &PasswordSource,
+    out: Option<&Path>,
+    format: KitFormat,
+) -> Result<(), CliError> {
+    if format == KitFormat::Pdf && out.is_none() {
+        return Err(CliError::with(
+            exit::INVALID,
+            "the PDF kit needs a file: `keyward emergency-kit --out kit.pdf` (or `--format text`)",
+        ));
+    }
+    let mut c = connect(&paths()?, autostart)?;
+    let pw = password.get(
+        "Master Password",
+        "Confirm with your Master Password to write the Emergency Kit.",
+    )?;
+    let spinner = Spinner::start("Checking your password…");
+    let r = c.call(&Request::EmergencyKit { password: pw });
+    drop(spinner);
+    let Response::Kit {
+        account_id,
+        secret_key,
+        vault_path,
+    } = r?
+    else {
+        return Err(CliError::msg("unexpected answer from the agent"));
+    };
+    let kit = crate::kit::Kit {
+        account_id: &account_id,
+        secret_key: secret_key.expose_str().unwrap_or_default(),
+        vault_path: &vault_path,
+        created: &output::date(unix_now()),
+    };
+    match out {
+        Some(path) => {
+            write_kit(path, &kit, format)?;
+            eprintln!(
+                "Emergency Kit written to {} (readable only by you). Print it, keep the paper somewhere safe, then delete the file.",
+                path.display()
+            );
+        }
+        None => print!("{}", crate::kit::text(&kit)),
+    }
     Ok(())
 }
 
@@ -626,6 +1038,103 @@ fn agent(action: Option<AgentAction>) -> Result<(), CliError> {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             eprintln!("Agent stopped.");
+            Ok(())
+        }
+    }
+}
+
+fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
+    let mut c = connect(&paths()?, autostart)?;
+    match action {
+        ProtectorAction::Add {
+            kind,
+            serial,
+            slot,
+            touch,
+            pin_fd,
+            management_key_fd,
+            json,
+        } => {
+            let kind = match kind {
+                ProtectorKindArg::Yubikey => "yubikey",
+                ProtectorKindArg::Keychain => "keychain",
+                ProtectorKindArg::File => "file",
+            };
+            let req = keyward_client::message::ProtectorAddRequest {
+                kind: kind.into(),
+                serial,
+                slot,
+                touch: Some(touch),
+                pin: pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?,
+                management_key: management_key_fd
+                    .map(|fd| read_fd(fd, "management key"))
+                    .transpose()?,
+            };
+            let mut ui = Terminal { pin: None };
+            let spinner = (kind != "yubikey").then(|| Spinner::start("Enrolling…"));
+            let r = c.call_with(&Request::ProtectorAdd(req), &mut ui);
+            drop(spinner);
+            let Response::ProtectorAdded { id, notes } = r? else {
+                return Err(CliError::msg("unexpected answer from the agent"));
+            };
+            if json {
+                print_json(json!({"id": id, "notes": notes}));
+                return Ok(());
+            }
+            for n in &notes {
+                eprintln!("{n}");
+            }
+            eprintln!("Enrolled {id}: this device can now unlock with it.");
+            Ok(())
+        }
+        ProtectorAction::List { json } => {
+            let Response::Protectors(list) = c.call(&Request::ProtectorList)? else {
+                return Err(CliError::msg("unexpected answer from the agent"));
+            };
+            if json {
+                print_json(json!(
+                    list.iter()
+                        .map(|p| json!({
+                            "id": p.id, "kind": p.kind, "details": p.details,
+                            "added": p.added, "last_used": p.last_used, "stale": p.stale,
+                        }))
+                        .collect::<Vec<_>>()
+                ));
+            } else if list.is_empty() {
+                println!(
+                    "No protector keeps the Secret Key on this device: you type it at each unlock."
+                );
+            } else {
+                for p in list {
+                    println!(
+                        "{}{}",
+                        p.id,
+                        if p.stale {
+                            "  (STALE: re-enroll it)"
+                        } else {
+                            ""
+                        }
+                    );
+                    println!("    {}", p.details);
+                    println!(
+                        "    added {}, last used {}",
+                        output::date(p.added),
+                        p.last_used.map_or("never".into(), output::date)
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProtectorAction::Remove { id } => {
+            let Response::ProtectorAdded { id, notes } =
+                c.call(&Request::ProtectorRemove { id })?
+            else {
+                return Err(CliError::msg("unexpected answer from the agent"));
+            };
+            for n in &notes {
+                eprintln!("{n}");
+            }
+            eprintln!("Removed {id}.");
             Ok(())
         }
     }

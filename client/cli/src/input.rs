@@ -9,12 +9,17 @@ use zeroize::Zeroize;
 /// Reads one secret from file descriptor `fd` (like gpg's `--passphrase-fd`):
 /// everything up to end of file, one trailing newline (`\n` or `\r\n`) removed.
 pub fn read_fd(fd: u32, what: &str) -> Result<Secret, String> {
-    // /dev/fd/N reopens the descriptor without any unsafe code.
-    let path = format!("/dev/fd/{fd}");
-    let mut f = std::fs::File::open(&path)
-        .map_err(|e| format!("cannot read the {what} from file descriptor {fd}: {e}"))?;
+    if fd == 1 || fd == 2 {
+        return Err(format!(
+            "file descriptor {fd} is standard output or error; pass the {what} on another one"
+        ));
+    }
     let mut buf = Vec::new();
-    let r = f.read_to_end(&mut buf);
+    let r = if fd == 0 {
+        std::io::stdin().lock().read_to_end(&mut buf)
+    } else {
+        read_raw_fd(fd, &mut buf)
+    };
     if let Err(e) = r {
         buf.zeroize();
         return Err(format!(
@@ -28,6 +33,28 @@ pub fn read_fd(fd: u32, what: &str) -> Result<Secret, String> {
         }
     }
     Ok(Secret::new(buf))
+}
+
+/// Reads descriptor `fd` to its end without taking ownership of it.
+///
+/// (Reopening `/dev/fd/N` would need no `unsafe`, but it fails for a pipe
+/// created by another user, e.g. root piping into `setpriv … keyward`.)
+#[allow(unsafe_code)]
+fn read_raw_fd(fd: u32, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::os::fd::FromRawFd;
+    let raw =
+        i32::try_from(fd).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // Refuse descriptors that are not open, instead of reading a bad one.
+    // SAFETY: fcntl(F_GETFD) takes no further argument and only reads the
+    // descriptor's flags.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the user handed us this descriptor to read; ManuallyDrop keeps
+    // us from closing it (it stays owned by whoever opened it), and no other
+    // code in this process uses it while we read.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(raw) });
+    f.read_to_end(buf)
 }
 
 /// Whether a terminal is available for prompts.
@@ -94,12 +121,13 @@ pub fn confirm(question: &str, default: bool) -> bool {
     }
 }
 
-/// `KEYWARD_PINENTRY`, else `pinentry` on PATH (only without a terminal).
+/// `KEYWARD_PINENTRY` (`none` disables it), else `pinentry` on PATH (only
+/// without a terminal).
 fn find_pinentry() -> Option<String> {
     if let Ok(p) = std::env::var("KEYWARD_PINENTRY")
         && !p.is_empty()
     {
-        return Some(p);
+        return (p != "none").then_some(p);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -190,11 +218,19 @@ fn pinentry(program: &str, prompt: &str, description: &str) -> Result<Secret, St
             )));
         } else if line.starts_with("OK") {
             break;
-        } else if line.starts_with("ERR") {
+        } else if let Some(why) = line.strip_prefix("ERR") {
+            let why = why
+                .trim()
+                .split_once(' ')
+                .map_or(why.trim(), |(_, text)| text)
+                .to_owned();
             line.zeroize();
             let _ = writeln!(stdin, "BYE");
             let _ = child.wait();
-            return Err("cancelled".into());
+            return Err(format!(
+                "pinentry ({program}) gave no answer: {why}; without a terminal, pass the secret with a \
+                 --*-fd option (e.g. --password-fd 3 3<file)"
+            ));
         }
     }
     line.zeroize();

@@ -8,6 +8,7 @@
 mod cli;
 mod connect;
 mod input;
+mod kit;
 mod output;
 
 use clap::Parser;

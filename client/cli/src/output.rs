@@ -173,7 +173,6 @@ impl Drop for Spinner {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
-#[allow(dead_code)] // used by the listing commands of later changes
 pub fn date(unix: u64) -> String {
     let days = (unix / 86400) as i64;
     let secs = unix % 86400;

@@ -180,6 +180,7 @@ pub struct Client {
     buf: FrameBuf,
     agent: AgentInfo,
     socket: PathBuf,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -246,12 +247,18 @@ impl Client {
                 pid: 0,
             },
             socket: socket.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
         };
-        c.send(&Request::Hello {
+        // An agent that refuses us (another user's) answers with an error and
+        // closes without reading: our hello may then fail to send, but its
+        // answer is still there to read.
+        let sent = c.send(&Request::Hello {
             protocol: PROTOCOL_VERSION,
             client: client_name.to_owned(),
-        })?;
-        match c.recv()? {
+        });
+        let answer = c.recv();
+        sent.or_else(|e| if answer.is_ok() { Ok(()) } else { Err(e) })?;
+        match answer? {
             Response::HelloOk {
                 protocol,
                 agent_version,
@@ -284,6 +291,7 @@ impl Client {
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
         self.stream.set_recv_timeout(Some(timeout))?;
         self.stream.set_send_timeout(Some(timeout))?;
+        self.timeout = timeout;
         Ok(())
     }
 
@@ -306,7 +314,7 @@ impl Client {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                ClientError::Timeout(DEFAULT_TIMEOUT)
+                ClientError::Timeout(self.timeout)
             }
             _ => ClientError::Frame(e),
         }

@@ -79,12 +79,15 @@ impl AsyncClient {
             },
             timeout: crate::client::DEFAULT_TIMEOUT,
         };
-        c.send(&Request::Hello {
-            protocol: PROTOCOL_VERSION,
-            client: "keyward-client (async)".into(),
-        })
-        .await?;
-        match c.recv().await? {
+        let sent = c
+            .send(&Request::Hello {
+                protocol: PROTOCOL_VERSION,
+                client: "keyward-client (async)".into(),
+            })
+            .await;
+        let answer = c.recv().await;
+        sent.or_else(|e| if answer.is_ok() { Ok(()) } else { Err(e) })?;
+        match answer? {
             Response::HelloOk {
                 protocol,
                 agent_version,

@@ -6,7 +6,7 @@
 //! | config (`config.toml`) | `$KEYWARD_HOME/config` | `$XDG_CONFIG_HOME/keyward`, else `~/.config/keyward` |
 //! | data (vault, `file` protector) | `$KEYWARD_HOME/data` | `$XDG_DATA_HOME/keyward`, else `~/.local/share/keyward` |
 //! | state (attempts, log) | `$KEYWARD_HOME/state` | `$XDG_STATE_HOME/keyward`, else `~/.local/state/keyward` |
-//! | runtime (socket, lock) | `$KEYWARD_HOME/run` | `$XDG_RUNTIME_DIR/keyward`, else `<tmp>/keyward-<uid>` |
+//! | runtime (socket, lock) | `$KEYWARD_HOME/run` | `$XDG_RUNTIME_DIR/keyward`, else `$TMPDIR/keyward-<uid>` (`/tmp` without `TMPDIR`) |
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,9 @@ impl Paths {
         };
         let runtime_dir = match non_empty(var("XDG_RUNTIME_DIR")) {
             Some(p) => p.join("keyward"),
-            None => std::env::temp_dir().join(format!("keyward-{uid}")),
+            None => non_empty(var("TMPDIR"))
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join(format!("keyward-{uid}")),
         };
         Ok(Self {
             config_dir: xdg("XDG_CONFIG_HOME", ".config")?,

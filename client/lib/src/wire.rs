@@ -56,9 +56,27 @@ impl Writer {
         w.u8(tag);
         w
     }
+    /// Makes room for `n` more bytes. Growing by hand: a `Vec` that grows by
+    /// itself frees its old buffer without wiping it, and frames carry secrets.
+    fn reserve(&mut self, n: usize) {
+        let need = self.buf.len() + n;
+        if need <= self.buf.capacity() {
+            return;
+        }
+        let mut bigger = Vec::with_capacity(need.max(2 * self.buf.capacity()));
+        bigger.extend_from_slice(&self.buf);
+        let mut old = std::mem::replace(&mut self.buf, bigger);
+        old.zeroize();
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        self.reserve(b.len());
+        self.buf.extend_from_slice(b);
+    }
+
     /// One byte.
     pub fn u8(&mut self, v: u8) {
-        self.buf.push(v);
+        self.put(&[v]);
     }
     /// A boolean as one byte (0 or 1).
     pub fn bool(&mut self, v: bool) {
@@ -66,20 +84,21 @@ impl Writer {
     }
     /// Big-endian u16.
     pub fn u16(&mut self, v: u16) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
+        self.put(&v.to_be_bytes());
     }
     /// Big-endian u32.
     pub fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
+        self.put(&v.to_be_bytes());
     }
     /// Big-endian u64.
     pub fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
+        self.put(&v.to_be_bytes());
     }
     /// u32 length and the bytes.
     pub fn bytes(&mut self, b: &[u8]) {
+        self.reserve(4 + b.len());
         self.u32(b.len() as u32);
-        self.buf.extend_from_slice(b);
+        self.put(b);
     }
     /// A string (u32 length and UTF-8).
     pub fn str(&mut self, s: &str) {

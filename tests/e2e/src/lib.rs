@@ -109,6 +109,8 @@ pub struct Home {
     dir: tempfile::TempDir,
     /// Its paths.
     pub paths: Paths,
+    /// Extra environment for every command (and the agent they start).
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Default for Home {
@@ -132,7 +134,17 @@ impl Home {
         let paths = Paths::under(dir.path());
         std::fs::create_dir_all(&paths.config_dir).unwrap();
         std::fs::write(paths.config_file(), format!("{extra}\n{FAST_KDF}")).unwrap();
-        Self { dir, paths }
+        Self {
+            dir,
+            paths,
+            env: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds environment variables to every later command (and so to the
+    /// agent the first command starts): e.g. the PC/SC socket of a virtual card.
+    pub fn set_env(&self, vars: impl IntoIterator<Item = (String, String)>) {
+        self.env.borrow_mut().extend(vars);
     }
 
     /// The home directory.
@@ -146,7 +158,8 @@ impl Home {
         c.args(args)
             .env("KEYWARD_HOME", self.dir.path())
             .env("KEYWARD_AGENT", agent_bin())
-            .env_remove("KEYWARD_PINENTRY")
+            .env("KEYWARD_PINENTRY", "none")
+            .envs(self.env.borrow().iter().cloned())
             .stdin(Stdio::null());
         c
     }
@@ -168,7 +181,8 @@ impl Home {
                 .env("KW_FD3", tmp.path())
                 .env("KEYWARD_HOME", self.dir.path())
                 .env("KEYWARD_AGENT", agent_bin())
-                .env_remove("KEYWARD_PINENTRY");
+                .env("KEYWARD_PINENTRY", "none")
+                .envs(self.env.borrow().iter().cloned());
             c = sh;
             line.push_str(" 3<secret");
         }

@@ -50,4 +50,22 @@ echo "==> cargo test (services required)"
 export KEYWARD_REQUIRE_SERVICES=1
 cargo test --workspace --locked
 
+echo "==> Debian package: build, install, run, remove"
+deb=$(packaging/deb/build-deb.sh | tail -n 1)
+remove_package() { dpkg -r keyward >/dev/null 2>&1 || true; }
+trap remove_package EXIT
+dpkg -i "$deb" >/dev/null
+/usr/bin/keyward --version
+/usr/bin/keyward-agent --version
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine)
+test -f "/usr/lib/$multiarch/security/pam_keyward.so"
+test -f /usr/share/man/man1/keyward.1.gz
+verify_dir=$(mktemp -d)
+XDG_RUNTIME_DIR=$verify_dir systemd-analyze --user --man=no verify \
+    /usr/lib/systemd/user/keyward-agent.socket /usr/lib/systemd/user/keyward-agent.service
+rm -rf "$verify_dir"
+dpkg -r keyward >/dev/null
+test ! -e /usr/bin/keyward
+trap - EXIT
+
 echo "==> all tests passed"

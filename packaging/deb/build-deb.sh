@@ -35,6 +35,7 @@ install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/$multiarch/security"
 install -m 0755 "$bin/keyward" "$bin/keyward-agent" "$stage/usr/bin/"
 strip --strip-unneeded "$stage/usr/bin/keyward" "$stage/usr/bin/keyward-agent" 2>/dev/null || true
 install -m 0644 "$bin/libpam_keyward.so" "$stage/usr/lib/$multiarch/security/pam_keyward.so"
+strip --strip-unneeded "$stage/usr/lib/$multiarch/security/pam_keyward.so" 2>/dev/null || true
 install -m 0644 packaging/systemd/keyward-agent.service packaging/systemd/keyward-agent.socket \
     "$stage/usr/lib/systemd/user/"
 "$bin/keyward" manpage | gzip -9n > "$stage/usr/share/man/man1/keyward.1.gz"

@@ -20,7 +20,7 @@ PACKAGES="
     dbus dbus-bin libdbus-1-dev gnome-keyring libsecret-tools
     libpam0g-dev pamtester
     openssh-client gnupg
-    poppler-utils zbar-tools
+    poppler-utils zbar-tools faketime
     systemd
     iproute2 util-linux procps python3-dbus
     pkg-config

@@ -472,6 +472,17 @@ fn target(h: &Handle<'_>, opts: &Options, acc: &user::Account) -> Result<Target,
     })
 }
 
+/// Unit tests of this crate run one at a time: one of them forks, and a
+/// child forked while another test thread holds a lock (stderr, the panic
+/// hook) could hang. (In a real login the module runs alone.)
+#[cfg(test)]
+pub(crate) fn test_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,15 +606,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Unit tests of this crate run one at a time: one of them forks, and a
-/// child forked while another test thread holds a lock (stderr, the panic
-/// hook) could hang. (In a real login the module runs alone.)
-#[cfg(test)]
-pub(crate) fn test_serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -524,3 +524,29 @@ fn files_are_0600() {
         0o600
     );
 }
+
+#[test]
+fn add_many_writes_once_and_refuses_duplicates() {
+    let f = fixture();
+    let mut v = open(&f.path, "correct horse", &f.sk).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = (0..500)
+        .map(|i| (format!("bulk/{i}"), vec![i as u8; 10]))
+        .collect();
+    v.add_many(&f.path, &entries, NOW).unwrap();
+    assert!(matches!(
+        v.add_many(&f.path, &[("bulk/3".into(), vec![])], NOW),
+        Err(ChangeError::Exists(_))
+    ));
+    assert!(matches!(
+        v.add_many(
+            &f.path,
+            &[("new".into(), vec![]), ("new".into(), vec![])],
+            NOW
+        ),
+        Err(ChangeError::Exists(_))
+    ));
+    let v = open(&f.path, "correct horse", &f.sk).unwrap();
+    assert_eq!(v.len(), 502);
+    assert_eq!(v.get("bulk/499").unwrap().expose(), &[243u8; 10][..]);
+    assert!(v.get("new").is_none());
+}

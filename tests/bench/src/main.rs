@@ -1,24 +1,49 @@
 //! `keyward-bench`: keyward measured side by side with its references.
 //!
 //! ```text
-//! keyward-bench kdf [ROUNDS]      Argon2id vs the reference C argon2
+//! keyward-bench all                 everything below, in order
+//! keyward-bench rtt [ROUNDS] [N]    get round trip vs ssh-agent identities, pinned and unpinned
+//! keyward-bench throughput [SECS]   requests/s with 1, 8, 64 connections vs ssh-agent
+//! keyward-bench cold [RUNS]         `keyward get`/`status` as processes vs `ssh-add -l`
+//! keyward-bench kdf [ROUNDS]        Argon2id vs the reference C argon2
+//! keyward-bench memory              agent RSS idle, unlocked, after lock; ssh-agent, gpg-agent
+//! keyward-bench scale [ROUNDS] [N]  get and set with 10 vs 10,000 items
 //! ```
 //!
-//! Figures are medians with min–max over interleaved rounds; ratios are of
-//! medians measured in the same run. docs/BENCHMARKS.md records the results.
+//! Build with `cargo build --release -p keyward-bench -p keyward -p keyward-agent`
+//! and run `target/release/keyward-bench all`. Figures are medians with
+//! min–max; ratios are of medians measured in the same run, interleaved.
+//! docs/BENCHMARKS.md records the results.
 
 mod kdf;
+mod procs;
 mod stats;
+mod suite;
 
 use anyhow::{Result, bail};
 use keyward_agent::account::password::KdfParams;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds =
-        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let n = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    suite::header();
     match args.first().map(String::as_str) {
-        Some("kdf") => kdf::run(rounds(1, 11), KdfParams::DEFAULT),
-        _ => bail!("usage: keyward-bench kdf [ROUNDS]"),
+        Some("rtt") => suite::rtt(n(1, 15), n(2, 2000)),
+        Some("throughput") => suite::throughput(n(1, 5) as u64),
+        Some("cold") => suite::cold(n(1, 200)),
+        Some("kdf") => kdf::run(n(1, 11), KdfParams::DEFAULT),
+        Some("memory") => suite::memory(),
+        Some("scale") => suite::scale(n(1, 15), n(2, 2000)),
+        Some("all") => {
+            suite::rtt(15, 2000)?;
+            suite::throughput(5)?;
+            suite::cold(200)?;
+            kdf::run(11, KdfParams::DEFAULT)?;
+            suite::memory()?;
+            suite::scale(15, 2000)
+        }
+        _ => bail!(
+            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N]"
+        ),
     }
 }

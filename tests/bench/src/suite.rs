@@ -1,0 +1,393 @@
+//! The measurements: round trip, throughput, cold CLI calls, memory, scale.
+//! keyward and its reference always run in the same process of this program,
+//! interleaved, so that the machine's noise falls on both.
+
+use crate::procs::{Keyward, SshAgent, VALUE, bin_dir, round_trip, rss_kib, which};
+use crate::stats::{Samples, fmt, ratio};
+use anyhow::{Context, Result, bail};
+use keyward_client::message::{Request, Response};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_self(cpu: usize) -> Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).context("sched_setaffinity")
+}
+
+fn unpin_self() {
+    let mut set = rustix::thread::CpuSet::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for c in 0..cpus.max(64).min(rustix::thread::CpuSet::MAX_CPU) {
+        set.set(c);
+    }
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// `rounds` × `per_round` request/response pairs on one connection; one
+/// sample per round (its median).
+fn rtt_rounds(
+    k: &mut std::os::unix::net::UnixStream,
+    s: &mut std::os::unix::net::UnixStream,
+    rounds: usize,
+    per_round: usize,
+) -> Result<(Samples, Samples)> {
+    let (kreq, sreq) = (Keyward::get_request(), SshAgent::identities_request());
+    let mut reply = Vec::with_capacity(1024);
+    // Warm up both (caches, page faults, the agents' first allocations).
+    for _ in 0..2000 {
+        round_trip(k, &kreq, &mut reply)?;
+        round_trip(s, &sreq, &mut reply)?;
+    }
+    let (mut ks, mut ss) = (Samples::default(), Samples::default());
+    let mut one = Vec::with_capacity(per_round);
+    for _ in 0..rounds {
+        for (stream, req, out, expect) in [
+            (&mut *k, &kreq, &mut ks, 0x83u8),
+            (&mut *s, &sreq, &mut ss, 12u8),
+        ] {
+            one.clear();
+            for _ in 0..per_round {
+                let t = Instant::now();
+                let first = round_trip(stream, req, &mut reply)?;
+                one.push(t.elapsed());
+                if first != expect {
+                    bail!("unexpected reply type {first}");
+                }
+            }
+            out.push(Samples(one.clone()).median());
+        }
+    }
+    Ok((ks, ss))
+}
+
+/// 1. Round trip of `get` vs ssh-agent's identities, pinned and unpinned.
+pub fn rtt(rounds: usize, per_round: usize) -> Result<()> {
+    println!("## Round trip: `get` (small item) vs ssh-agent REQUEST_IDENTITIES (one ed25519 key)");
+    println!(
+        "{rounds} rounds × {per_round} requests each, one connection each, interleaved; per-round medians."
+    );
+    println!();
+    println!("| placement | keyward `get` | ssh-agent identities | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for (label, pin, target) in [
+        ("client and agents pinned to CPU 0", Some(0), 0.7),
+        ("unpinned", None, 1.0),
+    ] {
+        match pin {
+            Some(cpu) => pin_self(cpu)?,
+            None => unpin_self(),
+        }
+        let k = Keyward::start(pin, 10)?;
+        let s = SshAgent::start(pin)?;
+        let (ks, ss) = rtt_rounds(&mut k.raw()?, &mut s.raw()?, rounds, per_round)?;
+        let r = ratio(&ks, &ss);
+        println!(
+            "| {label} | {} | {} | {r:.2} | ≤ {target} ({}) |",
+            ks.summary(),
+            ss.summary(),
+            verdict(r <= target)
+        );
+    }
+    unpin_self();
+    println!();
+    Ok(())
+}
+
+fn hammer(
+    make: &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
+    req: &[u8],
+    conns: usize,
+    secs: u64,
+) -> Result<u64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams: Vec<_> = (0..conns).map(|_| make()).collect::<Result<_>>()?;
+    std::thread::scope(|scope| {
+        for mut s in streams {
+            let (done, stop) = (done.clone(), stop.clone());
+            scope.spawn(move || {
+                let mut reply = Vec::with_capacity(256);
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if round_trip(&mut s, req, &mut reply).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        std::thread::sleep(Duration::from_secs(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    Ok(done.load(Ordering::Relaxed))
+}
+
+/// 2. Throughput with 1, 8, 64 connections, `secs` seconds each.
+pub fn throughput(secs: u64) -> Result<()> {
+    println!(
+        "## Throughput: requests per second with N concurrent connections, {secs} s each, interleaved"
+    );
+    println!();
+    println!("| connections | keyward `get`/s | ssh-agent identities/s | ratio | target |");
+    println!("|---|---|---|---|---|");
+    let k = Keyward::start(None, 10)?;
+    let s = SshAgent::start(None)?;
+    let (kreq, sreq) = (Keyward::get_request(), SshAgent::identities_request());
+    for conns in [1usize, 8, 64] {
+        let kn = hammer(&|| k.raw(), &kreq, conns, secs)? as f64 / secs as f64;
+        let sn = hammer(&|| s.raw(), &sreq, conns, secs)? as f64 / secs as f64;
+        let r = kn / sn;
+        let target = if conns == 64 {
+            format!("≥ 3 ({})", verdict(r >= 3.0))
+        } else {
+            "—".into()
+        };
+        println!("| {conns} | {kn:.0} | {sn:.0} | {r:.2} | {target} |");
+    }
+    println!();
+    Ok(())
+}
+
+fn time_command(mut cmd: Command) -> Result<Duration> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let t = Instant::now();
+    let st = cmd.status()?;
+    let d = t.elapsed();
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(d)
+}
+
+/// 3. Cold CLI calls as whole processes vs `ssh-add -l`.
+pub fn cold(runs: usize) -> Result<()> {
+    println!(
+        "## Cold CLI call, whole process (fork, exec, connect, answer, exit), {runs} runs interleaved"
+    );
+    println!();
+    let k = Keyward::start(None, 10)?;
+    let s = SshAgent::start(None)?;
+    let keyward = bin_dir().join("keyward");
+    let ssh_add = which("ssh-add").context("ssh-add not found")?;
+    let (mut get, mut status, mut list) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..runs {
+        let mut c = Command::new(&keyward);
+        c.args(["--no-autostart", "get", "bench"])
+            .env("KEYWARD_HOME", k.home());
+        get.push(time_command(c)?);
+        let mut c = Command::new(&keyward);
+        c.args(["--no-autostart", "status"])
+            .env("KEYWARD_HOME", k.home());
+        status.push(time_command(c)?);
+        let mut c = Command::new(&ssh_add);
+        c.arg("-l").env("SSH_AUTH_SOCK", &s.socket);
+        list.push(time_command(c)?);
+    }
+    println!("| command | median (min–max) | ratio to `ssh-add -l` | target |");
+    println!("|---|---|---|---|");
+    let rg = ratio(&get, &list);
+    println!(
+        "| `keyward get NAME` | {} | {rg:.2} | ≤ 0.5 ({}) |",
+        get.summary(),
+        verdict(rg <= 0.5)
+    );
+    println!(
+        "| `keyward status` | {} | {:.2} | — |",
+        status.summary(),
+        ratio(&status, &list)
+    );
+    println!("| `ssh-add -l` | {} | 1.00 | — |", list.summary());
+    println!();
+    Ok(())
+}
+
+fn settle_rss(pid: u32) -> Result<u64> {
+    std::thread::sleep(Duration::from_millis(500));
+    rss_kib(pid)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// 5. Resident memory of the agents.
+pub fn memory() -> Result<()> {
+    println!("## Memory: resident set size (VmRSS)");
+    println!();
+    println!("| process, state | RSS | target |");
+    println!("|---|---|---|");
+    let fresh = Keyward::start(None, 0)?;
+    let idle = settle_rss(fresh.pid())?;
+    println!(
+        "| keyward-agent, idle (no account) | {} | ≤ 4 MiB ({}) |",
+        mib(idle),
+        verdict(idle <= 4096)
+    );
+    drop(fresh);
+    let k = Keyward::start_with_init(None)?;
+    k.client()?.lock()?;
+    k.unlock()?;
+    k.client()?.lock()?;
+    let after = settle_rss(k.pid())?;
+    println!(
+        "| keyward-agent, after an unlock (64 MiB Argon2id) and a lock | {} | ≤ 8 MiB ({}) |",
+        mib(after),
+        verdict(after <= 8192)
+    );
+    drop(k);
+    let big = Keyward::start(None, 10_000)?;
+    let unlocked = settle_rss(big.pid())?;
+    println!(
+        "| keyward-agent, unlocked, 10,000 items | {} | — |",
+        mib(unlocked)
+    );
+    big.client()?.lock()?;
+    let locked = settle_rss(big.pid())?;
+    println!(
+        "| keyward-agent, 10,000 items, after lock | {} | ≤ 8 MiB ({}) |",
+        mib(locked),
+        verdict(locked <= 8192)
+    );
+    drop(big);
+    let s = SshAgent::start(None)?;
+    println!(
+        "| ssh-agent, idle, one key | {} | — |",
+        mib(settle_rss(s.pid())?)
+    );
+    drop(s);
+    match gpg_agent_idle() {
+        Ok(kib) => println!("| gpg-agent, idle | {} | — |", mib(kib)),
+        Err(e) => println!("| gpg-agent, idle | not measured: {e} | — |"),
+    }
+    println!();
+    Ok(())
+}
+
+fn gpg_agent_idle() -> Result<u64> {
+    let dir = tempfile::Builder::new().prefix("gpg-bench-").tempdir()?;
+    let mut child =
+        Command::new(which("gpg-agent").context("gpg-agent not found (package gpg-agent)")?)
+            .arg("--homedir")
+            .arg(dir.path())
+            .args(["--daemon", "--no-detach"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+    let rss = settle_rss(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
+fn set_times(k: &Keyward, n: usize) -> Result<Samples> {
+    let mut c = k.client()?;
+    let mut out = Samples::default();
+    for i in 0..n {
+        let req = Request::Set {
+            name: format!("scale/{i}"),
+            value: keyward_client::Secret::from_slice(VALUE),
+        };
+        let t = Instant::now();
+        match c.call(&req)? {
+            Response::Ok => out.push(t.elapsed()),
+            other => bail!("set: {other:?}"),
+        }
+    }
+    Ok(out)
+}
+
+/// 6. `get` and `set` with 10 and 10,000 items.
+pub fn scale(rounds: usize, per_round: usize) -> Result<()> {
+    println!("## Scale: 10 items vs 10,000 items");
+    println!();
+    let small = Keyward::start(None, 10)?;
+    let large = Keyward::start(None, 10_000)?;
+    let (g10, g10k) = rtt_pairs(&small, &large, rounds, per_round)?;
+    let s10 = set_times(&small, 30)?;
+    let s10k = set_times(&large, 30)?;
+    println!("| operation | 10 items | 10,000 items | ratio | target |");
+    println!("|---|---|---|---|---|");
+    let rg = ratio(&g10k, &g10);
+    println!(
+        "| `get` round trip | {} | {} | {rg:.2} | ≤ 1.10 ({}) |",
+        g10.summary(),
+        g10k.summary(),
+        verdict(rg <= 1.10)
+    );
+    println!(
+        "| `set` (vault written and fsynced) | {} | {} | {:.2} | 10,000 items < 20 ms ({}) |",
+        s10.summary(),
+        s10k.summary(),
+        ratio(&s10k, &s10),
+        verdict(s10k.median() < Duration::from_millis(20))
+    );
+    let size = std::fs::read_dir(large.home().join("data"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".kwv"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>();
+    println!(
+        "(the 10,000-item vault is {} KiB; one `set` rewrites all of it)",
+        size / 1024
+    );
+    println!();
+    Ok(())
+}
+
+fn rtt_pairs(
+    a: &Keyward,
+    b: &Keyward,
+    rounds: usize,
+    per_round: usize,
+) -> Result<(Samples, Samples)> {
+    let req = Keyward::get_request();
+    let (mut sa, mut sb) = (a.raw()?, b.raw()?);
+    let mut reply = Vec::new();
+    for _ in 0..2000 {
+        round_trip(&mut sa, &req, &mut reply)?;
+        round_trip(&mut sb, &req, &mut reply)?;
+    }
+    let (mut oa, mut ob) = (Samples::default(), Samples::default());
+    for _ in 0..rounds {
+        for (s, out) in [(&mut sa, &mut oa), (&mut sb, &mut ob)] {
+            let mut one = Vec::with_capacity(per_round);
+            for _ in 0..per_round {
+                let t = Instant::now();
+                round_trip(s, &req, &mut reply)?;
+                one.push(t.elapsed());
+            }
+            out.push(Samples(one).median());
+        }
+    }
+    Ok((oa, ob))
+}
+
+/// Prints the machine line for the report.
+pub fn header() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let _ = fmt;
+    println!("keyward-bench on {cpus} CPUs ({model})");
+    println!();
+}

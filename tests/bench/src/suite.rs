@@ -25,7 +25,7 @@ fn pin_self(cpu: usize) -> Result<()> {
 fn unpin_self() {
     let mut set = rustix::thread::CpuSet::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for c in 0..cpus.max(64).min(rustix::thread::CpuSet::MAX_CPU) {
+    for c in 0..cpus.clamp(64, rustix::thread::CpuSet::MAX_CPU) {
         set.set(c);
     }
     let _ = rustix::thread::sched_setaffinity(None, &set);

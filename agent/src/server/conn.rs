@@ -1,12 +1,19 @@
 //! One client connection: handshake, then requests in order.
 //!
+//! Each connection is served by its own thread with blocking reads and
+//! writes: a request costs one `read` and one `write` on the agent's side,
+//! with no event-loop bookkeeping between the client and the answer (this is
+//! what makes `get` faster than ssh-agent's identities request, see
+//! docs/BENCHMARKS.md). The runtime stays in charge of everything else:
+//! accepting, signals, timers, and the slow operations (key derivation,
+//! protectors), which a connection thread runs with `Handle::block_on`.
+//!
 //! - The first frame must be `Hello`; the agent answers with its protocol
 //!   version and closes the connection if the client's differs.
 //! - A connection may stay silent between requests for
 //!   `client_idle_timeout_seconds`; once a request has started, the rest of it
 //!   must arrive within `request_timeout_seconds` (a client trickling bytes is
-//!   cut off). Every connection is its own task, so a slow client never holds
-//!   up another.
+//!   cut off). A slow client holds only its own thread.
 //! - An oversized or malformed frame gets an error reply, then the connection
 //!   is closed; the agent carries on.
 //! - During a request the agent may send `Prompt` frames (answered by
@@ -15,51 +22,12 @@
 use super::state::{AGENT_VERSION, Agent};
 use crate::protect::UnlockIo;
 use keyward_client::Secret;
-use keyward_client::frame::{FrameBuf, FrameError, write_frame_async};
+use keyward_client::frame::{FrameBuf, FrameError, write_frame};
 use keyward_client::message::{ErrorCode, PROTOCOL_VERSION, PromptKind, Request, Response};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
-
-/// A message from a request handler to its connection.
-enum ToClient {
-    Prompt {
-        kind: PromptKind,
-        message: String,
-        reply: oneshot::Sender<Option<Secret>>,
-    },
-    Notice(String),
-}
-
-/// The [`UnlockIo`] of a connection: blocking calls (from protector threads)
-/// that travel to the connection task and on to the client.
-struct ChannelIo(mpsc::Sender<ToClient>);
-
-impl UnlockIo for ChannelIo {
-    fn prompt(&self, kind: PromptKind, message: &str) -> Option<Secret> {
-        // Prompts block until the user answers: only protector threads may ask.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            tracing::error!("a prompt was attempted on a runtime thread; cancelled");
-            return None;
-        }
-        let (reply, rx) = oneshot::channel();
-        self.0
-            .blocking_send(ToClient::Prompt {
-                kind,
-                message: message.to_owned(),
-                reply,
-            })
-            .ok()?;
-        rx.blocking_recv().ok().flatten()
-    }
-
-    fn notice(&self, message: &str) {
-        // Best effort, and callable from any thread: never blocks.
-        let _ = self.0.try_send(ToClient::Notice(message.to_owned()));
-    }
-}
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 enum ReadOutcome {
     Request(Request),
@@ -69,24 +37,38 @@ enum ReadOutcome {
     Refuse(Response),
 }
 
-struct Conn<S> {
-    stream: S,
+/// The reading and writing side of a connection, shared with the prompts of
+/// a request in progress (which run on another thread while the connection's
+/// own thread waits for the request to finish).
+struct Wire {
+    stream: UnixStream,
     buf: FrameBuf,
-    idle: Duration,
     request_timeout: Duration,
+    /// The socket's receive timeout now (set only when it changes: one
+    /// system call less per request).
+    read_timeout: Option<Duration>,
+    /// Set once the connection cannot be used any more.
+    broken: bool,
 }
 
-impl<S> Conn<S>
-where
-    for<'a> &'a S: AsyncRead + AsyncWrite + Unpin,
-{
-    async fn send(&mut self, resp: &Response) -> std::io::Result<()> {
-        write_frame_async(&mut &self.stream, resp.encode()).await
+impl Wire {
+    fn send(&mut self, resp: &Response) -> bool {
+        if self.broken {
+            return false;
+        }
+        if write_frame(&mut &self.stream, resp.encode()).is_err() {
+            self.broken = true;
+        }
+        !self.broken
     }
 
-    /// Reads the next request with the idle and per-request deadlines.
-    async fn read(&mut self, idle: Duration) -> ReadOutcome {
-        let mut started: Option<Instant> = None;
+    /// Reads the next request: the first byte may take up to `idle`, the
+    /// rest of the frame must follow within the request timeout.
+    fn read(&mut self, idle: Duration) -> ReadOutcome {
+        if self.broken {
+            return ReadOutcome::Close;
+        }
+        let mut deadline: Option<Instant> = None;
         loop {
             match self.buf.try_frame() {
                 Ok(Some(payload)) => {
@@ -110,47 +92,103 @@ where
                 }
                 Err(_) => return ReadOutcome::Close,
             }
-            let limit = match started {
-                None if self.buf.buffered() == 0 => idle,
-                None => {
-                    started = Some(Instant::now());
-                    self.request_timeout
-                }
-                Some(t) => self.request_timeout.saturating_sub(t.elapsed()),
+            if deadline.is_none() && self.buf.buffered() > 0 {
+                deadline = Some(Instant::now() + self.request_timeout);
+            }
+            let limit = match deadline {
+                None => idle,
+                Some(d) => d.saturating_duration_since(Instant::now()),
             };
-            match tokio::time::timeout(limit, self.buf.fill_async(&mut &self.stream)).await {
-                Ok(Ok(())) => {
-                    if started.is_none() {
-                        started = Some(Instant::now());
+            if limit.is_zero() {
+                return ReadOutcome::Close;
+            }
+            if self.read_timeout != Some(limit) {
+                if self.stream.set_read_timeout(Some(limit)).is_err() {
+                    return ReadOutcome::Close;
+                }
+                self.read_timeout = Some(limit);
+            }
+            match self.buf.fill(&mut &self.stream) {
+                Ok(()) => {
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + self.request_timeout);
                     }
                 }
-                Ok(Err(_)) | Err(_) => return ReadOutcome::Close,
+                Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Close,
             }
         }
     }
 }
 
-/// Serves one connection until it closes.
-pub async fn serve<S>(agent: Arc<Agent>, stream: S)
-where
-    for<'a> &'a S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut conn = Conn {
+/// The [`UnlockIo`] of a connection: prompts and notices go straight to the
+/// client over the connection's socket.
+struct ConnIo {
+    wire: Arc<Mutex<Wire>>,
+    prompt_timeout: Duration,
+}
+
+impl ConnIo {
+    fn wire(&self) -> std::sync::MutexGuard<'_, Wire> {
+        self.wire.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl UnlockIo for ConnIo {
+    fn prompt(&self, kind: PromptKind, message: &str) -> Option<Secret> {
+        let mut w = self.wire();
+        if !w.send(&Response::Prompt {
+            kind,
+            message: message.to_owned(),
+        }) {
+            return None;
+        }
+        match w.read(self.prompt_timeout) {
+            ReadOutcome::Request(Request::PromptReply { answer }) => answer,
+            ReadOutcome::Refuse(r) => {
+                w.send(&r);
+                w.broken = true;
+                None
+            }
+            _ => {
+                w.broken = true;
+                None
+            }
+        }
+    }
+
+    fn notice(&self, message: &str) {
+        self.wire().send(&Response::Notice {
+            message: message.to_owned(),
+        });
+    }
+}
+
+/// Serves one connection until it closes (blocking; on its own thread).
+pub fn serve(agent: Arc<Agent>, runtime: tokio::runtime::Handle, stream: UnixStream) {
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    let request_timeout = Duration::from_secs(agent.config.request_timeout_seconds);
+    let idle = Duration::from_secs(agent.config.client_idle_timeout_seconds);
+    let wire = Arc::new(Mutex::new(Wire {
         stream,
         buf: FrameBuf::new(),
-        idle: Duration::from_secs(agent.config.client_idle_timeout_seconds),
-        request_timeout: Duration::from_secs(agent.config.request_timeout_seconds),
-    };
+        request_timeout,
+        read_timeout: None,
+        broken: false,
+    }));
+    let lock = || wire.lock().unwrap_or_else(PoisonError::into_inner);
     // Handshake.
-    let first_idle = conn.request_timeout;
-    match conn.read(first_idle).await {
+    let first = lock().read(request_timeout);
+    match first {
         ReadOutcome::Request(Request::Hello { protocol, client }) => {
             let hello = Response::HelloOk {
                 protocol: PROTOCOL_VERSION,
                 agent_version: AGENT_VERSION.into(),
                 pid: std::process::id(),
             };
-            if conn.send(&hello).await.is_err() {
+            if !lock().send(&hello) {
                 return;
             }
             if protocol != PROTOCOL_VERSION {
@@ -163,27 +201,30 @@ where
             }
         }
         ReadOutcome::Request(_) => {
-            let _ = conn
-                .send(&Response::error(
-                    ErrorCode::BadRequest,
-                    "the first message must be Hello (see docs/PROTOCOL.md)",
-                ))
-                .await;
+            lock().send(&Response::error(
+                ErrorCode::BadRequest,
+                "the first message must be Hello (see docs/PROTOCOL.md)",
+            ));
             return;
         }
         ReadOutcome::Refuse(r) => {
-            let _ = conn.send(&r).await;
+            lock().send(&r);
             return;
         }
         ReadOutcome::Close => return,
     }
+    let io: Arc<dyn UnlockIo> = Arc::new(ConnIo {
+        wire: wire.clone(),
+        prompt_timeout: Duration::from_secs(agent.config.prompt_timeout_seconds),
+    });
     loop {
-        let idle = conn.idle;
-        let req = match conn.read(idle).await {
+        // (Bound first: the guard of a match scrutinee lives through the arms.)
+        let outcome = lock().read(idle);
+        let req = match outcome {
             ReadOutcome::Request(r) => r,
             ReadOutcome::Refuse(r) => {
                 tracing::debug!("refusing a malformed request");
-                let _ = conn.send(&r).await;
+                lock().send(&r);
                 return;
             }
             ReadOutcome::Close => return,
@@ -193,61 +234,20 @@ where
         }
         tracing::debug!(request = ?req, "request");
         let shutdown = matches!(req, Request::Shutdown);
-        let resp = handle(&agent, &mut conn, req).await;
-        let Some(resp) = resp else { return };
-        if conn.send(&resp).await.is_err() {
+        // The frequent, quick requests are answered right here; the rest go
+        // through the runtime (they wait for locks, derive keys, prompt).
+        let resp = match req {
+            Request::Get { name } => agent.get(&name).unwrap_or_else(Response::Error),
+            Request::Status => Response::Status(agent.status()),
+            Request::List => agent.list().unwrap_or_else(Response::Error),
+            other => runtime.block_on(super::dispatch::dispatch(agent.clone(), other, io.clone())),
+        };
+        if !lock().send(&resp) {
             return;
         }
         if shutdown {
             agent.shutdown.notify_one();
             return;
-        }
-    }
-}
-
-/// Runs one request, relaying prompts and notices. `None`: close the connection.
-async fn handle<S>(agent: &Arc<Agent>, conn: &mut Conn<S>, req: Request) -> Option<Response>
-where
-    for<'a> &'a S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (tx, mut rx) = mpsc::channel::<ToClient>(16);
-    let io: Arc<dyn UnlockIo> = Arc::new(ChannelIo(tx));
-    let fut = super::dispatch::dispatch(agent.clone(), req, io);
-    tokio::pin!(fut);
-    let prompt_timeout = Duration::from_secs(agent.config.prompt_timeout_seconds);
-    let mut broken = false;
-    loop {
-        tokio::select! {
-            biased;
-            resp = &mut fut => return (!broken).then_some(resp),
-            Some(msg) = rx.recv() => match msg {
-                ToClient::Notice(message) => {
-                    if !broken && conn.send(&Response::Notice { message }).await.is_err() {
-                        broken = true;
-                    }
-                }
-                ToClient::Prompt { kind, message, reply } => {
-                    if broken || conn.send(&Response::Prompt { kind, message }).await.is_err() {
-                        broken = true;
-                        let _ = reply.send(None);
-                        continue;
-                    }
-                    match conn.read(prompt_timeout).await {
-                        ReadOutcome::Request(Request::PromptReply { answer }) => {
-                            let _ = reply.send(answer);
-                        }
-                        ReadOutcome::Refuse(r) => {
-                            let _ = conn.send(&r).await;
-                            broken = true;
-                            let _ = reply.send(None);
-                        }
-                        _ => {
-                            broken = true;
-                            let _ = reply.send(None);
-                        }
-                    }
-                }
-            },
         }
     }
 }

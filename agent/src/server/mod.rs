@@ -25,6 +25,19 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// Stack of a connection thread: requests run shallow code (the deep parts,
+/// Argon2id and protectors, run on the runtime's blocking pool).
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// The accepted connection as a plain blocking-capable socket.
+fn into_std(
+    stream: interprocess::local_socket::tokio::Stream,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    match stream {
+        interprocess::local_socket::tokio::Stream::UdSocket(s) => Ok(OwnedFd::try_from(s)?.into()),
+    }
+}
+
 /// Serves `listener` until a shutdown request or a terminating signal; then
 /// locks and returns. SIGUSR1 locks without stopping.
 pub async fn run(
@@ -78,11 +91,25 @@ pub async fn run(
                     });
                     continue;
                 };
-                let agent = agent.clone();
-                tokio::spawn(async move {
-                    conn::serve(agent, stream).await;
-                    drop(permit);
-                });
+                                // Each connection gets a thread with blocking I/O (see `conn`).
+                let std_stream = match into_std(stream) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("cannot take over a connection: {e}");
+                        continue;
+                    }
+                };
+                let (agent, runtime) = (agent.clone(), tokio::runtime::Handle::current());
+                let spawned = std::thread::Builder::new()
+                    .name("keyward-conn".into())
+                    .stack_size(CONNECTION_STACK)
+                    .spawn(move || {
+                        conn::serve(agent, runtime, std_stream);
+                        drop(permit);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a connection thread: {e}");
+                }
             }
             _ = usr1.recv() => {
                 agent.lock("SIGUSR1");

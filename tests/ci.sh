@@ -50,6 +50,9 @@ echo "==> cargo test (services required)"
 export KEYWARD_REQUIRE_SERVICES=1
 cargo test --workspace --locked
 
+echo "==> fuzzing (bounded: 10 s per target)"
+tests/fuzz/run.sh 10
+
 echo "==> Debian package: build, install, run, remove"
 deb=$(packaging/deb/build-deb.sh | tail -n 1)
 remove_package() { dpkg -r keyward >/dev/null 2>&1 || true; }

@@ -2,7 +2,6 @@
 //!
 //! Thin: flags, hardening, logging, config, the socket, then [`server::run`].
 
-use clap::Parser;
 use keyward_agent::clock::SystemClock;
 use keyward_agent::config::Config;
 use keyward_agent::harden;
@@ -12,28 +11,69 @@ use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// keyward's agent. Normally started by `keyward` (or by systemd); run it
-/// yourself with `keyward agent`.
-#[derive(Parser, Debug)]
-#[command(version, about)]
+const USAGE: &str = "\
+keyward-agent: holds your unlocked keyward secrets and serves local clients.
+Normally started by `keyward` (or by systemd); run it yourself with `keyward agent`.
+
+Usage: keyward-agent [--detach]
+
+Options:
+  --detach     detach from the terminal (new session); used when `keyward` starts the agent
+  -h, --help   print this help
+  -V, --version  print the version
+
+Environment: KEYWARD_HOME (put config, data, state and socket under one directory),
+KEYWARD_LOG (error, warn, info, debug or trace; default info).";
+
+/// The flags, parsed by hand: two flags do not need a parser library, and
+/// an idle agent should not keep its code in memory.
 struct Args {
-    /// Detach from the terminal (new session); used when `keyward` starts the agent.
-    #[arg(long)]
     detach: bool,
+}
+
+impl Args {
+    fn parse() -> Result<Self, String> {
+        let mut detach = false;
+        for arg in std::env::args().skip(1) {
+            match arg.as_str() {
+                "--detach" => detach = true,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                "-V" | "--version" => {
+                    println!("keyward-agent {}", env!("CARGO_PKG_VERSION"));
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+            }
+        }
+        Ok(Self { detach })
+    }
 }
 
 fn main() -> ExitCode {
     // Before anything else, and before any secret exists.
     let report = harden::harden_process();
-    let args = Args::parse();
+    harden::map_code_on_demand();
+    let args = match Args::parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("keyward-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.detach {
         harden::new_session();
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        // A level, not a filter language: KEYWARD_LOG=error|warn|info|debug|trace.
+        .with_max_level(
+            std::env::var("KEYWARD_LOG")
+                .ok()
+                .and_then(|l| l.parse::<tracing::Level>().ok())
+                .unwrap_or(tracing::Level::INFO),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -92,7 +132,9 @@ fn run() -> Result<(), String> {
         );
     }
     let agent = Agent::new(paths, config, uid, Arc::new(SystemClock))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One runtime thread is enough: connections have their own threads, and
+    // key derivation runs on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("keyward-agent")
         .build()

@@ -47,7 +47,16 @@ impl Purpose {
 
 /// The associated data of a wrap.
 pub fn aad(purpose: Purpose, id: &AccountId, slot_id: &str) -> Vec<u8> {
-    format!("keyward/v1|{}|{}|{}", purpose.label(), id, slot_id).into_bytes()
+    // Built by hand: this runs on every `get`, where `format!` shows up.
+    let label = purpose.label();
+    let mut v = Vec::with_capacity(11 + label.len() + 1 + 6 + 1 + slot_id.len());
+    v.extend_from_slice(b"keyward/v1|");
+    v.extend_from_slice(label.as_bytes());
+    v.push(b'|');
+    v.extend_from_slice(id.as_bytes());
+    v.push(b'|');
+    v.extend_from_slice(slot_id.as_bytes());
+    v
 }
 
 /// Authentication failed: wrong key, or the wrap was altered or moved.

@@ -48,7 +48,25 @@ fn session_path(conn: &Connection) -> Option<String> {
     Some(path.as_str().to_owned())
 }
 
+/// Whether a system bus is there to connect to (without loading D-Bus code
+/// for nothing on machines that have none).
+fn system_bus_exists() -> bool {
+    match std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
+        Ok(addr) if !addr.is_empty() => {
+            addr.split(';')
+                .filter_map(|a| a.strip_prefix("unix:path="))
+                .map(|p| p.split(',').next().unwrap_or(p))
+                .any(|p| std::path::Path::new(p).exists())
+                || !addr.contains("unix:path=")
+        }
+        _ => std::path::Path::new("/run/dbus/system_bus_socket").exists(),
+    }
+}
+
 fn watch(agent: &Arc<Agent>) -> zbus::Result<()> {
+    if !system_bus_exists() {
+        return Err(zbus::Error::Failure("no system bus".into()));
+    }
     let conn = Connection::system()?;
     let rule = MatchRule::builder()
         .msg_type(Type::Signal)

@@ -307,6 +307,7 @@ impl Agent {
             *st = State::Locked(account);
             drop(st);
             tracing::info!(reason, "locked");
+            crate::harden::release_free_memory();
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("locked")]);
             self.timer.notify_one();
             true

@@ -291,6 +291,10 @@ impl Writer {
         self.0.extend_from_slice(b);
     }
     fn sealed16(&mut self, s: &Sealed) {
+        debug_assert!(
+            s.ct.len() <= usize::from(u16::MAX),
+            "ciphertext too long for its u16 length"
+        );
         self.bytes(&s.nonce);
         self.u16(s.ct.len() as u16);
         self.bytes(&s.ct);
@@ -338,6 +342,10 @@ impl VaultFile {
         w.u32(self.record_count() as u32);
         for p in &self.password_wraps {
             w.record(record_type::PASSWORD_WRAP, |w| {
+                debug_assert!(
+                    p.slot_id.len() <= usize::from(u8::MAX),
+                    "slot id too long for its u8 length"
+                );
                 w.u8(p.slot_id.len() as u8);
                 w.bytes(p.slot_id.as_bytes());
                 w.bytes(&p.salt16);

@@ -325,7 +325,13 @@ fn open_with_account_key(
 
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.push(char::from(HEX[usize::from(x >> 4)]));
+        s.push(char::from(HEX[usize::from(x & 15)]));
+    }
+    s
 }
 
 /// The ids of a Secret Key change in flight; see [`Unlocked::begin_secret_key_change`].

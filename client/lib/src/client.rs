@@ -134,6 +134,22 @@ impl Interaction for NoInteraction {
     fn notice(&mut self, _: &str) {}
 }
 
+/// Refuses to send a frame the agent would refuse (over the 64 KiB cap).
+pub(crate) fn check_size(frame: &[u8]) -> Result<(), ClientError> {
+    let payload = frame.len().saturating_sub(crate::frame::HEADER);
+    if payload > crate::frame::MAX_FRAME {
+        return Err(ClientError::Agent(crate::message::AgentError::new(
+            crate::message::ErrorCode::InvalidInput,
+            format!(
+                "the request is {payload} bytes, more than the protocol's {}-byte limit (values hold at most {} bytes)",
+                crate::frame::MAX_FRAME,
+                crate::message::MAX_VALUE
+            ),
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the socket file's owner before connecting.
 pub(crate) fn check_socket_owner(socket: &Path, me: u32) -> Result<(), ClientError> {
     use std::os::unix::fs::MetadataExt;
@@ -296,7 +312,9 @@ impl Client {
     }
 
     fn send(&mut self, req: &Request) -> Result<(), ClientError> {
-        write_frame(&mut &self.stream, req.encode()).map_err(|e| self.timeout_or(e.into()))
+        let frame = req.encode();
+        check_size(&frame.0)?;
+        write_frame(&mut &self.stream, frame).map_err(|e| self.timeout_or(e.into()))
     }
 
     fn recv(&mut self) -> Result<Response, ClientError> {
@@ -406,5 +424,25 @@ impl Client {
             Response::Ok => Ok(()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_requests_are_refused_before_sending() {
+        let big = Request::Set {
+            name: "x".into(),
+            value: Secret::new(vec![0; crate::frame::MAX_FRAME]),
+        };
+        let err = check_size(&big.encode().0).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let fine = Request::Set {
+            name: "x".into(),
+            value: Secret::new(vec![0; crate::message::MAX_VALUE]),
+        };
+        check_size(&fine.encode().0).unwrap();
     }
 }

@@ -115,6 +115,9 @@ impl FrameBuf {
         Ok(self.complete()?.map(|(a, b)| &self.buf[a..b]))
     }
 
+    /// Free space at the end of the buffer (compacting first if needed). It
+    /// is never empty when callers drain complete frames with `try_frame`
+    /// before filling, since one frame always fits; `fill` checks anyway.
     fn spare(&mut self) -> &mut [u8] {
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -138,6 +141,12 @@ impl FrameBuf {
 
     /// Reads once from `r` into the buffer (blocking).
     pub fn fill<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<(), FrameError> {
+        if self.spare().is_empty() {
+            // A zero-length read would look like end of stream.
+            return Err(FrameError::Io(io::Error::other(
+                "frame buffer full: take the complete frame first",
+            )));
+        }
         let n = loop {
             match r.read(self.spare()) {
                 Ok(n) => break n,
@@ -165,6 +174,11 @@ impl FrameBuf {
         r: &mut R,
     ) -> Result<(), FrameError> {
         use tokio::io::AsyncReadExt;
+        if self.spare().is_empty() {
+            return Err(FrameError::Io(io::Error::other(
+                "frame buffer full: take the complete frame first",
+            )));
+        }
         let n = r.read(self.spare()).await?;
         self.filled(n)
     }

@@ -125,7 +125,9 @@ impl AsyncClient {
 
     async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
         let t = self.timeout;
-        tokio::time::timeout(t, write_frame_async(&mut &self.stream, req.encode()))
+        let frame = req.encode();
+        crate::client::check_size(&frame.0)?;
+        tokio::time::timeout(t, write_frame_async(&mut &self.stream, frame))
             .await
             .map_err(|_| ClientError::Timeout(t))??;
         Ok(())

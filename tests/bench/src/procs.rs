@@ -36,7 +36,12 @@ fn wait_for(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn spawn(program: &Path, pin: Option<usize>, f: impl FnOnce(&mut Command)) -> Result<Child> {
+fn spawn(
+    program: &Path,
+    pin: Option<usize>,
+    log: &Path,
+    f: impl FnOnce(&mut Command),
+) -> Result<Child> {
     let mut cmd = match pin {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -48,7 +53,7 @@ fn spawn(program: &Path, pin: Option<usize>, f: impl FnOnce(&mut Command)) -> Re
     f(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(log).context("log file")?);
     cmd.spawn()
         .with_context(|| format!("cannot start {}", program.display()))
 }
@@ -128,15 +133,22 @@ impl Keyward {
                 1,
             )?;
         }
-        let child = spawn(&bin_dir().join("keyward-agent"), pin, |c| {
-            c.env("KEYWARD_HOME", &home)
-                .env_remove("DBUS_SESSION_BUS_ADDRESS");
-        })?;
+        let child = spawn(
+            &bin_dir().join("keyward-agent"),
+            pin,
+            &home.join("agent.log"),
+            |c| {
+                c.env("KEYWARD_HOME", &home)
+                    .env_remove("DBUS_SESSION_BUS_ADDRESS");
+            },
+        )?;
         let socket = home.join("run/agent.sock");
         let mut k = Self { dir, child, socket };
         wait_for(&k.socket, "the keyward agent's socket")?;
         if items > 0 {
-            let mut c = k.client()?;
+            let mut c = k.client().with_context(|| {
+                std::fs::read_to_string(k.home().join("agent.log")).unwrap_or_default()
+            })?;
             c.unlock(PASSWORD)?;
         }
         let _ = &mut k;
@@ -166,9 +178,16 @@ impl Keyward {
         self.dir.path()
     }
 
-    /// A protocol client.
+    /// A protocol client (retrying briefly while a fresh agent gets ready).
     pub fn client(&self) -> Result<keyward_client::Client> {
-        Ok(keyward_client::Client::connect(&self.socket)?)
+        let start = Instant::now();
+        loop {
+            match keyward_client::Client::connect(&self.socket) {
+                Ok(c) => return Ok(c),
+                Err(e) if start.elapsed() > Duration::from_secs(5) => return Err(e.into()),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     /// A raw connection after the handshake.
@@ -235,7 +254,7 @@ impl SshAgent {
         }
         let socket = dir.path().join("agent.sock");
         let program = which("ssh-agent").context("ssh-agent not found (package openssh-client)")?;
-        let child = spawn(&program, pin, |c| {
+        let child = spawn(&program, pin, &dir.path().join("ssh-agent.log"), |c| {
             c.arg("-D").arg("-a").arg(&socket);
         })?;
         wait_for(&socket, "ssh-agent's socket")?;

@@ -1,0 +1,436 @@
+//! Writes the seed inputs in `seeds/<target>/` from real encodings made by the
+//! crates themselves (and the vault test vector). Run from `tests/fuzz`:
+//!
+//! ```sh
+//! cargo run --example seed
+//! ```
+//!
+//! The seeds are small and committed; `run.sh` fuzzes from them (and from the
+//! generated corpus in `corpus/<target>/`, which is not committed).
+
+use std::fs;
+use std::path::Path;
+
+use keyward_agent::account::password::KdfParams;
+use keyward_agent::account::recovery::RecoveryCode;
+use keyward_agent::account::secret_key::SecretKey;
+use keyward_agent::account::wrap::Sealed;
+use keyward_agent::account::{AccountId, items, piv};
+use keyward_agent::vault::format::{
+    self, ItemRecord, PasswordWrap, PivWrap, ProtectorKind, ProtectorRecord, RecoveryWrap,
+    VaultFile,
+};
+use keyward_client::message::{InitRequest, ProtectorAddRequest, UnlockRequest};
+use keyward_client::{
+    AgentError, AgentState, ErrorCode, ItemInfo, PromptKind, ProtectorInfo, RecoveryCodeInfo,
+    Request, Response, Secret, StatusInfo,
+};
+
+fn s(x: &str) -> Secret {
+    Secret::from(x)
+}
+
+fn requests() -> Vec<Request> {
+    vec![
+        Request::Hello {
+            protocol: 1,
+            client: "keyward 0.1.0".into(),
+        },
+        Request::Status,
+        Request::Init(InitRequest {
+            password: s("correct horse"),
+            protector: "auto".into(),
+        }),
+        Request::Unlock(UnlockRequest {
+            password: s("pw"),
+            secret_key: Some(s("K1-ABCDEF-GHJKLM-NPQRS-TVWXY-Z2345-6789AR")),
+            pin: Some(s("123456")),
+            with: Some("yubikey:12345678".into()),
+        }),
+        Request::Lock,
+        Request::Get {
+            name: "github/token".into(),
+        },
+        Request::Set {
+            name: "a/b".into(),
+            value: Secret::new(vec![0, 1, 2, 255]),
+        },
+        Request::List,
+        Request::Remove { name: "a".into() },
+        Request::ChangePassword {
+            old: s("o"),
+            new: s("n"),
+        },
+        Request::RecoveryCodeNew { password: s("pw") },
+        Request::RecoveryCodeList,
+        Request::RecoveryCodeRevoke { id: "abcd".into() },
+        Request::Recover {
+            code: s("RC1-000G-40R4"),
+            new_password: s("n"),
+        },
+        Request::SecretKeyRotate { password: s("pw") },
+        Request::EmergencyKit { password: s("pw") },
+        Request::ProtectorAdd(ProtectorAddRequest {
+            kind: "yubikey".into(),
+            serial: Some(7),
+            slot: Some(0x82),
+            touch: Some("cached".into()),
+            pin: Some(s("123456")),
+            management_key: Some(s("010203040506070801020304050607080102030405060708")),
+        }),
+        Request::ProtectorList,
+        Request::ProtectorRemove { id: "file".into() },
+        Request::Shutdown,
+        Request::PromptReply {
+            answer: Some(s("1234")),
+        },
+        Request::PromptReply { answer: None },
+    ]
+}
+
+fn responses() -> Vec<Response> {
+    vec![
+        Response::HelloOk {
+            protocol: 1,
+            agent_version: "0.1.0".into(),
+            pid: 42,
+        },
+        Response::Ok,
+        Response::Status(StatusInfo {
+            state: AgentState::Unlocked,
+            account_id: Some("ABCDEF".into()),
+            idle_lock_in: Some(900),
+            lifetime_left: None,
+            protector: Some("file".into()),
+            backoff_secs: 0,
+            agent_version: "0.1.0".into(),
+            pid: 1,
+            keys_mlocked: true,
+        }),
+        Response::Value(Secret::new(vec![0; 10])),
+        Response::Items(vec![
+            ItemInfo {
+                name: "x".into(),
+                created: 1,
+                modified: 2,
+            },
+            ItemInfo {
+                name: "y/z".into(),
+                created: 3,
+                modified: 4,
+            },
+        ]),
+        Response::Created {
+            account_id: "ABCDEF".into(),
+            secret_key: s("K1"),
+            protector: "file".into(),
+            vault_path: "/v".into(),
+        },
+        Response::Unlocked {
+            account_id: "ABCDEF".into(),
+            protector: "file".into(),
+            idle_lock_secs: 1,
+            lifetime_secs: 2,
+            notes: vec!["n".into(), "m".into()],
+        },
+        Response::RecoveryCode {
+            id: "00".into(),
+            code: s("RC1"),
+        },
+        Response::RecoveryCodes(vec![RecoveryCodeInfo {
+            id: "0011223344556677".into(),
+            created: 1,
+            last_used: Some(3),
+        }]),
+        Response::NewSecretKey {
+            secret_key: s("K1"),
+            notes: vec![],
+        },
+        Response::Kit {
+            account_id: "A".into(),
+            secret_key: s("K"),
+            vault_path: "/".into(),
+        },
+        Response::Protectors(vec![ProtectorInfo {
+            id: "file".into(),
+            kind: "file".into(),
+            details: "d".into(),
+            added: 1,
+            last_used: None,
+            stale: true,
+        }]),
+        Response::ProtectorAdded {
+            id: "keychain".into(),
+            notes: vec!["x".into()],
+        },
+        Response::Prompt {
+            kind: PromptKind::Pin,
+            message: "PIN for YubiKey 123".into(),
+        },
+        Response::Notice {
+            message: "touch".into(),
+        },
+        Response::Error(AgentError {
+            code: ErrorCode::WrongPin,
+            message: "wrong PIN".into(),
+            retry_after_secs: 4,
+            tries_left: Some(2),
+        }),
+    ]
+}
+
+fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let d = dir.join(target);
+    fs::create_dir_all(&d).expect("mkdir");
+    fs::write(d.join(name), bytes).expect("write seed");
+}
+
+fn sealed(len: usize, b: u8) -> Sealed {
+    Sealed {
+        nonce: [b; 12],
+        ct: vec![b; len],
+    }
+}
+
+/// A vault with one record of every type (fake ciphertexts of the right sizes).
+fn synthetic_vault() -> VaultFile {
+    // The P-256 base point, compressed by the agent.
+    let point = piv::compress(&g_point()).expect("G is a point");
+    VaultFile {
+        account_id: AccountId::parse("ABCDEF").expect("id"),
+        created: 1_700_000_000,
+        generation: 5,
+        password_wraps: vec![PasswordWrap {
+            slot_id: "pw-1".into(),
+            salt16: [1; 16],
+            params: KdfParams {
+                m_kib: 19 * 1024,
+                t: 2,
+                p: 1,
+            },
+            sealed: sealed(48, 2),
+        }],
+        recovery_wraps: vec![RecoveryWrap {
+            code_id: [3; 8],
+            created: 1,
+            last_used: 0,
+            sealed: sealed(48, 4),
+        }],
+        piv_wraps: vec![PivWrap {
+            serial: 12_345_678,
+            slot: 0x82,
+            pin_policy: 2,
+            touch_policy: 3,
+            card_pk: point,
+            epk: point,
+            added: 2,
+            last_used: 3,
+            sealed: sealed(35 + 16, 5),
+        }],
+        protectors: vec![ProtectorRecord {
+            kind: ProtectorKind::File,
+            added: 4,
+            last_used: 0,
+            flags: format::FLAG_STALE,
+        }],
+        items: vec![ItemRecord {
+            item_id: [6; 16],
+            sealed: sealed(items::MIN_SEALED_LEN, 7),
+        }],
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn main() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = here.join("seeds");
+
+    // Messages: payloads for request/response, whole frames for frame.
+    let mut stream = Vec::new();
+    for (i, r) in requests().iter().enumerate() {
+        let (frame, _) = r.encode();
+        put(
+            &dir,
+            "request",
+            &format!("{i:02}-{}", r.name()),
+            &frame[4..],
+        );
+        stream.extend_from_slice(&frame);
+    }
+    for (i, r) in responses().iter().enumerate() {
+        let (frame, _) = r.encode();
+        put(&dir, "response", &format!("{i:02}"), &frame[4..]);
+        stream.extend_from_slice(&frame);
+    }
+    let mut raw = vec![0x05, 0x11];
+    raw.extend_from_slice(&stream);
+    put(&dir, "frame", "all-messages", &raw);
+    put(
+        &dir,
+        "frame",
+        "synthetic-large",
+        &[0x86, 7, 1, 0, 0, 2, 0x80, 0, 0, 0, 0],
+    );
+
+    // Vaults: the test vector and one record of each type; mode byte 1.
+    let vectors: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(here.join("../vectors/vault.json")).expect("vault.json"),
+    )
+    .expect("json");
+    let file = hex(vectors["file"].as_str().expect("file"));
+    format::parse(&file).expect("the vector parses");
+    put(&dir, "vault", "vector", &[[1].as_slice(), &file].concat());
+    let synthetic = synthetic_vault().encode(&[9; 32]);
+    format::parse(&synthetic).expect("the synthetic vault parses");
+    put(
+        &dir,
+        "vault",
+        "every-record",
+        &[[1].as_slice(), &synthetic].concat(),
+    );
+    // The same records in reverse order (accepted; re-encoded by type).
+    let mut reordered = synthetic.clone();
+    keyward_fuzz::permute_vault_records(&mut reordered, 1);
+    keyward_fuzz::fix_vault_envelope(&mut reordered);
+    assert_ne!(reordered, synthetic);
+    format::parse(&reordered).expect("reordered records parse");
+    put(
+        &dir,
+        "vault",
+        "reordered",
+        &[[1].as_slice(), &reordered].concat(),
+    );
+    put(
+        &dir,
+        "vault",
+        "permute-mode",
+        &[[3 | (5 << 2)].as_slice(), &synthetic].concat(),
+    );
+
+    // Secret Keys and recovery codes: typed text (mode byte 0) and generators.
+    let id = AccountId::parse("ABCDEF").expect("id");
+    let key = SecretKey::from_parts(&id, "GHJKLMNPQRSTVWXYZ23456789A").expect("key");
+    put(
+        &dir,
+        "secret_key",
+        "display",
+        &[b"\0", key.display().expose().as_bytes()].concat(),
+    );
+    put(
+        &dir,
+        "secret_key",
+        "typed",
+        b"\0 k1 abcdef ghjklm npqrs tvwxy z2345 6789ar\n",
+    );
+    put(&dir, "secret_key", "generated", &[0xFF; 48]);
+    let code = RecoveryCode::from_bytes(&core::array::from_fn(|i| i as u8));
+    put(
+        &dir,
+        "recovery_code",
+        "display",
+        &[b"\0", code.display().expose().as_bytes()].concat(),
+    );
+    put(
+        &dir,
+        "recovery_code",
+        "typed",
+        b"\0ooog 4or4 om3o e2o9 l85g r38e lw8l 24gk 2gah c5rr 34dl p7ox 3rfs",
+    );
+    put(&dir, "recovery_code", "generated", &[0xFF; 72]);
+
+    // Items.
+    let pt = items::encode(
+        "github/token",
+        b"ghp_0123456789",
+        1_700_000_000,
+        1_700_000_100,
+    );
+    put(&dir, "items", "vector", pt.expose());
+    put(
+        &dir,
+        "items",
+        "unicode",
+        items::encode("unicode \u{2603}", b"", 1, 2).expose(),
+    );
+
+    // APDUs as the yubikey crate sends them.
+    let apdus: [&[u8]; 6] = [
+        &[0, 0xA4, 4, 0, 5, 0xA0, 0, 0, 3, 8],
+        &[0, 0xFD, 0, 0, 0],
+        &[0, 0x87, 3, 0x9B, 4, 0x7C, 2, 0x80, 0],
+        &[0x10, 0xDB, 0x3F, 0xFF, 1, 0x5C, 0x20],
+        &[0, 0xCB, 0x3F, 0xFF, 0, 0, 5, 0x5C, 3, 0x5F, 0xC1, 5, 0, 0],
+        &[0, 0x47, 0, 0x9A, 5, 0xAC, 3, 0x80, 1, 0x11],
+    ];
+    for (i, a) in apdus.iter().enumerate() {
+        put(&dir, "apdu", &format!("{i}"), a);
+    }
+
+    // Applet scripts: select, authenticate, generate, verify, sign, ECDH,
+    // put/get data; and a vpcd stream.
+    let mut script = vec![1u8];
+    let raw_apdu = |s: &mut Vec<u8>, a: &[u8]| {
+        s.push(0);
+        s.push(a.len() as u8);
+        s.extend_from_slice(a);
+    };
+    script.extend([7, 0]); // SELECT PIV
+    script.push(9); // authenticate
+    raw_apdu(
+        &mut script,
+        &[
+            0, 0x47, 0, 0x9A, 11, 0xAC, 9, 0x80, 1, 0x11, 0xAA, 1, 2, 0xAB, 1, 3,
+        ],
+    );
+    script.push(10); // verify PIN
+    script.extend([11, 1]); // a touch
+    let mut sign = vec![0, 0x87, 0x11, 0x9A, 38, 0x7C, 36, 0x82, 0, 0x81, 32];
+    sign.extend([0xAB; 32]);
+    raw_apdu(&mut script, &sign);
+    let mut ecdh = vec![0, 0x87, 0x11, 0x9A, 71, 0x7C, 69, 0x82, 0, 0x85, 65];
+    ecdh.extend(&g_point());
+    raw_apdu(&mut script, &ecdh);
+    raw_apdu(
+        &mut script,
+        &[
+            0, 0xDB, 0x3F, 0xFF, 9, 0x5C, 3, 0x5F, 0xC1, 5, 0x53, 2, 1, 2,
+        ],
+    );
+    raw_apdu(
+        &mut script,
+        &[0, 0xCB, 0x3F, 0xFF, 5, 0x5C, 3, 0x5F, 0xC1, 5],
+    );
+    raw_apdu(&mut script, &[0, 0xF7, 0, 0x9A]);
+    put(&dir, "applet", "session", &script);
+    let mut otp = vec![0u8, 7, 2];
+    raw_apdu(&mut otp, &[0, 1, 0x10, 0]);
+    otp.extend([7, 3, 8, 6, 0]);
+    put(&dir, "applet", "otp-mgmt-reset", &otp);
+    let mut vpcd = vec![0x80u8];
+    for msg in [
+        &[1u8][..],
+        &[4],
+        &[0, 0xA4, 4, 0, 5, 0xA0, 0, 0, 3, 8],
+        &[0, 0xFD, 0, 0],
+        &[2],
+    ] {
+        vpcd.extend((msg.len() as u16).to_be_bytes());
+        vpcd.extend(msg);
+    }
+    put(&dir, "applet", "vpcd", &vpcd);
+    println!("seeds written to {}", dir.display());
+}
+
+/// The P-256 base point, uncompressed.
+fn g_point() -> Vec<u8> {
+    hex(
+        "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+         4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+    )
+}

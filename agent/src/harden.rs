@@ -107,43 +107,6 @@ pub fn take_activated_listener() -> std::io::Result<Option<std::os::unix::net::U
     Ok(Some(listener))
 }
 
-/// Maps only the code pages the agent actually runs.
-///
-/// By default the kernel maps 64 KiB around every page of code that is
-/// faulted in ("fault-around"), so an idle daemon keeps megabytes of its
-/// binary resident that it never executes. `MADV_RANDOM` on the file-backed
-/// mappings of our own executable turns that off for them: each code page is
-/// mapped when, and only when, it runs. (The pages stay in the page cache;
-/// this only keeps them out of the agent's own resident set.)
-pub fn map_code_on_demand() {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return;
-    };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(_perms)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if f.nth(3).map(std::path::Path::new) != Some(exe.as_path()) {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
-        // SAFETY: [a, b) is one of our own mappings, as listed by the kernel;
-        // MADV_RANDOM is a paging hint with no effect on memory contents.
-        unsafe {
-            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
-        }
-    }
-}
-
 /// Gives memory freed by the allocator back to the system (after a lock:
 /// the item index and the decrypted names of a large vault).
 pub fn release_free_memory() {

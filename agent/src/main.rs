@@ -55,7 +55,6 @@ impl Args {
 fn main() -> ExitCode {
     // Before anything else, and before any secret exists.
     let report = harden::harden_process();
-    harden::map_code_on_demand();
     let args = match Args::parse() {
         Ok(a) => a,
         Err(e) => {

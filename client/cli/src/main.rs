@@ -14,8 +14,30 @@ mod output;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// `keyward [--no-autostart] get NAME`, recognised without building the
+/// whole command-line parser: the call scripts make most, kept cheap.
+/// Anything else (including `get --help` or a name starting with `-`)
+/// goes through the full parser, which gives the same result.
+fn fast_get() -> Option<cli::Cli> {
+    let mut args = std::env::args_os().skip(1);
+    let mut first = args.next()?;
+    let no_autostart = first == "--no-autostart";
+    if no_autostart {
+        first = args.next()?;
+    }
+    let name = args.next()?;
+    if first != "get" || args.next().is_some() {
+        return None;
+    }
+    let name = name.into_string().ok().filter(|n| !n.starts_with('-'))?;
+    Some(cli::Cli {
+        no_autostart,
+        command: cli::Command::Get { name },
+    })
+}
+
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = fast_get().unwrap_or_else(cli::Cli::parse);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,7 +3,8 @@
 //! ```text
 //! keyward-bench all                 everything below, in order
 //! keyward-bench rtt [ROUNDS] [N]    get round trip vs ssh-agent identities, pinned and unpinned
-//! keyward-bench throughput [SECS]   requests/s with 1, 8, 64 connections vs ssh-agent
+//! keyward-bench throughput [SECS]   requests/s with 1, 8, 64 connections vs ssh-agent,
+//!                                   and the ceiling (a server doing no work) under the same load
 //! keyward-bench cold [RUNS]         `keyward get`/`status` as processes vs `ssh-add -l`
 //! keyward-bench kdf [ROUNDS]        Argon2id vs the reference C argon2
 //! keyward-bench memory              agent RSS idle, unlocked, after lock; ssh-agent, gpg-agent
@@ -15,17 +16,22 @@
 //! min–max; ratios are of medians measured in the same run, interleaved.
 //! docs/BENCHMARKS.md records the results.
 
+mod ceiling;
 mod kdf;
 mod procs;
 mod stats;
 mod suite;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use keyward_agent::account::password::KdfParams;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    if args.first().map(String::as_str) == Some("ceiling-server") {
+        let socket = args.get(1).context("ceiling-server SOCKET")?;
+        return ceiling::serve(std::path::Path::new(socket));
+    }
     suite::header();
     match args.first().map(String::as_str) {
         Some("rtt") => suite::rtt(n(1, 15), n(2, 2000)),

@@ -131,27 +131,136 @@ fn hammer(
     Ok(done.load(Ordering::Relaxed))
 }
 
+/// The same load from an event-driven generator, the way `wrk` or
+/// `memtier` drive a server: one thread per CPU, each owning its share of the
+/// connections through epoll, one request outstanding per connection. Unlike
+/// [`hammer`], the generator does not put a sleeping thread per connection
+/// on the same two CPUs as the server, so more of the machine is left to
+/// the server being measured.
+fn hammer_evented(
+    make: &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
+    req: &[u8],
+    conns: usize,
+    secs: u64,
+) -> Result<u64> {
+    use rustix::event::epoll;
+    use std::io::{Read, Write};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(conns);
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let mut shares: Vec<Vec<std::os::unix::net::UnixStream>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..conns {
+        shares[i % threads].push(make()?);
+    }
+    std::thread::scope(|scope| -> Result<()> {
+        let mut workers = Vec::new();
+        for mut streams in shares {
+            let (done, stop) = (&done, &stop);
+            workers.push(scope.spawn(move || -> Result<()> {
+                let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+                let mut bufs: Vec<Vec<u8>> = vec![Vec::with_capacity(256); streams.len()];
+                for (i, s) in streams.iter_mut().enumerate() {
+                    epoll::add(
+                        &ep,
+                        &*s,
+                        epoll::EventData::new_u64(i as u64),
+                        epoll::EventFlags::IN,
+                    )?;
+                    s.write_all(req)?;
+                }
+                let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
+                let mut chunk = [0u8; 4096];
+                let mut n = 0u64;
+                let tick = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    events.clear();
+                    epoll::wait(
+                        &ep,
+                        rustix::buffer::spare_capacity(&mut events),
+                        Some(&tick),
+                    )?;
+                    for ev in &events {
+                        let i = ev.data.u64() as usize;
+                        let got = streams[i].read(&mut chunk)?;
+                        if got == 0 {
+                            bail!("the server closed a connection");
+                        }
+                        let buf = &mut bufs[i];
+                        buf.extend_from_slice(&chunk[..got]);
+                        // One request is outstanding: at most one full reply.
+                        if buf.len() >= 4 {
+                            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                            if buf.len() >= 4 + len {
+                                buf.drain(..4 + len);
+                                n += 1;
+                                streams[i].write_all(req)?;
+                            }
+                        }
+                    }
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }));
+        }
+        std::thread::sleep(Duration::from_secs(secs));
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(done.load(Ordering::Relaxed))
+}
+
 /// 2. Throughput with 1, 8, 64 connections, `secs` seconds each.
 pub fn throughput(secs: u64) -> Result<()> {
     println!(
         "## Throughput: requests per second with N concurrent connections, {secs} s each, interleaved"
     );
     println!();
-    println!("| connections | keyward `get`/s | ssh-agent identities/s | ratio | target |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "Generator \"threads\": one blocking client thread per connection. \
+         Generator \"epoll\": one thread per CPU driving its share of the connections (like wrk)."
+    );
+    println!();
+    println!(
+        "| generator | connections | keyward `get`/s | ssh-agent identities/s | ratio | target | ceiling/s | ceiling ÷ ssh-agent |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let k = Keyward::start(None, 10)?;
     let s = SshAgent::start(None)?;
+    let c = crate::ceiling::Ceiling::start()?;
     let (kreq, sreq) = (Keyward::get_request(), SshAgent::identities_request());
-    for conns in [1usize, 8, 64] {
-        let kn = hammer(&|| k.raw(), &kreq, conns, secs)? as f64 / secs as f64;
-        let sn = hammer(&|| s.raw(), &sreq, conns, secs)? as f64 / secs as f64;
-        let r = kn / sn;
-        let target = if conns == 64 {
-            format!("≥ 3 ({})", verdict(r >= 3.0))
-        } else {
-            "—".into()
-        };
-        println!("| {conns} | {kn:.0} | {sn:.0} | {r:.2} | {target} |");
+    type Hammer = fn(
+        &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
+        &[u8],
+        usize,
+        u64,
+    ) -> Result<u64>;
+    for (label, hammer) in [("threads", hammer as Hammer), ("epoll", hammer_evented)] {
+        for conns in [1usize, 8, 64] {
+            let per_sec = |n: u64| n as f64 / secs as f64;
+            let kn = per_sec(hammer(&|| k.raw(), &kreq, conns, secs)?);
+            let sn = per_sec(hammer(&|| s.raw(), &sreq, conns, secs)?);
+            let cn = per_sec(hammer(&|| c.raw(), &sreq, conns, secs)?);
+            let r = kn / sn;
+            let target = if conns == 64 {
+                format!("≥ 3 ({})", verdict(r >= 3.0))
+            } else {
+                "—".into()
+            };
+            println!(
+                "| {label} | {conns} | {kn:.0} | {sn:.0} | {r:.2} | {target} | {cn:.0} | {:.2} |",
+                cn / sn
+            );
+        }
     }
     println!();
     Ok(())

@@ -384,6 +384,9 @@ pub fn memory() -> Result<()> {
     Ok(())
 }
 
+/// gpg-agent started the way gpg starts it, asked for its pid over its own
+/// socket (it forks even with `--no-detach`, so the spawned process is not
+/// always the one that stays), measured, then stopped with `gpgconf --kill`.
 fn gpg_agent_idle() -> Result<u64> {
     let dir = tempfile::Builder::new().prefix("gpg-bench-").tempdir()?;
     let mut child =
@@ -395,7 +398,37 @@ fn gpg_agent_idle() -> Result<u64> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-    let rss = settle_rss(child.id());
+    let pid = (|| -> Result<u32> {
+        let start = Instant::now();
+        loop {
+            let out = Command::new("gpg-connect-agent")
+                .arg("--homedir")
+                .arg(dir.path())
+                .args(["--no-autostart", "GETINFO pid", "/bye"])
+                .stderr(Stdio::null())
+                .output()
+                .context("gpg-connect-agent not found (package gpgconf)")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(pid) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("D "))
+                .and_then(|p| p.trim().parse().ok())
+            {
+                return Ok(pid);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("gpg-agent did not answer GETINFO pid");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })();
+    let rss = pid.and_then(settle_rss);
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(dir.path())
+        .args(["--kill", "gpg-agent"])
+        .stderr(Stdio::null())
+        .status();
     let _ = child.kill();
     let _ = child.wait();
     rss

@@ -61,8 +61,28 @@ fn backoff_survives_an_agent_restart() {
     let home = Home::new();
     home.init(PW);
     home.ok(&["lock"]);
-    for _ in 0..5 {
-        home.unlock("nope").expect_code(6);
+    // Fail until the back-off is at least 8 s, waiting out the shorter
+    // delays on the way: the restart below must happen well inside it even
+    // on a loaded machine.
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed().as_secs() < 60, "the back-off never grew");
+        let r = home.unlock("nope").expect_code(6);
+        // "next attempt accepted in N s" (counted) or "try again in N s"
+        // (refused during the back-off).
+        let Some(wait) = ["accepted in ", "try again in "].iter().find_map(|m| {
+            r.stderr
+                .split(m)
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+        }) else {
+            continue; // one of the free failures
+        };
+        if wait >= 8 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(wait * 1000 + 100));
     }
     home.stop_agent();
     // A fresh agent (auto-started) still refuses.

@@ -81,10 +81,28 @@ fn over_the_connection_cap_clients_are_told_the_agent_is_busy() {
     let home = Home::with_config("max_connections = 5");
     home.init(PW);
     let socket = home.paths.socket();
-    let held: Vec<UnixStream> = (0..5)
-        .map(|_| UnixStream::connect(&socket).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Hold all five slots, each confirmed by a handshake: the CLI's last
+    // connection may still hold a slot for a moment after it exits, and a
+    // connection refused as busy is retried.
+    let started = Instant::now();
+    let mut held: Vec<UnixStream> = Vec::new();
+    while held.len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "slots never freed"
+        );
+        let mut s = UnixStream::connect(&socket).unwrap();
+        // (A refused connection may be closed before the Hello is written.)
+        let _ = write_frame(&mut s, hello_frame());
+        let mut buf = FrameBuf::new();
+        match Response::decode(buf.read_frame(&mut s).unwrap()).unwrap() {
+            Response::HelloOk { .. } => held.push(s),
+            Response::Error(e) if e.message.contains("too many clients") => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => panic!("unexpected answer to Hello: {other:?}"),
+        }
+    }
     let r = home.run(&["get", "x"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("too many clients"), "{r}");

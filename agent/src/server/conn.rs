@@ -1,29 +1,24 @@
-//! One client connection: handshake, then requests in order.
+//! A connection on its own thread, once a slow request has taken it out of
+//! the event loop ([`super::evloop`]): blocking reads and writes, requests in
+//! order, until the client goes away.
 //!
-//! Each connection is served by its own thread with blocking reads and
-//! writes: a request costs one `read` and one `write` on the agent's side,
-//! with no event-loop bookkeeping between the client and the answer (this is
-//! what makes `get` faster than ssh-agent's identities request, see
-//! docs/BENCHMARKS.md). The runtime stays in charge of everything else:
-//! accepting, signals, timers, and the slow operations (key derivation,
-//! protectors), which a connection thread runs with `Handle::block_on`.
+//! Slow operations (key derivation, protectors) run on the runtime with
+//! `Handle::block_on`; prompts (`Prompt` frames answered by `PromptReply`)
+//! and `Notice` frames go straight to the client over the socket while the
+//! request runs.
 //!
-//! - The first frame must be `Hello`; the agent answers with its protocol
-//!   version and closes the connection if the client's differs.
 //! - A connection may stay silent between requests for
 //!   `client_idle_timeout_seconds`; once a request has started, the rest of it
 //!   must arrive within `request_timeout_seconds` (a client trickling bytes is
 //!   cut off). A slow client holds only its own thread.
 //! - An oversized or malformed frame gets an error reply, then the connection
 //!   is closed; the agent carries on.
-//! - During a request the agent may send `Prompt` frames (answered by
-//!   `PromptReply`) and `Notice` frames before the final answer.
 
-use super::state::{AGENT_VERSION, Agent};
+use super::state::Agent;
 use crate::protect::UnlockIo;
 use keyward_client::Secret;
 use keyward_client::frame::{FrameBuf, FrameError, write_frame};
-use keyward_client::message::{ErrorCode, PROTOCOL_VERSION, PromptKind, Request, Response};
+use keyward_client::message::{ErrorCode, PromptKind, Request, Response};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -164,8 +159,17 @@ impl UnlockIo for ConnIo {
     }
 }
 
-/// Serves one connection until it closes (blocking; on its own thread).
-pub fn serve(agent: Arc<Agent>, runtime: tokio::runtime::Handle, stream: UnixStream) {
+/// Serves a connection the event loop handed over, from `first` (a request
+/// that is slow or talks back) until the client goes away (blocking; on the
+/// connection's own thread). `buf` holds whatever the client sent after
+/// `first`.
+pub fn serve(
+    agent: Arc<Agent>,
+    runtime: tokio::runtime::Handle,
+    stream: UnixStream,
+    buf: FrameBuf,
+    first: Request,
+) {
     if stream.set_nonblocking(false).is_err() {
         return;
     }
@@ -173,74 +177,44 @@ pub fn serve(agent: Arc<Agent>, runtime: tokio::runtime::Handle, stream: UnixStr
     let idle = Duration::from_secs(agent.config.client_idle_timeout_seconds);
     let wire = Arc::new(Mutex::new(Wire {
         stream,
-        buf: FrameBuf::new(),
+        buf,
         request_timeout,
         read_timeout: None,
         broken: false,
     }));
     let lock = || wire.lock().unwrap_or_else(PoisonError::into_inner);
-    // Handshake.
-    let first = lock().read(request_timeout);
-    match first {
-        ReadOutcome::Request(Request::Hello { protocol, client }) => {
-            let hello = Response::HelloOk {
-                protocol: PROTOCOL_VERSION,
-                agent_version: AGENT_VERSION.into(),
-                pid: std::process::id(),
-            };
-            if !lock().send(&hello) {
-                return;
-            }
-            if protocol != PROTOCOL_VERSION {
-                tracing::info!(
-                    protocol,
-                    client,
-                    "client speaks another protocol version; closing"
-                );
-                return;
-            }
-        }
-        ReadOutcome::Request(_) => {
-            lock().send(&Response::error(
-                ErrorCode::BadRequest,
-                "the first message must be Hello (see docs/PROTOCOL.md)",
-            ));
-            return;
-        }
-        ReadOutcome::Refuse(r) => {
-            lock().send(&r);
-            return;
-        }
-        ReadOutcome::Close => return,
-    }
     let io: Arc<dyn UnlockIo> = Arc::new(ConnIo {
         wire: wire.clone(),
         prompt_timeout: Duration::from_secs(agent.config.prompt_timeout_seconds),
     });
+    let mut next = Some(first);
     loop {
-        // (Bound first: the guard of a match scrutinee lives through the arms.)
-        let outcome = lock().read(idle);
-        let req = match outcome {
-            ReadOutcome::Request(r) => r,
-            ReadOutcome::Refuse(r) => {
-                tracing::debug!("refusing a malformed request");
-                lock().send(&r);
-                return;
+        let req = match next.take() {
+            Some(r) => r,
+            None => {
+                // (Bound first: the guard of a match scrutinee lives through the arms.)
+                let outcome = lock().read(idle);
+                match outcome {
+                    ReadOutcome::Request(r) => {
+                        if r.is_activity() {
+                            agent.touch();
+                        }
+                        tracing::debug!(request = ?r, "request");
+                        r
+                    }
+                    ReadOutcome::Refuse(r) => {
+                        tracing::debug!("refusing a malformed request");
+                        lock().send(&r);
+                        return;
+                    }
+                    ReadOutcome::Close => return,
+                }
             }
-            ReadOutcome::Close => return,
         };
-        if req.is_activity() {
-            agent.touch();
-        }
-        tracing::debug!(request = ?req, "request");
         let shutdown = matches!(req, Request::Shutdown);
-        // The frequent, quick requests are answered right here; the rest go
-        // through the runtime (they wait for locks, derive keys, prompt).
-        let resp = match req {
-            Request::Get { name } => agent.get(&name).unwrap_or_else(Response::Error),
-            Request::Status => Response::Status(agent.status()),
-            Request::List => agent.list().unwrap_or_else(Response::Error),
-            other => runtime.block_on(super::dispatch::dispatch(agent.clone(), other, io.clone())),
+        let resp = match super::dispatch::quick(&agent, &req) {
+            Some(resp) => resp,
+            None => runtime.block_on(super::dispatch::dispatch(agent.clone(), req, io.clone())),
         };
         if !lock().send(&resp) {
             return;

@@ -5,6 +5,17 @@ use crate::protect::UnlockIo;
 use keyward_client::message::{AgentError, ErrorCode, Request, Response};
 use std::sync::Arc;
 
+/// The frequent, quick requests, answered where they arrive (the event loop
+/// or a connection thread); `None` for the rest, which go to [`dispatch`].
+pub fn quick(agent: &Agent, req: &Request) -> Option<Response> {
+    Some(match req {
+        Request::Get { name } => agent.get(name).unwrap_or_else(Response::Error),
+        Request::Status => Response::Status(agent.status()),
+        Request::List => agent.list().unwrap_or_else(Response::Error),
+        _ => return None,
+    })
+}
+
 /// Runs one request. Errors come back as [`Response::Error`].
 pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) -> Response {
     let result: Result<Response, AgentError> = match req {

@@ -1,7 +1,8 @@
 //! The agent's server: the socket, connections, requests, and the state they act on.
 //!
 //! - [`listener`]: the private socket and the one-agent-per-home lock.
-//! - [`conn`]: one connection (handshake, framing, timeouts, prompts).
+//! - [`evloop`]: the event loop: handshakes and quick requests of every connection.
+//! - [`conn`]: a connection on its own thread once a slow request needs one (prompts).
 //! - [`dispatch`]: request → operation.
 //! - [`state`]: the state machine (no account / locked / unlocked) and timers.
 //! - [`recovery`]: recovery codes, recovering, rotating the Secret Key, the kit.
@@ -10,6 +11,7 @@
 
 pub mod conn;
 pub mod dispatch;
+pub mod evloop;
 pub mod listener;
 pub mod logind;
 pub mod protectors;
@@ -25,8 +27,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Stack of a connection thread: requests run shallow code (the deep parts,
-/// Argon2id and protectors, run on the runtime's blocking pool).
+/// Stack of the loop and connection threads: requests run shallow code (the
+/// deep parts, Argon2id and protectors, run on the runtime's blocking pool).
 const CONNECTION_STACK: usize = 256 * 1024;
 
 /// The accepted connection as a plain blocking-capable socket.
@@ -53,6 +55,7 @@ pub async fn run(
         })?;
     let listener = interprocess::local_socket::tokio::Listener::from(listener);
     let slots = Arc::new(tokio::sync::Semaphore::new(agent.config.max_connections));
+    let evloop = evloop::EventLoop::start(agent.clone(), tokio::runtime::Handle::current())?;
     tokio::spawn(agent.clone().run_lock_timer());
     logind::spawn(agent.clone());
 
@@ -91,24 +94,10 @@ pub async fn run(
                     });
                     continue;
                 };
-                                // Each connection gets a thread with blocking I/O (see `conn`).
-                let std_stream = match into_std(stream) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("cannot take over a connection: {e}");
-                        continue;
-                    }
-                };
-                let (agent, runtime) = (agent.clone(), tokio::runtime::Handle::current());
-                let spawned = std::thread::Builder::new()
-                    .name("keyward-conn".into())
-                    .stack_size(CONNECTION_STACK)
-                    .spawn(move || {
-                        conn::serve(agent, runtime, std_stream);
-                        drop(permit);
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!("cannot start a connection thread: {e}");
+                // The event loop serves it from here (see `evloop`).
+                match into_std(stream) {
+                    Ok(s) => evloop.add(s, permit),
+                    Err(e) => tracing::warn!("cannot take over a connection: {e}"),
                 }
             }
             _ = usr1.recv() => {

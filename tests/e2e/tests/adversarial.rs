@@ -501,3 +501,128 @@ fn every_command_in_every_state_fails_cleanly() {
     assert_eq!(locked.status()["state"], "locked");
     locked.unlock(PW).expect_code(0);
 }
+
+fn read_answer(s: &mut UnixStream, buf: &mut FrameBuf) -> Response {
+    Response::decode(buf.read_frame(s).unwrap()).unwrap()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_a_slow_one_keeps_the_connection() {
+    let home = Home::new();
+    home.init(PW);
+    for (name, value) in [("a", "1"), ("b", "2")] {
+        home.run_with(&["set", name], Some(value.as_bytes()), None)
+            .expect_code(0);
+    }
+    let mut s = UnixStream::connect(home.paths.socket()).unwrap();
+    // Hello and 60 gets in one write: the agent reads them in one go.
+    let mut burst = hello_frame().0;
+    for i in 0..60 {
+        burst.extend_from_slice(&get_frame(if i % 2 == 0 { "a" } else { "b" }).0);
+    }
+    s.write_all(&burst).unwrap();
+    let mut buf = FrameBuf::new();
+    assert!(matches!(
+        read_answer(&mut s, &mut buf),
+        Response::HelloOk { .. }
+    ));
+    for i in 0..60 {
+        match read_answer(&mut s, &mut buf) {
+            Response::Value(v) => {
+                assert_eq!(
+                    v.expose(),
+                    if i % 2 == 0 { b"1" } else { b"2" },
+                    "answer {i}"
+                );
+            }
+            other => panic!("answer {i}: {other:?}"),
+        }
+    }
+    // A slow request (a vault write) on the same connection, then quick ones.
+    let set = Request::Set {
+        name: "c".into(),
+        value: keyward_client::Secret::from_slice(b"3"),
+    };
+    let mut burst = set.encode().0;
+    burst.extend_from_slice(&get_frame("c").0);
+    burst.extend_from_slice(&get_frame("a").0);
+    s.write_all(&burst).unwrap();
+    assert!(matches!(read_answer(&mut s, &mut buf), Response::Ok));
+    for want in [b"3", b"1"] {
+        match read_answer(&mut s, &mut buf) {
+            Response::Value(v) => assert_eq!(v.expose(), want),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_holds_up_nobody() {
+    let home = Home::with_config("request_timeout_seconds = 2");
+    home.init(PW);
+    let big = vec![b'x'; 60 * 1024];
+    home.run_with(&["set", "big"], Some(&big), None)
+        .expect_code(0);
+    home.run_with(&["set", "k"], Some(b"v"), None)
+        .expect_code(0);
+    let socket = home.paths.socket();
+    // 200 gets of a 60 KiB item, never read: 12 MiB of answers the socket
+    // cannot hold.
+    let mut greedy = UnixStream::connect(&socket).unwrap();
+    let mut burst = hello_frame().0;
+    for _ in 0..200 {
+        burst.extend_from_slice(&get_frame("big").0);
+    }
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let _ = greedy.write_all(&burst); // may block once the agent stops reading
+    // Everyone else is served as usual meanwhile.
+    let t = Instant::now();
+    let lat = get_latencies(&socket, 200);
+    assert!(
+        median(lat) < Duration::from_millis(20),
+        "others were held up by a client that does not read"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // After the request timeout (plus the once-a-second check) the agent
+    // has closed the connection: draining it ends in EOF, well short of
+    // 200 answers.
+    std::thread::sleep(Duration::from_secs(4));
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match std::io::Read::read(&mut greedy, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the agent kept the connection open: {e}"),
+        }
+    }
+    assert!(total < 200 * big.len(), "got all {total} bytes");
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let home = Home::with_config("client_idle_timeout_seconds = 1");
+    home.init(PW);
+    let mut s = UnixStream::connect(home.paths.socket()).unwrap();
+    write_frame(&mut s, hello_frame()).unwrap();
+    let mut buf = FrameBuf::new();
+    assert!(matches!(
+        read_answer(&mut s, &mut buf),
+        Response::HelloOk { .. }
+    ));
+    // Served while in use...
+    write_frame(&mut s, Request::Status.encode()).unwrap();
+    assert!(matches!(read_answer(&mut s, &mut buf), Response::Status(_)));
+    // ...closed after the idle timeout (plus up to a second of sweep).
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let t = Instant::now();
+    let mut b = [0u8; 16];
+    assert!(matches!(std::io::Read::read(&mut s, &mut b), Ok(0)));
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}

@@ -35,22 +35,49 @@ fn the_whole_story_init_unlock_set_get_lock_backoff() {
     assert!(locked.stderr.contains("keyward unlock"), "{locked}");
     assert!(locked.stdout.is_empty());
 
-    // Three free failures, then a doubling delay that refuses even the right password.
-    for i in 0..4 {
+    // Three free failures, then a doubling delay that refuses even the right
+    // password. Fail (waiting out the shorter delays) until the delay is 4 s,
+    // so that what follows happens inside it even on a loaded machine.
+    for i in 0..3 {
         let r = home.unlock("wrong password").expect_code(6);
         assert!(
-            r.stderr.contains("wrong Master Password or Secret Key"),
+            r.stderr.contains("wrong Master Password or Secret Key")
+                && r.stderr.contains("more tries"),
             "attempt {i}: {r}"
         );
     }
+    loop {
+        let r = home.unlock("wrong password").expect_code(6);
+        let wait = |marker: &str| {
+            r.stderr
+                .split(marker)
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        if let Some(n) = wait("try again in ") {
+            std::thread::sleep(Duration::from_millis(n * 1000 + 100));
+            continue;
+        }
+        assert!(
+            r.stderr.contains("wrong Master Password or Secret Key"),
+            "{r}"
+        );
+        let n = wait("next attempt accepted in ").expect("a counted failure gives its delay");
+        if n >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(n * 1000 + 100));
+    }
     let st = home.status();
-    assert!(st["backoff_seconds"].as_u64().unwrap() >= 1, "{st}");
+    let left = st["backoff_seconds"].as_u64().unwrap();
+    assert!(left >= 1, "{st}");
     let refused = home.unlock(PW).expect_code(6);
     assert!(
         refused.stderr.contains("too many failed attempts"),
         "{refused}"
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(left * 1000 + 1100));
     home.unlock(PW).expect_code(0);
     assert_eq!(home.ok(&["get", "github/token"]).stdout, "ghp_secret");
     assert_eq!(home.status()["backoff_seconds"], 0);

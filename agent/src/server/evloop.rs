@@ -35,6 +35,8 @@ use zeroize::Zeroizing;
 
 /// The epoll key of the wake-up eventfd (connections use their slot index).
 const WAKE: u64 = u64::MAX;
+/// The epoll key of the deadline timer.
+const TICK: u64 = u64::MAX - 1;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -58,11 +60,26 @@ impl EventLoop {
             epoll::EventData::new_u64(WAKE),
             epoll::EventFlags::IN,
         )?;
+        // Deadlines come from a timer that ticks while there are connections,
+        // not from a timeout on every wait: that would arm and cancel a kernel
+        // timer per request.
+        let timer = rustix::time::timerfd_create(
+            rustix::time::TimerfdClockId::Monotonic,
+            rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
+        )?;
+        epoll::add(
+            &ep,
+            &timer,
+            epoll::EventData::new_u64(TICK),
+            epoll::EventFlags::IN,
+        )?;
         let shared = Arc::new(Self {
             wake,
             incoming: Mutex::new(Vec::new()),
         });
         let mut this = Loop {
+            timer,
+            ticking: false,
             request_timeout: Duration::from_secs(agent.config.request_timeout_seconds),
             idle: Duration::from_secs(agent.config.client_idle_timeout_seconds),
             agent,
@@ -163,6 +180,9 @@ struct Loop {
     runtime: tokio::runtime::Handle,
     ep: OwnedFd,
     shared: Arc<EventLoop>,
+    timer: OwnedFd,
+    /// The timer is armed.
+    ticking: bool,
     /// Slots; a connection's epoll key is its index.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -173,18 +193,9 @@ struct Loop {
 impl Loop {
     fn run(&mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
-        let tick = rustix::time::Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        let mut last_sweep = Instant::now();
         loop {
             events.clear();
-            match epoll::wait(
-                &self.ep,
-                rustix::buffer::spare_capacity(&mut events),
-                Some(&tick),
-            ) {
+            match epoll::wait(&self.ep, rustix::buffer::spare_capacity(&mut events), None) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
                     // Nothing sensible is left to do without epoll.
@@ -196,13 +207,45 @@ impl Loop {
             for ev in &events {
                 match ev.data.u64() {
                     WAKE => self.take_incoming(),
+                    TICK => {
+                        let mut expirations = [0u8; 8];
+                        let _ = rustix::io::read(&self.timer, &mut expirations);
+                        self.sweep();
+                    }
                     key => self.ready(key as usize),
                 }
             }
-            if last_sweep.elapsed() >= SWEEP_EVERY {
-                self.sweep();
-                last_sweep = Instant::now();
+            let busy = self.free.len() < self.conns.len();
+            if busy != self.ticking {
+                self.set_ticking(busy);
             }
+        }
+    }
+
+    /// Arms the deadline timer (every [`SWEEP_EVERY`]) or disarms it.
+    fn set_ticking(&mut self, on: bool) {
+        let every = if on {
+            rustix::time::Timespec {
+                tv_sec: SWEEP_EVERY.as_secs() as i64,
+                tv_nsec: 0,
+            }
+        } else {
+            rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }
+        };
+        let spec = rustix::time::Itimerspec {
+            it_interval: every,
+            it_value: every,
+        };
+        match rustix::time::timerfd_settime(
+            &self.timer,
+            rustix::time::TimerfdTimerFlags::empty(),
+            &spec,
+        ) {
+            Ok(_) => self.ticking = on,
+            Err(e) => tracing::warn!("cannot set the deadline timer: {e}"),
         }
     }
 

@@ -131,8 +131,9 @@ fn run() -> Result<(), String> {
         );
     }
     let agent = Agent::new(paths, config, uid, Arc::new(SystemClock))?;
-    // One runtime thread is enough: connections have their own threads, and
-    // key derivation runs on the blocking pool.
+    // One runtime thread is enough: connections are served by the event loop
+    // thread (and slow requests by threads of their own), and key derivation
+    // runs on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("keyward-agent")

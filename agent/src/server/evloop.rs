@@ -92,7 +92,17 @@ impl EventLoop {
         std::thread::Builder::new()
             .name("keyward-loop".into())
             .stack_size(super::CONNECTION_STACK)
-            .spawn(move || this.run())?;
+            .spawn(move || {
+                // Without the loop nobody is served: a bug that panics in it
+                // stops the agent (locked, as on any stop) rather than leave
+                // clients hanging on a socket that accepts and never answers.
+                let agent = this.agent.clone();
+                let run = std::panic::AssertUnwindSafe(|| this.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the connection loop panicked; stopping the agent");
+                    agent.shutdown.notify_one();
+                }
+            })?;
         Ok(shared)
     }
 

@@ -1079,15 +1079,18 @@ impl Response {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// One value of every request and response, for tests and for the fuzzers'
+/// seed inputs (feature `samples`).
+#[cfg(any(test, feature = "samples"))]
+#[doc(hidden)]
+pub mod samples {
     use super::*;
 
     fn s(x: &str) -> Secret {
         Secret::from(x)
     }
 
-    pub(crate) fn sample_requests() -> Vec<Request> {
+    pub fn requests() -> Vec<Request> {
         vec![
             Request::Hello {
                 protocol: 1,
@@ -1143,7 +1146,7 @@ mod tests {
         ]
     }
 
-    pub(crate) fn sample_responses() -> Vec<Response> {
+    pub fn responses() -> Vec<Response> {
         vec![
             Response::HelloOk {
                 protocol: 1,
@@ -1226,6 +1229,12 @@ mod tests {
             }),
         ]
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::samples::{requests as sample_requests, responses as sample_responses};
+    use super::*;
 
     #[test]
     fn every_request_round_trips_and_truncation_fails() {

@@ -20,164 +20,7 @@ use keyward_agent::vault::format::{
     self, ItemRecord, PasswordWrap, PivWrap, ProtectorKind, ProtectorRecord, RecoveryWrap,
     VaultFile,
 };
-use keyward_client::message::{InitRequest, ProtectorAddRequest, UnlockRequest};
-use keyward_client::{
-    AgentError, AgentState, ErrorCode, ItemInfo, PromptKind, ProtectorInfo, RecoveryCodeInfo,
-    Request, Response, Secret, StatusInfo,
-};
-
-fn s(x: &str) -> Secret {
-    Secret::from(x)
-}
-
-fn requests() -> Vec<Request> {
-    vec![
-        Request::Hello {
-            protocol: 1,
-            client: "keyward 0.1.0".into(),
-        },
-        Request::Status,
-        Request::Init(InitRequest {
-            password: s("correct horse"),
-            protector: "auto".into(),
-        }),
-        Request::Unlock(UnlockRequest {
-            password: s("pw"),
-            secret_key: Some(s("K1-ABCDEF-GHJKLM-NPQRS-TVWXY-Z2345-6789AR")),
-            pin: Some(s("123456")),
-            with: Some("yubikey:12345678".into()),
-        }),
-        Request::Lock,
-        Request::Get {
-            name: "github/token".into(),
-        },
-        Request::Set {
-            name: "a/b".into(),
-            value: Secret::new(vec![0, 1, 2, 255]),
-        },
-        Request::List,
-        Request::Remove { name: "a".into() },
-        Request::ChangePassword {
-            old: s("o"),
-            new: s("n"),
-        },
-        Request::RecoveryCodeNew { password: s("pw") },
-        Request::RecoveryCodeList,
-        Request::RecoveryCodeRevoke { id: "abcd".into() },
-        Request::Recover {
-            code: s("RC1-000G-40R4"),
-            new_password: s("n"),
-        },
-        Request::SecretKeyRotate { password: s("pw") },
-        Request::EmergencyKit { password: s("pw") },
-        Request::ProtectorAdd(ProtectorAddRequest {
-            kind: "yubikey".into(),
-            serial: Some(7),
-            slot: Some(0x82),
-            touch: Some("cached".into()),
-            pin: Some(s("123456")),
-            management_key: Some(s("010203040506070801020304050607080102030405060708")),
-        }),
-        Request::ProtectorList,
-        Request::ProtectorRemove { id: "file".into() },
-        Request::Shutdown,
-        Request::PromptReply {
-            answer: Some(s("1234")),
-        },
-        Request::PromptReply { answer: None },
-    ]
-}
-
-fn responses() -> Vec<Response> {
-    vec![
-        Response::HelloOk {
-            protocol: 1,
-            agent_version: "0.1.0".into(),
-            pid: 42,
-        },
-        Response::Ok,
-        Response::Status(StatusInfo {
-            state: AgentState::Unlocked,
-            account_id: Some("ABCDEF".into()),
-            idle_lock_in: Some(900),
-            lifetime_left: None,
-            protector: Some("file".into()),
-            backoff_secs: 0,
-            agent_version: "0.1.0".into(),
-            pid: 1,
-            keys_mlocked: true,
-        }),
-        Response::Value(Secret::new(vec![0; 10])),
-        Response::Items(vec![
-            ItemInfo {
-                name: "x".into(),
-                created: 1,
-                modified: 2,
-            },
-            ItemInfo {
-                name: "y/z".into(),
-                created: 3,
-                modified: 4,
-            },
-        ]),
-        Response::Created {
-            account_id: "ABCDEF".into(),
-            secret_key: s("K1"),
-            protector: "file".into(),
-            vault_path: "/v".into(),
-        },
-        Response::Unlocked {
-            account_id: "ABCDEF".into(),
-            protector: "file".into(),
-            idle_lock_secs: 1,
-            lifetime_secs: 2,
-            notes: vec!["n".into(), "m".into()],
-        },
-        Response::RecoveryCode {
-            id: "00".into(),
-            code: s("RC1"),
-        },
-        Response::RecoveryCodes(vec![RecoveryCodeInfo {
-            id: "0011223344556677".into(),
-            created: 1,
-            last_used: Some(3),
-        }]),
-        Response::NewSecretKey {
-            secret_key: s("K1"),
-            notes: vec![],
-        },
-        Response::Kit {
-            account_id: "A".into(),
-            secret_key: s("K"),
-            vault_path: "/".into(),
-        },
-        Response::Protectors(vec![ProtectorInfo {
-            id: "file".into(),
-            kind: "file".into(),
-            details: "d".into(),
-            added: 1,
-            last_used: None,
-            stale: true,
-        }]),
-        Response::ProtectorAdded {
-            id: "keychain".into(),
-            notes: vec!["x".into()],
-        },
-        Response::Prompt {
-            kind: PromptKind::Pin,
-            message: "PIN for YubiKey 123".into(),
-        },
-        Response::Notice {
-            message: "touch".into(),
-        },
-        Response::Error(AgentError {
-            code: ErrorCode::WrongPin,
-            message: "wrong PIN".into(),
-            retry_after_secs: 4,
-            tries_left: Some(2),
-        }),
-    ]
-}
+use keyward_client::message::samples;
 
 fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let d = dir.join(target);
@@ -253,7 +96,7 @@ fn main() {
 
     // Messages: payloads for request/response, whole frames for frame.
     let mut stream = Vec::new();
-    for (i, r) in requests().iter().enumerate() {
+    for (i, r) in samples::requests().iter().enumerate() {
         let (frame, _) = r.encode();
         put(
             &dir,
@@ -263,7 +106,7 @@ fn main() {
         );
         stream.extend_from_slice(&frame);
     }
-    for (i, r) in responses().iter().enumerate() {
+    for (i, r) in samples::responses().iter().enumerate() {
         let (frame, _) = r.encode();
         put(&dir, "response", &format!("{i:02}"), &frame[4..]);
         stream.extend_from_slice(&frame);

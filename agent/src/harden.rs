@@ -166,6 +166,26 @@ unsafe impl<T: Zeroize + Default + Send> Send for LockedBox<T> {}
 // SAFETY: shared access only hands out &T, like Box<T>.
 unsafe impl<T: Zeroize + Default + Sync> Sync for LockedBox<T> {}
 
+/// A fresh anonymous private read-write mapping of `len` bytes.
+fn map_anonymous(len: usize) -> std::io::Result<*mut libc::c_void> {
+    // SAFETY: an anonymous private mapping with no address hint; the result
+    // is checked against MAP_FAILED.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(addr)
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -181,21 +201,7 @@ impl<T: Zeroize + Default> LockedBox<T> {
         let size = std::mem::size_of::<T>().max(1);
         let map_len = size.div_ceil(page) * page;
         assert!(std::mem::align_of::<T>() <= page);
-        // SAFETY: an anonymous private mapping with no address hint; the
-        // result is checked against MAP_FAILED.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(LockedAllocError(std::io::Error::last_os_error()));
-        }
+        let addr = map_anonymous(map_len).map_err(LockedAllocError)?;
         // SAFETY: [addr, addr + map_len) is the mapping we just created.
         unsafe {
             libc::madvise(addr, map_len, libc::MADV_DONTDUMP);
@@ -282,20 +288,7 @@ impl ArgonMemory {
         let map_len = bytes
             .checked_add(HUGE_PAGE)
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-        // SAFETY: anonymous private mapping, result checked.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        let base = map_anonymous(map_len)?;
         let offset = (HUGE_PAGE - (base as usize % HUGE_PAGE)) % HUGE_PAGE;
         // SAFETY: offset < HUGE_PAGE, so [base + offset, base + offset + bytes)
         // lies inside the mapping of bytes + HUGE_PAGE.

@@ -17,12 +17,13 @@
 use super::state::Agent;
 use crate::protect::UnlockIo;
 use keyward_client::Secret;
-use keyward_client::frame::{FrameBuf, FrameError, write_frame};
+use keyward_client::frame::{FrameBuf, FrameError};
 use keyward_client::message::{ErrorCode, PromptKind, Request, Response};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use zeroize::Zeroize;
 
 enum ReadOutcome {
     Request(Request),
@@ -42,19 +43,49 @@ struct Wire {
     /// The socket's receive timeout now (set only when it changes: one
     /// system call less per request).
     read_timeout: Option<Duration>,
+    /// The socket's send timeout now (set only when it changes).
+    write_timeout: Option<Duration>,
     /// Set once the connection cannot be used any more.
     broken: bool,
 }
 
 impl Wire {
+    /// Sends an answer, which the client must take within the request
+    /// timeout (as a whole: each partial write only gets what is left).
     fn send(&mut self, resp: &Response) -> bool {
         if self.broken {
             return false;
         }
-        if write_frame(&mut &self.stream, resp.encode()).is_err() {
+        let (mut frame, secret) = resp.encode();
+        if self.write_by_deadline(&frame).is_err() {
             self.broken = true;
         }
+        if secret {
+            frame.zeroize();
+        }
         !self.broken
+    }
+
+    fn write_by_deadline(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut limit = self.request_timeout;
+        while !bytes.is_empty() {
+            if limit.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if self.write_timeout != Some(limit) {
+                self.stream.set_write_timeout(Some(limit))?;
+                self.write_timeout = Some(limit);
+            }
+            match (&self.stream).write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            limit = deadline.saturating_duration_since(Instant::now());
+        }
+        Ok(())
     }
 
     /// Reads the next request: the first byte may take up to `idle`, the
@@ -180,6 +211,7 @@ pub fn serve(
         buf,
         request_timeout,
         read_timeout: None,
+        write_timeout: None,
         broken: false,
     }));
     let lock = || wire.lock().unwrap_or_else(PoisonError::into_inner);

@@ -556,6 +556,21 @@ fn pipelined_requests_are_answered_in_order_and_a_slow_one_keeps_the_connection(
     }
 }
 
+/// Drains `s` to its end; panics if the agent keeps it open.
+fn drain_until_closed(s: &mut UnixStream) -> usize {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match std::io::Read::read(s, &mut chunk) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return total,
+            Err(e) => panic!("the agent kept the connection open after {total} bytes: {e}"),
+        }
+    }
+}
+
 #[test]
 fn a_client_that_stops_reading_is_cut_off_and_holds_up_nobody() {
     let home = Home::with_config("request_timeout_seconds = 2");
@@ -567,16 +582,27 @@ fn a_client_that_stops_reading_is_cut_off_and_holds_up_nobody() {
         .expect_code(0);
     let socket = home.paths.socket();
     // 200 gets of a 60 KiB item, never read: 12 MiB of answers the socket
-    // cannot hold.
-    let mut greedy = UnixStream::connect(&socket).unwrap();
-    let mut burst = hello_frame().0;
-    for _ in 0..200 {
-        burst.extend_from_slice(&get_frame("big").0);
+    // cannot hold. One client asks from the start (served by the event
+    // loop); the other first sends a slow request, so that its connection
+    // has been handed to a thread of its own.
+    let mut greedy: Vec<UnixStream> = Vec::new();
+    for handed_off in [false, true] {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        let mut burst = hello_frame().0;
+        if handed_off {
+            let set = Request::Set {
+                name: "other".into(),
+                value: keyward_client::Secret::from_slice(b"1"),
+            };
+            burst.extend_from_slice(&set.encode().0);
+        }
+        for _ in 0..200 {
+            burst.extend_from_slice(&get_frame("big").0);
+        }
+        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.write_all(&burst); // may block once the agent stops reading
+        greedy.push(s);
     }
-    greedy
-        .set_write_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
-    let _ = greedy.write_all(&burst); // may block once the agent stops reading
     // Everyone else is served as usual meanwhile.
     let t = Instant::now();
     let lat = get_latencies(&socket, 200);
@@ -585,24 +611,13 @@ fn a_client_that_stops_reading_is_cut_off_and_holds_up_nobody() {
         "others were held up by a client that does not read"
     );
     assert!(t.elapsed() < Duration::from_secs(2));
-    // After the request timeout (plus the once-a-second check) the agent
-    // has closed the connection: draining it ends in EOF, well short of
-    // 200 answers.
+    // After the request timeout (plus up to a second) the agent has closed
+    // both connections: draining them ends in EOF, well short of 200 answers.
     std::thread::sleep(Duration::from_secs(4));
-    greedy
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut total = 0usize;
-    let mut chunk = vec![0u8; 1 << 16];
-    loop {
-        match std::io::Read::read(&mut greedy, &mut chunk) {
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("the agent kept the connection open: {e}"),
-        }
+    for (i, s) in greedy.iter_mut().enumerate() {
+        let total = drain_until_closed(s);
+        assert!(total < 200 * big.len(), "client {i} got all {total} bytes");
     }
-    assert!(total < 200 * big.len(), "got all {total} bytes");
 }
 
 #[test]

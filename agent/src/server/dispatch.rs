@@ -16,6 +16,18 @@ pub fn quick(agent: &Agent, req: &Request) -> Option<Response> {
     })
 }
 
+/// For the event loop: [`quick`] when it can answer without waiting for a
+/// lock (a vault write holds the state while it fsyncs); `None` otherwise,
+/// and the request goes to a thread that may wait.
+pub fn quick_now(agent: &Agent, req: &Request) -> Option<Response> {
+    Some(match req {
+        Request::Get { name } => agent.try_get(name)?.unwrap_or_else(Response::Error),
+        Request::Status => Response::Status(agent.try_status()?),
+        Request::List => agent.try_list()?.unwrap_or_else(Response::Error),
+        _ => return None,
+    })
+}
+
 /// Runs one request. Errors come back as [`Response::Error`].
 pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) -> Response {
     let result: Result<Response, AgentError> = match req {
@@ -54,4 +66,48 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         )),
     };
     result.unwrap_or_else(Response::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+
+    #[test]
+    fn the_loop_never_waits_for_a_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = keyward_client::Paths::under(d.path());
+        let agent = Agent::new(
+            paths,
+            Config::default(),
+            crate::harden::euid(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let get = Request::Get { name: "x".into() };
+        // Free: answered (here: no account yet).
+        assert!(matches!(
+            quick_now(&agent, &get),
+            Some(Response::Error(e)) if e.code == ErrorCode::NoAccount
+        ));
+        assert!(matches!(
+            quick_now(&agent, &Request::Status),
+            Some(Response::Status(_))
+        ));
+        // A writer holds the state (as a vault write does while it fsyncs):
+        // the loop gets no answer instead of waiting.
+        let guard = agent.write_state();
+        for req in [&get, &Request::Status, &Request::List] {
+            assert!(quick_now(&agent, req).is_none(), "{req:?}");
+        }
+        drop(guard);
+        // The attempt counter is held while it is written: status waits for it.
+        let a = agent.attempts();
+        assert!(quick_now(&agent, &Request::Status).is_none());
+        drop(a);
+        assert!(quick_now(&agent, &Request::List).is_some());
+        // Not a quick request at all.
+        assert!(quick_now(&agent, &Request::Lock).is_none());
+    }
 }

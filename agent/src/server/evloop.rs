@@ -8,6 +8,8 @@
 //! slow or talks back (unlock and its prompts, `set`, anything that derives
 //! keys or touches a protector) hands its connection to a thread of its own
 //! with blocking I/O ([`super::conn`]), which keeps it until the client goes.
+//! So does a quick request that would have to wait for a lock (a vault write
+//! holds the state while it fsyncs): the loop itself never waits on one.
 //!
 //! Limits, as on a connection thread:
 //! - the `Hello` must arrive within `request_timeout_seconds` of the connect;
@@ -413,7 +415,7 @@ impl Loop {
                 self.agent.touch();
             }
             tracing::debug!(request = ?req, "request");
-            match super::dispatch::quick(&self.agent, &req) {
+            match super::dispatch::quick_now(&self.agent, &req) {
                 Some(resp) => conn.send(&resp),
                 None => return self.hand_off(key, req),
             }
@@ -450,6 +452,9 @@ impl Loop {
             permit,
             ..
         } = conn;
+        // To tell the client if no thread can be had (the closure that owns
+        // the stream is gone by then).
+        let spare = stream.try_clone().ok();
         let (agent, runtime) = (self.agent.clone(), self.runtime.clone());
         let spawned = std::thread::Builder::new()
             .name("keyward-conn".into())
@@ -460,6 +465,13 @@ impl Loop {
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a connection thread: {e}");
+            if let Some(s) = spare {
+                let busy = Response::error(
+                    ErrorCode::Busy,
+                    "the keyward agent cannot take this request now; try again",
+                );
+                let _ = (&s).write(&busy.encode().0);
+            }
         }
     }
 

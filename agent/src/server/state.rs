@@ -94,6 +94,43 @@ pub(super) fn no_account_error() -> AgentError {
     )
 }
 
+fn session_in<T>(
+    st: &State,
+    f: impl FnOnce(&Session) -> Result<T, AgentError>,
+) -> Result<T, AgentError> {
+    match st {
+        State::Unlocked(s) => f(s),
+        State::Locked(_) => Err(locked_error()),
+        State::NoAccount => Err(no_account_error()),
+    }
+}
+
+fn get_in(s: &Session, name: &str) -> Result<Response, AgentError> {
+    s.vault
+        .get(name)
+        .map(|v| Response::Value(Secret::from_slice(v.expose())))
+        .ok_or_else(|| {
+            err(
+                ErrorCode::NotFound,
+                format!("no item named {name:?} (see `keyward list`)"),
+            )
+        })
+}
+
+fn list_in(s: &Session) -> Result<Response, AgentError> {
+    Ok(Response::Items(
+        s.vault
+            .list()
+            .into_iter()
+            .map(|m| ItemInfo {
+                name: m.name,
+                created: m.created,
+                modified: m.modified,
+            })
+            .collect(),
+    ))
+}
+
 pub(super) fn internal(e: impl std::fmt::Display) -> AgentError {
     err(
         ErrorCode::Internal,
@@ -261,6 +298,17 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The state if it can be read without waiting (no writer holds it or
+    /// waits for it): for the event loop, which must not wait on a vault
+    /// write's fsync.
+    fn try_read_state(&self) -> Option<std::sync::RwLockReadGuard<'_, State>> {
+        match self.state.try_read() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(super) fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state
             .write()
@@ -275,8 +323,11 @@ impl Agent {
 
     /// When the agent must lock next, if unlocked.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let st = self.read_state();
-        let State::Unlocked(s) = &*st else {
+        self.deadline_in(&self.read_state())
+    }
+
+    fn deadline_in(&self, st: &State) -> Option<Instant> {
+        let State::Unlocked(s) = st else {
             return None;
         };
         let idle = self.config.idle_lock().map(|d| {
@@ -344,10 +395,26 @@ impl Agent {
             .attempts()
             .remaining(self.clock.unix_now(), Instant::now())
             .as_secs();
+        self.status_in(backoff, &self.read_state())
+    }
+
+    /// `Status` if it can be answered without waiting for a lock.
+    pub fn try_status(&self) -> Option<StatusInfo> {
+        let backoff = match self.attempts.try_lock() {
+            Ok(a) => a.remaining(self.clock.unix_now(), Instant::now()),
+            Err(std::sync::TryLockError::Poisoned(p)) => p
+                .into_inner()
+                .remaining(self.clock.unix_now(), Instant::now()),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+        .as_secs();
+        Some(self.status_in(backoff, &*self.try_read_state()?))
+    }
+
+    fn status_in(&self, backoff: u64, st: &State) -> StatusInfo {
         let now = Instant::now();
-        let deadline = self.next_deadline();
-        let st = self.read_state();
-        let (state, account_id, protector, lifetime_left, mlocked) = match &*st {
+        let deadline = self.deadline_in(st);
+        let (state, account_id, protector, lifetime_left, mlocked) = match st {
             State::NoAccount => (AgentState::Uninitialized, None, None, None, false),
             State::Locked(a) => (
                 AgentState::Locked,
@@ -387,11 +454,15 @@ impl Agent {
         &self,
         f: impl FnOnce(&Session) -> Result<T, AgentError>,
     ) -> Result<T, AgentError> {
-        match &*self.read_state() {
-            State::Unlocked(s) => f(s),
-            State::Locked(_) => Err(locked_error()),
-            State::NoAccount => Err(no_account_error()),
-        }
+        session_in(&self.read_state(), f)
+    }
+
+    /// [`Self::with_session`] if the state can be read without waiting.
+    fn try_with_session<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, AgentError>,
+    ) -> Option<Result<T, AgentError>> {
+        Some(session_in(&*self.try_read_state()?, f))
     }
 
     pub(super) fn with_session_mut<T>(
@@ -407,34 +478,22 @@ impl Agent {
 
     /// `Get`.
     pub fn get(&self, name: &str) -> Result<Response, AgentError> {
-        self.with_session(|s| {
-            s.vault
-                .get(name)
-                .map(|v| Response::Value(Secret::from_slice(v.expose())))
-                .ok_or_else(|| {
-                    err(
-                        ErrorCode::NotFound,
-                        format!("no item named {name:?} (see `keyward list`)"),
-                    )
-                })
-        })
+        self.with_session(|s| get_in(s, name))
+    }
+
+    /// `Get` if it can be answered without waiting for a lock.
+    pub fn try_get(&self, name: &str) -> Option<Result<Response, AgentError>> {
+        self.try_with_session(|s| get_in(s, name))
     }
 
     /// `List`.
     pub fn list(&self) -> Result<Response, AgentError> {
-        self.with_session(|s| {
-            Ok(Response::Items(
-                s.vault
-                    .list()
-                    .into_iter()
-                    .map(|m| ItemInfo {
-                        name: m.name,
-                        created: m.created,
-                        modified: m.modified,
-                    })
-                    .collect(),
-            ))
-        })
+        self.with_session(list_in)
+    }
+
+    /// `List` if it can be answered without waiting for a lock.
+    pub fn try_list(&self) -> Option<Result<Response, AgentError>> {
+        self.try_with_session(list_in)
     }
 
     /// `Set`.

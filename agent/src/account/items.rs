@@ -77,13 +77,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 
 /// Hex slot id of an item.
 pub fn slot_id(item_id: &ItemId) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in item_id {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    s
+    super::hex(item_id)
 }
 
 /// Encodes the plaintext of an item.

@@ -87,6 +87,18 @@ impl fmt::Debug for AccountId {
     }
 }
 
+/// Lower-case hex (slot ids, recovery code ids). Built by hand: it runs on
+/// every `get`, where `format!` per byte showed up in the profile.
+pub fn hex(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.push(char::from(HEX[usize::from(x >> 4)]));
+        s.push(char::from(HEX[usize::from(x & 15)]));
+    }
+    s
+}
+
 /// Two-secret key derivation: `AUK = k_m XOR k_s`.
 pub fn auk(k_m: &Key32, k_s: &Key32) -> Key32 {
     xor32(k_m, k_s)

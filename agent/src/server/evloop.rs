@@ -56,12 +56,7 @@ impl EventLoop {
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
-        epoll::add(
-            &ep,
-            &wake,
-            epoll::EventData::new_u64(WAKE),
-            epoll::EventFlags::IN,
-        )?;
+        watch_in(&ep, &wake, WAKE)?;
         // Deadlines come from a timer that ticks while there are connections,
         // not from a timeout on every wait: that would arm and cancel a kernel
         // timer per request.
@@ -69,12 +64,7 @@ impl EventLoop {
             rustix::time::TimerfdClockId::Monotonic,
             rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
         )?;
-        epoll::add(
-            &ep,
-            &timer,
-            epoll::EventData::new_u64(TICK),
-            epoll::EventFlags::IN,
-        )?;
+        watch_in(&ep, &timer, TICK)?;
         let shared = Arc::new(Self {
             wake,
             incoming: Mutex::new(Vec::new()),
@@ -117,6 +107,17 @@ impl EventLoop {
         // Cannot fail but by overflowing the counter, which the loop drains.
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
+}
+
+/// Adds `fd` to the epoll set, reported as readable under `key`.
+fn watch_in(ep: &OwnedFd, fd: impl std::os::fd::AsFd, key: u64) -> io::Result<()> {
+    epoll::add(
+        ep,
+        fd,
+        epoll::EventData::new_u64(key),
+        epoll::EventFlags::IN,
+    )?;
+    Ok(())
 }
 
 /// What the loop knows of one connection.
@@ -171,13 +172,28 @@ impl Conn {
         true
     }
 
-    /// Queues an answer and sends what the socket takes now.
+    /// Sends an answer; what the socket does not take now waits in `out`.
     fn send(&mut self, resp: &Response) {
-        let (frame, _secret) = resp.encode();
-        // Wiped whatever it holds: cheaper than deciding.
-        let frame = Zeroizing::new(frame);
-        self.out.extend_from_slice(&frame);
-        self.flush();
+        let frame = Zeroizing::new(resp.encode().0);
+        let mut sent = 0;
+        if !self.pending() {
+            // The usual case: straight to the socket, no copy.
+            sent = loop {
+                match (&self.stream).write(&frame) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                    Err(_) => {
+                        self.dead = true;
+                        return;
+                    }
+                }
+            };
+        }
+        if sent < frame.len() {
+            self.out.extend_from_slice(&frame[sent..]);
+            self.flush();
+        }
     }
 
     fn refuse(&mut self, code: ErrorCode, message: String) {
@@ -279,13 +295,7 @@ impl Loop {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            let added = epoll::add(
-                &self.ep,
-                &stream,
-                epoll::EventData::new_u64(key as u64),
-                epoll::EventFlags::IN,
-            );
-            if let Err(e) = added {
+            if let Err(e) = watch_in(&self.ep, &stream, key as u64) {
                 tracing::warn!("cannot watch a connection: {e}");
                 self.free.push(key);
                 continue;

@@ -13,10 +13,11 @@
 pub mod format;
 pub mod store;
 
+use crate::account::items::ItemId;
 use crate::account::password::{self, KdfParams, Password, PasswordError};
 use crate::account::recovery::RecoveryCode;
 use crate::account::secret_key::{self, SecretKey};
-use crate::account::wrap::{self, Purpose};
+use crate::account::wrap::{self, Purpose, Sealed};
 use crate::account::{AccountId, auk, item_key, items, piv, vault_mac_key};
 use crate::harden::{LockedAllocError, LockedBox};
 use crate::secret::{Key32, SecretBytes};
@@ -323,15 +324,21 @@ fn open_with_account_key(
     Unlocked::with_keys(parsed.vault, keys, opened_with)
 }
 
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(2 * b.len());
-    for x in b {
-        s.push(char::from(HEX[usize::from(x >> 4)]));
-        s.push(char::from(HEX[usize::from(x & 15)]));
+pub use crate::account::hex;
+
+/// A new item's name and value, checked before anything is sealed.
+fn check_item(name: &str, value: &[u8]) -> Result<(), ChangeError> {
+    items::check_name(name)?;
+    if value.len() > items::MAX_VALUE {
+        return Err(ChangeError::ValueTooLarge(value.len()));
     }
-    s
+    Ok(())
+}
+
+fn new_item_id() -> Result<ItemId, getrandom::Error> {
+    let mut item_id = [0u8; 16];
+    getrandom::fill(&mut item_id)?;
+    Ok(item_id)
 }
 
 /// The ids of a Secret Key change in flight; see [`Unlocked::begin_secret_key_change`].
@@ -487,34 +494,19 @@ impl Unlocked {
         entries: &[(String, Vec<u8>)],
         now: u64,
     ) -> Result<(), ChangeError> {
-        let id = self.file.account_id;
         let before = self.file.items.len();
         let mut seen = std::collections::HashSet::with_capacity(entries.len());
         for (name, value) in entries {
-            items::check_name(name)?;
-            if value.len() > items::MAX_VALUE {
-                return Err(ChangeError::ValueTooLarge(value.len()));
-            }
+            check_item(name, value)?;
             if self.index.contains_key(name) || !seen.insert(name.as_str()) {
                 return Err(ChangeError::Exists(format!("item {name:?}")));
             }
         }
         for (name, value) in entries {
-            let mut item_id = [0u8; 16];
-            getrandom::fill(&mut item_id)?;
-            let item = items::Item {
-                name: name.clone(),
-                value: SecretBytes::from_slice(value),
-                created: now,
-                modified: now,
-            };
-            let sealed = items::seal(&self.keys.item_key, &id, &item_id, &item)?;
+            let item_id = new_item_id()?;
+            let (sealed, meta) = self.seal_item(&item_id, name, value, now, now)?;
             self.file.items.push(ItemRecord { item_id, sealed });
-            self.meta.push(ItemMeta {
-                name: name.clone(),
-                created: now,
-                modified: now,
-            });
+            self.meta.push(meta);
         }
         if let Err(e) = self.persist(path) {
             self.file.items.truncate(before);
@@ -535,32 +527,13 @@ impl Unlocked {
         value: &[u8],
         now: u64,
     ) -> Result<(), ChangeError> {
-        items::check_name(name)?;
-        if value.len() > items::MAX_VALUE {
-            return Err(ChangeError::ValueTooLarge(value.len()));
-        }
-        let id = self.file.account_id;
+        check_item(name, value)?;
         let existing = self.index.get(name).copied();
         let (item_id, created) = match existing {
             Some(i) => (self.file.items[i].item_id, self.meta[i].created),
-            None => {
-                let mut item_id = [0u8; 16];
-                getrandom::fill(&mut item_id)?;
-                (item_id, now)
-            }
+            None => (new_item_id()?, now),
         };
-        let item = items::Item {
-            name: name.to_owned(),
-            value: SecretBytes::from_slice(value),
-            created,
-            modified: now,
-        };
-        let sealed = items::seal(&self.keys.item_key, &id, &item_id, &item)?;
-        let meta = ItemMeta {
-            name: name.to_owned(),
-            created,
-            modified: now,
-        };
+        let (sealed, meta) = self.seal_item(&item_id, name, value, created, now)?;
         // Cheap undo instead of a full clone: this path must stay fast with many items.
         match existing {
             Some(i) => {
@@ -585,6 +558,30 @@ impl Unlocked {
             }
         }
         Ok(())
+    }
+
+    /// An item sealed under the item key, and what the index keeps of it.
+    fn seal_item(
+        &self,
+        item_id: &ItemId,
+        name: &str,
+        value: &[u8],
+        created: u64,
+        modified: u64,
+    ) -> Result<(Sealed, ItemMeta), ChangeError> {
+        let item = items::Item {
+            name: name.to_owned(),
+            value: SecretBytes::from_slice(value),
+            created,
+            modified,
+        };
+        let sealed = items::seal(&self.keys.item_key, &self.file.account_id, item_id, &item)?;
+        let meta = ItemMeta {
+            name: name.to_owned(),
+            created,
+            modified,
+        };
+        Ok((sealed, meta))
     }
 
     /// Removes an item, and writes the vault.

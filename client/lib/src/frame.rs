@@ -127,6 +127,17 @@ impl FrameBuf {
         &mut self.buf[self.end..]
     }
 
+    /// There must be room to read into: a zero-length read would look like
+    /// the end of the stream.
+    fn check_room(&mut self) -> Result<(), FrameError> {
+        if self.spare().is_empty() {
+            return Err(FrameError::Io(io::Error::other(
+                "frame buffer full: take the complete frame first",
+            )));
+        }
+        Ok(())
+    }
+
     fn filled(&mut self, n: usize) -> Result<(), FrameError> {
         if n == 0 {
             return Err(if self.end == self.start {
@@ -141,12 +152,7 @@ impl FrameBuf {
 
     /// Reads once from `r` into the buffer (blocking).
     pub fn fill<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<(), FrameError> {
-        if self.spare().is_empty() {
-            // A zero-length read would look like end of stream.
-            return Err(FrameError::Io(io::Error::other(
-                "frame buffer full: take the complete frame first",
-            )));
-        }
+        self.check_room()?;
         let n = loop {
             match r.read(self.spare()) {
                 Ok(n) => break n,
@@ -174,11 +180,7 @@ impl FrameBuf {
         r: &mut R,
     ) -> Result<(), FrameError> {
         use tokio::io::AsyncReadExt;
-        if self.spare().is_empty() {
-            return Err(FrameError::Io(io::Error::other(
-                "frame buffer full: take the complete frame first",
-            )));
-        }
+        self.check_room()?;
         let n = r.read(self.spare()).await?;
         self.filled(n)
     }

@@ -6,6 +6,7 @@
 //! the most any agent could reach on this machine; the ratio of that to
 //! ssh-agent bounds the ratio any agent can show.
 
+use crate::procs::{Daemon, wait_for};
 use anyhow::{Context, Result};
 use rustix::event::epoll;
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// Serves `socket` until killed (`keyward-bench ceiling-server SOCKET`).
 pub fn serve(socket: &Path) -> Result<()> {
@@ -89,16 +90,9 @@ pub fn serve(socket: &Path) -> Result<()> {
 /// The ceiling server as a child process of the benchmark.
 pub struct Ceiling {
     _dir: tempfile::TempDir,
-    child: Child,
+    _child: Daemon,
     /// Its socket.
     pub socket: PathBuf,
-}
-
-impl Drop for Ceiling {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Ceiling {
@@ -114,18 +108,12 @@ impl Ceiling {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
+            .map(Daemon)
             .context("cannot start the ceiling server")?;
-        let start = std::time::Instant::now();
-        while !socket.exists() {
-            anyhow::ensure!(
-                start.elapsed() < std::time::Duration::from_secs(10),
-                "the ceiling server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for(&socket, "the ceiling server's socket")?;
         Ok(Self {
             _dir: dir,
-            child,
+            _child: child,
             socket,
         })
     }

@@ -25,7 +25,7 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/release"))
 }
 
-fn wait_for(path: &Path, what: &str) -> Result<()> {
+pub fn wait_for(path: &Path, what: &str) -> Result<()> {
     let start = Instant::now();
     while !path.exists() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -36,12 +36,29 @@ fn wait_for(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A child process that is killed (and reaped) when dropped.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn spawn(
     program: &Path,
     pin: Option<usize>,
     log: &Path,
     f: impl FnOnce(&mut Command),
-) -> Result<Child> {
+) -> Result<Daemon> {
     let mut cmd = match pin {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -55,6 +72,7 @@ fn spawn(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).context("log file")?);
     cmd.spawn()
+        .map(Daemon)
         .with_context(|| format!("cannot start {}", program.display()))
 }
 
@@ -71,16 +89,9 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 /// A running keyward agent in its own home.
 pub struct Keyward {
     dir: tempfile::TempDir,
-    child: Child,
+    child: Daemon,
     /// Its socket.
     pub socket: PathBuf,
-}
-
-impl Drop for Keyward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Keyward {
@@ -227,16 +238,9 @@ impl Keyward {
 /// A running ssh-agent with one ed25519 key.
 pub struct SshAgent {
     _dir: tempfile::TempDir,
-    child: Child,
+    child: Daemon,
     /// Its socket.
     pub socket: PathBuf,
-}
-
-impl Drop for SshAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl SshAgent {

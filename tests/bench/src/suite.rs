@@ -389,7 +389,7 @@ pub fn memory() -> Result<()> {
 /// always the one that stays), measured, then stopped with `gpgconf --kill`.
 fn gpg_agent_idle() -> Result<u64> {
     let dir = tempfile::Builder::new().prefix("gpg-bench-").tempdir()?;
-    let mut child =
+    let _child =
         Command::new(which("gpg-agent").context("gpg-agent not found (package gpg-agent)")?)
             .arg("--homedir")
             .arg(dir.path())
@@ -397,7 +397,8 @@ fn gpg_agent_idle() -> Result<u64> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
+            .spawn()
+            .map(crate::procs::Daemon)?;
     let pid = (|| -> Result<u32> {
         let start = Instant::now();
         loop {
@@ -429,8 +430,6 @@ fn gpg_agent_idle() -> Result<u64> {
         .args(["--kill", "gpg-agent"])
         .stderr(Stdio::null())
         .status();
-    let _ = child.kill();
-    let _ = child.wait();
     rss
 }
 

@@ -50,6 +50,9 @@ echo "==> cargo test (services required)"
 export KEYWARD_REQUIRE_SERVICES=1
 cargo test --workspace --locked
 
+echo "==> stack scrub sizes, measured in the optimised build too"
+cargo test --release --locked -p keyward-agent --lib stack_ -- --nocapture
+
 echo "==> fuzzing (bounded: 10 s per target)"
 tests/fuzz/run.sh 10
 

@@ -330,6 +330,58 @@ impl Drop for ArgonMemory {
     }
 }
 
+/// How far below the caller's stack pointer `f` writes, in bytes: the stack
+/// is painted with a pattern, `f` runs, and the deepest byte that no longer
+/// holds the pattern is found. For the tests that check
+/// [`crate::secret::SCRUB_BYTES`] covers what a cryptographic operation
+/// leaves on the stack. `None` if `f` went deeper than can be measured.
+#[cfg(all(test, target_arch = "x86_64"))]
+#[inline(never)]
+pub(crate) fn stack_depth_of(f: impl FnOnce()) -> Option<usize> {
+    const PAINT: usize = 256 * 1024;
+    // Paint's frame reaches a little deeper than PAINT below ours; scan
+    // only what it surely covers.
+    const SCAN: usize = PAINT - 4096;
+    const PATTERN: u8 = 0xA5;
+
+    #[inline(never)]
+    fn paint() {
+        let mut area = [PATTERN; PAINT];
+        std::hint::black_box(&mut area);
+    }
+
+    #[inline(never)]
+    fn deepest_write() -> Option<usize> {
+        let sp: usize;
+        // SAFETY: reads the stack pointer register; touches no memory.
+        unsafe {
+            std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        }
+        for depth in (0..SCAN).rev() {
+            let byte: u8;
+            // SAFETY: `sp - depth` lies within this thread's stack (paint
+            // wrote there moments ago, so it is mapped); a byte load through
+            // asm reads it without creating a Rust reference to it.
+            unsafe {
+                std::arch::asm!(
+                    "mov {b}, byte ptr [{a}]",
+                    a = in(reg) sp - depth,
+                    b = out(reg_byte) byte,
+                    options(nostack, readonly, preserves_flags)
+                );
+            }
+            if byte != PATTERN {
+                return (depth < SCAN - 1).then_some(depth);
+            }
+        }
+        Some(0)
+    }
+
+    paint();
+    f();
+    deepest_write()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

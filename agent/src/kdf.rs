@@ -57,6 +57,30 @@ pub fn mac_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 mod tests {
     use super::*;
 
+    /// What HKDF and HMAC leave on the stack lies within what `scrub_stack`
+    /// wipes, with room to spare.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_stack_scrub_covers_hkdf_and_hmac() {
+        use crate::harden::stack_depth_of;
+        use crate::secret::SCRUB_BYTES;
+        let ikm = [0x0b; 32];
+        let mut okm = [0u8; 64];
+        let hkdf = stack_depth_of(|| hkdf_inner(&ikm, b"salt", b"info", &mut okm))
+            .expect("HKDF went deeper than can be measured");
+        let hmac = stack_depth_of(|| {
+            std::hint::black_box(hmac_inner(&ikm, &[b"a", b"bc"]));
+        })
+        .expect("HMAC went deeper than can be measured");
+        eprintln!("stack used: HKDF {hkdf} bytes, HMAC {hmac} bytes; scrubbed {SCRUB_BYTES}");
+        // The measurement sees the work (a SHA-256 state and block: 96 bytes).
+        assert!(hkdf >= 96 && hmac >= 96, "hkdf {hkdf}, hmac {hmac}");
+        assert!(
+            2 * hkdf.max(hmac) <= SCRUB_BYTES,
+            "hkdf {hkdf}, hmac {hmac}"
+        );
+    }
+
     #[test]
     fn rfc5869_test_case_1() {
         let ikm = [0x0b; 22];

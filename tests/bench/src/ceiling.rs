@@ -14,7 +14,6 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Serves `socket` until killed (`keyward-bench ceiling-server SOCKET`).
 pub fn serve(socket: &Path) -> Result<()> {
@@ -96,26 +95,31 @@ pub struct Ceiling {
 }
 
 impl Ceiling {
-    /// Starts `keyward-bench ceiling-server` on a fresh socket.
-    pub fn start() -> Result<Self> {
+    /// Starts `keyward-bench ceiling-server` on a fresh socket (optionally pinned).
+    pub fn start(pin: Option<usize>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ceiling-bench-")
             .tempdir()?;
         let socket = dir.path().join("ceiling.sock");
-        let child = Command::new(std::env::current_exe()?)
-            .arg("ceiling-server")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map(Daemon)
-            .context("cannot start the ceiling server")?;
+        let child = crate::procs::spawn(
+            &std::env::current_exe()?,
+            pin,
+            &dir.path().join("ceiling.log"),
+            |c| {
+                c.arg("ceiling-server").arg(&socket);
+            },
+        )?;
         wait_for(&socket, "the ceiling server's socket")?;
         Ok(Self {
             _dir: dir,
             _child: child,
             socket,
         })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self._child.id()
     }
 
     /// A raw connection.

@@ -3,12 +3,16 @@
 //! ```text
 //! keyward-bench all                 everything below, in order
 //! keyward-bench rtt [ROUNDS] [N]    get round trip vs ssh-agent identities, pinned and unpinned
-//! keyward-bench throughput [SECS]   requests/s with 1, 8, 64 connections vs ssh-agent,
-//!                                   and the ceiling (a server doing no work) under the same load
+//! keyward-bench throughput [SECS] [threads|epoll|split]
+//!                                   requests/s with 1, 8, 64 connections vs ssh-agent,
+//!                                   and the ceiling (a server doing no work) under the same load;
+//!                                   every load layout, or only the one named
 //! keyward-bench cold [RUNS]         `keyward get`/`status` as processes vs `ssh-add -l`
 //! keyward-bench kdf [ROUNDS]        Argon2id vs the reference C argon2
 //! keyward-bench memory              agent RSS idle, unlocked, after lock; ssh-agent, gpg-agent
 //! keyward-bench scale [ROUNDS] [N]  get and set with 10 vs 10,000 items
+//! keyward-bench drive SOCKET NAME N  N `get NAME` round trips on one connection to
+//!                                   a running agent (a steady load to profile it under)
 //! ```
 //!
 //! Build with `cargo build --release -p keyward-bench -p keyward -p keyward-agent`
@@ -32,24 +36,30 @@ fn main() -> Result<()> {
         let socket = args.get(1).context("ceiling-server SOCKET")?;
         return ceiling::serve(std::path::Path::new(socket));
     }
+    if args.first().map(String::as_str) == Some("drive") {
+        let (Some(socket), Some(name)) = (args.get(1), args.get(2)) else {
+            bail!("drive SOCKET NAME N");
+        };
+        return suite::drive(std::path::Path::new(socket), name, n(3, 100_000));
+    }
     suite::header();
     match args.first().map(String::as_str) {
         Some("rtt") => suite::rtt(n(1, 15), n(2, 2000)),
-        Some("throughput") => suite::throughput(n(1, 5) as u64),
+        Some("throughput") => suite::throughput(n(1, 5) as u64, args.get(2).map(String::as_str)),
         Some("cold") => suite::cold(n(1, 200)),
         Some("kdf") => kdf::run(n(1, 11), KdfParams::DEFAULT),
         Some("memory") => suite::memory(),
         Some("scale") => suite::scale(n(1, 15), n(2, 2000)),
         Some("all") => {
             suite::rtt(15, 2000)?;
-            suite::throughput(5)?;
+            suite::throughput(5, None)?;
             suite::cold(200)?;
             kdf::run(11, KdfParams::DEFAULT)?;
             suite::memory()?;
             suite::scale(15, 2000)
         }
         _ => bail!(
-            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N]"
+            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] [threads|epoll|split] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N]"
         ),
     }
 }

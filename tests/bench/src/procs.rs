@@ -53,7 +53,7 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn(
+pub(crate) fn spawn(
     program: &Path,
     pin: Option<usize>,
     log: &Path,
@@ -76,6 +76,24 @@ fn spawn(
         .with_context(|| format!("cannot start {}", program.display()))
 }
 
+/// CPU time a process has used so far, in nanoseconds: the sum over its
+/// threads of /proc/PID/task/TID/schedstat (threads that have exited are
+/// not counted; the servers measured keep theirs).
+pub fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("unreadable schedstat")?;
+    }
+    Ok(total)
+}
+
 /// A process's resident set size in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -84,6 +102,24 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS")
+}
+
+/// A raw connection to the keyward agent at `socket`, after the handshake.
+pub fn connect_raw(socket: &Path) -> Result<UnixStream> {
+    let mut s = UnixStream::connect(socket)?;
+    write_frame(
+        &mut s,
+        Request::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: "keyward-bench".into(),
+        }
+        .encode(),
+    )?;
+    let mut buf = FrameBuf::new();
+    match Response::decode(buf.read_frame(&mut s)?)? {
+        Response::HelloOk { .. } => Ok(s),
+        other => bail!("hello: {other:?}"),
+    }
 }
 
 /// A running keyward agent in its own home.
@@ -98,6 +134,19 @@ impl Keyward {
     /// Starts an agent (optionally pinned); `items` > 0 creates an account
     /// with that many items (one of them `bench`) and leaves it unlocked.
     pub fn start(pin: Option<usize>, items: usize) -> Result<Self> {
+        let k = Self::start_locked(pin, items)?;
+        if items > 0 {
+            let mut c = k.client().with_context(|| {
+                std::fs::read_to_string(k.home().join("agent.log")).unwrap_or_default()
+            })?;
+            c.unlock(PASSWORD)?;
+        }
+        Ok(k)
+    }
+
+    /// Like `start`, but leaves the account locked: an agent as it is at
+    /// login, with a vault on disk that nobody has unlocked yet.
+    pub fn start_locked(pin: Option<usize>, items: usize) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keyward-bench-")
             .tempdir()?;
@@ -154,15 +203,8 @@ impl Keyward {
             },
         )?;
         let socket = home.join("run/agent.sock");
-        let mut k = Self { dir, child, socket };
+        let k = Self { dir, child, socket };
         wait_for(&k.socket, "the keyward agent's socket")?;
-        if items > 0 {
-            let mut c = k.client().with_context(|| {
-                std::fs::read_to_string(k.home().join("agent.log")).unwrap_or_default()
-            })?;
-            c.unlock(PASSWORD)?;
-        }
-        let _ = &mut k;
         Ok(k)
     }
 
@@ -203,20 +245,7 @@ impl Keyward {
 
     /// A raw connection after the handshake.
     pub fn raw(&self) -> Result<UnixStream> {
-        let mut s = UnixStream::connect(&self.socket)?;
-        write_frame(
-            &mut s,
-            Request::Hello {
-                protocol: PROTOCOL_VERSION,
-                client: "keyward-bench".into(),
-            }
-            .encode(),
-        )?;
-        let mut buf = FrameBuf::new();
-        match Response::decode(buf.read_frame(&mut s)?)? {
-            Response::HelloOk { .. } => Ok(s),
-            other => bail!("hello: {other:?}"),
-        }
+        connect_raw(&self.socket)
     }
 
     /// The `get bench` request, as a frame.

@@ -2,7 +2,7 @@
 //! keyward and its reference always run in the same process of this program,
 //! interleaved, so that the machine's noise falls on both.
 
-use crate::procs::{Keyward, SshAgent, VALUE, bin_dir, round_trip, rss_kib, which};
+use crate::procs::{Keyward, SshAgent, VALUE, bin_dir, cpu_ns, round_trip, rss_kib, which};
 use crate::stats::{Samples, fmt, ratio};
 use anyhow::{Context, Result, bail};
 use keyward_client::message::{Request, Response};
@@ -68,6 +68,21 @@ fn rtt_rounds(
     Ok((ks, ss))
 }
 
+/// `n` round trips of `get name` on one connection to a running agent, for
+/// profiling it (`valgrind --tool=callgrind`, `perf`) under a steady load.
+pub fn drive(socket: &std::path::Path, name: &str, n: usize) -> Result<()> {
+    let mut s = crate::procs::connect_raw(socket)?;
+    let req = Request::Get { name: name.into() }.encode().0;
+    let mut reply = Vec::with_capacity(256);
+    let start = Instant::now();
+    for _ in 0..n {
+        round_trip(&mut s, &req, &mut reply)?;
+    }
+    let per = start.elapsed() / n.max(1) as u32;
+    println!("{n} round trips, {per:?} each on average");
+    Ok(())
+}
+
 /// 1. Round trip of `get` vs ssh-agent's identities, pinned and unpinned.
 pub fn rtt(rounds: usize, per_round: usize) -> Result<()> {
     println!("## Round trip: `get` (small item) vs ssh-agent REQUEST_IDENTITIES (one ed25519 key)");
@@ -101,6 +116,54 @@ pub fn rtt(rounds: usize, per_round: usize) -> Result<()> {
     Ok(())
 }
 
+/// How the load is generated, and where the servers and the generator run.
+#[derive(Clone, Copy)]
+enum Load {
+    /// One blocking client thread per connection, everything unpinned.
+    Threads,
+    /// One event-driven generator thread per CPU, everything unpinned.
+    Epoll,
+    /// Servers pinned to CPU 0, one event-driven generator thread pinned
+    /// to CPU 1: each side has a CPU of its own.
+    Split,
+}
+
+impl Load {
+    fn label(self) -> &'static str {
+        match self {
+            Load::Threads => "threads",
+            Load::Epoll => "epoll",
+            Load::Split => "split",
+        }
+    }
+
+    /// The CPU the servers are pinned to.
+    fn server_cpu(self) -> Option<usize> {
+        match self {
+            Load::Split => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Requests answered in `secs` seconds over `conns` connections.
+    fn run(
+        self,
+        make: &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
+        req: &[u8],
+        conns: usize,
+        secs: u64,
+    ) -> Result<u64> {
+        match self {
+            Load::Threads => hammer(make, req, conns, secs),
+            Load::Epoll => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                hammer_evented(make, req, conns, secs, cpus, None)
+            }
+            Load::Split => hammer_evented(make, req, conns, secs, 1, Some(1)),
+        }
+    }
+}
+
 fn hammer(
     make: &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
     req: &[u8],
@@ -132,22 +195,21 @@ fn hammer(
 }
 
 /// The same load from an event-driven generator, the way `wrk` or
-/// `memtier` drive a server: one thread per CPU, each owning its share of the
-/// connections through epoll, one request outstanding per connection. Unlike
-/// [`hammer`], the generator does not put a sleeping thread per connection
-/// on the same two CPUs as the server, so more of the machine is left to
-/// the server being measured.
+/// `memtier` drive a server: `threads` threads (optionally pinned to `cpu`),
+/// each owning its share of the connections through epoll, one request
+/// outstanding per connection. Unlike [`hammer`], the generator does not
+/// put a sleeping thread per connection on the CPUs the server needs.
 fn hammer_evented(
     make: &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
     req: &[u8],
     conns: usize,
     secs: u64,
+    threads: usize,
+    cpu: Option<usize>,
 ) -> Result<u64> {
     use rustix::event::epoll;
     use std::io::{Read, Write};
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(conns);
+    let threads = threads.clamp(1, conns);
     let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let mut shares: Vec<Vec<std::os::unix::net::UnixStream>> =
@@ -160,6 +222,9 @@ fn hammer_evented(
         for mut streams in shares {
             let (done, stop) = (&done, &stop);
             workers.push(scope.spawn(move || -> Result<()> {
+                if let Some(cpu) = cpu {
+                    pin_self(cpu)?;
+                }
                 let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
                 let mut bufs: Vec<Vec<u8>> = vec![Vec::with_capacity(256); streams.len()];
                 for (i, s) in streams.iter_mut().enumerate() {
@@ -220,36 +285,52 @@ fn hammer_evented(
 }
 
 /// 2. Throughput with 1, 8, 64 connections, `secs` seconds each.
-pub fn throughput(secs: u64) -> Result<()> {
+pub fn throughput(secs: u64, only: Option<&str>) -> Result<()> {
+    let loads: Vec<Load> = [Load::Threads, Load::Epoll, Load::Split]
+        .into_iter()
+        .filter(|l| only.is_none_or(|o| o == l.label()))
+        .collect();
+    if loads.is_empty() {
+        bail!("no load layout named {only:?}: threads, epoll or split");
+    }
     println!(
         "## Throughput: requests per second with N concurrent connections, {secs} s each, interleaved"
     );
     println!();
     println!(
         "Generator \"threads\": one blocking client thread per connection. \
-         Generator \"epoll\": one thread per CPU driving its share of the connections (like wrk)."
+         Generator \"epoll\": one thread per CPU driving its share of the connections (like wrk). \
+         \"split\": servers pinned to CPU 0, one epoll generator thread pinned to CPU 1."
     );
     println!();
     println!(
         "| generator | connections | keyward `get`/s | ssh-agent identities/s | ratio | target | ceiling/s | ceiling ÷ ssh-agent |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let k = Keyward::start(None, 10)?;
-    let s = SshAgent::start(None)?;
-    let c = crate::ceiling::Ceiling::start()?;
-    let (kreq, sreq) = (Keyward::get_request(), SshAgent::identities_request());
-    type Hammer = fn(
-        &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
-        &[u8],
-        usize,
-        u64,
-    ) -> Result<u64>;
-    for (label, hammer) in [("threads", hammer as Hammer), ("epoll", hammer_evented)] {
+    let mut cpu_rows = Vec::new();
+    for load in loads {
+        let pin = load.server_cpu();
+        let k = Keyward::start(pin, 10)?;
+        let s = SshAgent::start(pin)?;
+        let c = crate::ceiling::Ceiling::start(pin)?;
+        let (kreq, sreq) = (Keyward::get_request(), SshAgent::identities_request());
         for conns in [1usize, 8, 64] {
-            let per_sec = |n: u64| n as f64 / secs as f64;
-            let kn = per_sec(hammer(&|| k.raw(), &kreq, conns, secs)?);
-            let sn = per_sec(hammer(&|| s.raw(), &sreq, conns, secs)?);
-            let cn = per_sec(hammer(&|| c.raw(), &sreq, conns, secs)?);
+            // Requests per second, and the server's CPU time per request.
+            let measure = |pid: u32,
+                           make: &(dyn Fn() -> Result<std::os::unix::net::UnixStream> + Sync),
+                           req: &[u8]|
+             -> Result<(f64, f64)> {
+                let before = cpu_ns(pid)?;
+                let n = load.run(make, req, conns, secs)?;
+                let used = cpu_ns(pid)?.saturating_sub(before);
+                Ok((
+                    n as f64 / secs as f64,
+                    used as f64 / 1000.0 / n.max(1) as f64,
+                ))
+            };
+            let (kn, kcpu) = measure(k.pid(), &|| k.raw(), &kreq)?;
+            let (sn, scpu) = measure(s.pid(), &|| s.raw(), &sreq)?;
+            let (cn, ccpu) = measure(c.pid(), &|| c.raw(), &sreq)?;
             let r = kn / sn;
             let target = if conns == 64 {
                 format!("≥ 3 ({})", verdict(r >= 3.0))
@@ -257,10 +338,24 @@ pub fn throughput(secs: u64) -> Result<()> {
                 "—".into()
             };
             println!(
-                "| {label} | {conns} | {kn:.0} | {sn:.0} | {r:.2} | {target} | {cn:.0} | {:.2} |",
+                "| {} | {conns} | {kn:.0} | {sn:.0} | {r:.2} | {target} | {cn:.0} | {:.2} |",
+                load.label(),
                 cn / sn
             );
+            cpu_rows.push(format!(
+                "| {} | {conns} | {kcpu:.2} | {scpu:.2} | {:.2} | {ccpu:.2} |",
+                load.label(),
+                scpu / kcpu
+            ));
         }
+    }
+    println!();
+    println!("Server CPU time per request (µs; all its threads, from /proc/PID/task/*/schedstat):");
+    println!();
+    println!("| generator | connections | keyward | ssh-agent | ssh-agent ÷ keyward | ceiling |");
+    println!("|---|---|---|---|---|---|");
+    for row in cpu_rows {
+        println!("{row}");
     }
     println!();
     Ok(())
@@ -345,6 +440,15 @@ pub fn memory() -> Result<()> {
         verdict(idle <= 4096)
     );
     drop(fresh);
+    let login = Keyward::start_locked(None, 10)?;
+    login.client()?.status()?;
+    let locked_idle = settle_rss(login.pid())?;
+    println!(
+        "| keyward-agent, idle (account with 10 items, never unlocked) | {} | ≤ 4 MiB ({}) |",
+        mib(locked_idle),
+        verdict(locked_idle <= 4096)
+    );
+    drop(login);
     let k = Keyward::start_with_init(None)?;
     k.client()?.lock()?;
     k.unlock()?;

@@ -492,6 +492,64 @@ fn remove_and_overwrite_keep_the_index_consistent() {
     assert_eq!(v.len(), 2 + 18);
 }
 
+/// The file written for a change (encoded before the change is made, see
+/// `prepare_set`) and the vault in memory after it agree exactly: same
+/// records in the same order, same generation — after replacing, appending,
+/// and removing from the middle and from the end.
+#[test]
+fn the_file_written_and_the_vault_in_memory_agree_after_every_change() {
+    let f = fixture();
+    let mut v = open(&f.path, "correct horse", &f.sk).unwrap();
+    let agree = |v: &Unlocked, step: &str| {
+        let disk = open(&f.path, "correct horse", &f.sk).unwrap();
+        assert_eq!(disk.file().items, v.file().items, "after {step}");
+        assert_eq!(disk.file().generation, v.file().generation, "after {step}");
+        assert_eq!(disk.list(), v.list(), "after {step}");
+    };
+    for i in 0..5 {
+        v.set(&f.path, &format!("k{i}"), b"first", NOW).unwrap();
+        agree(&v, "an append");
+    }
+    v.set(&f.path, "k2", b"second", NOW + 5).unwrap();
+    agree(&v, "a replace");
+    v.remove(&f.path, "k1").unwrap();
+    agree(&v, "a removal from the middle");
+    // A new item is appended: removing it removes the last record.
+    let before = v.file().items.clone();
+    v.set(&f.path, "newest", b"x", NOW).unwrap();
+    assert_eq!(v.file().items[..before.len()], before[..]);
+    v.remove(&f.path, "newest").unwrap();
+    assert_eq!(v.file().items, before);
+    agree(&v, "a removal of the last record");
+}
+
+/// A prepared change does nothing until applied, and is refused once the
+/// vault has moved on from the generation it was prepared from.
+#[test]
+fn a_prepared_change_applies_only_to_the_vault_it_was_prepared_from() {
+    let f = fixture();
+    let mut v = open(&f.path, "correct horse", &f.sk).unwrap();
+    let a = v.prepare_set("a", b"1", NOW).unwrap();
+    let b = v.prepare_set("b", b"2", NOW).unwrap();
+    let gone = v.prepare_remove("github").unwrap();
+    assert!(
+        v.get("a").is_none() && v.get("github").is_some(),
+        "nothing yet"
+    );
+    a.write(&f.path).unwrap();
+    assert!(v.apply(a));
+    assert_eq!(v.get("a").unwrap().expose(), b"1");
+    // Prepared from the generation before `a`: refused, nothing changed.
+    let generation = v.file().generation;
+    assert!(!v.apply(b));
+    assert!(!v.apply(gone));
+    assert!(v.get("b").is_none() && v.get("github").is_some());
+    assert_eq!(v.file().generation, generation);
+    let disk = open(&f.path, "correct horse", &f.sk).unwrap();
+    assert_eq!(disk.get("a").unwrap().expose(), b"1");
+    assert!(disk.get("b").is_none());
+}
+
 #[test]
 fn item_limits() {
     let f = fixture();

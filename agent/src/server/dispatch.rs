@@ -17,7 +17,8 @@ pub fn quick(agent: &Agent, req: &Request) -> Option<Response> {
 }
 
 /// For the event loop: [`quick`] when it can answer without waiting for a
-/// lock (a vault write holds the state while it fsyncs); `None` otherwise,
+/// lock (a change being applied, or a rarer vault write such as a protector
+/// change, holds the state); `None` otherwise,
 /// and the request goes to a thread that may wait.
 pub fn quick_now(agent: &Agent, req: &Request) -> Option<Response> {
     Some(match req {
@@ -95,7 +96,7 @@ mod tests {
             quick_now(&agent, &Request::Status),
             Some(Response::Status(_))
         ));
-        // A writer holds the state (as a vault write does while it fsyncs):
+        // A writer holds the state (as a protector change does while it fsyncs):
         // the loop gets no answer instead of waiting.
         let guard = agent.write_state();
         for req in [&get, &Request::Status, &Request::List] {

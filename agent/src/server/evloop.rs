@@ -8,8 +8,10 @@
 //! slow or talks back (unlock and its prompts, `set`, anything that derives
 //! keys or touches a protector) hands its connection to a thread of its own
 //! with blocking I/O ([`super::conn`]), which keeps it until the client goes.
-//! So does a quick request that would have to wait for a lock (a vault write
-//! holds the state while it fsyncs): the loop itself never waits on one.
+//! So does a quick request that would have to wait for a lock (the state is
+//! held exclusively for a moment while a change is applied, and for longer
+//! by the rarer writes such as protector changes): the loop itself never
+//! waits on one. `set` and `remove` fsync without holding it.
 //!
 //! Limits, as on a connection thread:
 //! - the `Hello` must arrive within `request_timeout_seconds` of the connect;

@@ -2,7 +2,11 @@
 //! lock it again, and every operation on it.
 //!
 //! Concurrency: the state is behind a `RwLock` (many `get`s at once; a write
-//! lock for changes). Slow operations (Argon2id, protectors that wait for a
+//! lock for changes). Vault writes are serialised by a mutex taken before
+//! the write lock (`write_state` takes both). `set` and `remove` hold only
+//! that mutex and a read lock while they encode and fsync the new file, and
+//! take the write lock just to apply the change in memory, so `get`, `list`
+//! and `status` do not wait for a disk. Slow operations (Argon2id, protectors that wait for a
 //! PIN) run on blocking threads and are serialised by an async mutex, so that
 //! `status` and `get` on an unlocked vault are never held up by an unlock
 //! in progress.
@@ -51,6 +55,26 @@ pub struct Session {
     pub(super) unlocked_at: Instant,
 }
 
+/// [`Agent::write_state`]'s guard: the state, and the vault writer's lock
+/// (released after the state).
+pub(super) struct StateWrite<'a> {
+    state: std::sync::RwLockWriteGuard<'a, State>,
+    _writer: std::sync::MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for StateWrite<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateWrite<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
 pub(super) enum State {
     NoAccount,
     Locked(Account),
@@ -67,6 +91,9 @@ pub struct Agent {
     pub uid: u32,
     pub(super) clock: Arc<dyn Clock>,
     state: RwLock<State>,
+    /// Serialises everything that writes the vault file; taken before
+    /// `state` is locked for writing.
+    writer: Mutex<()>,
     pub(super) heavy: tokio::sync::Mutex<()>,
     attempts: Mutex<Attempts>,
     epoch: Instant,
@@ -271,6 +298,7 @@ impl Agent {
             uid,
             clock,
             state: RwLock::new(state),
+            writer: Mutex::new(()),
             heavy: tokio::sync::Mutex::new(()),
             attempts: Mutex::new(attempts),
             epoch: Instant::now(),
@@ -309,10 +337,55 @@ impl Agent {
         }
     }
 
-    pub(super) fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    /// The state, exclusively, and the vault writer's lock with it.
+    pub(super) fn write_state(&self) -> StateWrite<'_> {
+        let writer = self.writer();
+        StateWrite {
+            state: self.state_for_apply(&writer),
+            _writer: writer,
+        }
+    }
+
+    /// The vault writer's lock alone (see [`Self::set`]).
+    fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state, exclusively, for a writer that holds the writer's lock.
+    fn state_for_apply(
+        &self,
+        _writer: &std::sync::MutexGuard<'_, ()>,
+    ) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes a change to the items the way that keeps readers going: the
+    /// change is prepared under a read lock, written and fsynced under the
+    /// writer's lock alone, then applied under a brief write lock.
+    fn write_items(
+        &self,
+        prepare: impl FnOnce(&vault::Unlocked) -> Result<vault::PreparedItemChange, ChangeError>,
+        error: impl Fn(ChangeError) -> AgentError,
+    ) -> Result<(), AgentError> {
+        let writer = self.writer();
+        let (path, change) = session_in(&self.read_state(), |s| {
+            Ok((
+                s.account.vault_path.clone(),
+                prepare(&s.vault).map_err(&error)?,
+            ))
+        })?;
+        change.write(&path).map_err(|e| error(e.into()))?;
+        if let State::Unlocked(s) = &mut *self.state_for_apply(&writer) {
+            // Nothing else wrote the vault (or locked the agent) since
+            // `prepare`: every writer holds `writer`.
+            let applied = s.vault.apply(change);
+            debug_assert!(applied, "a vault write slipped past the writer's lock");
+        }
+        Ok(())
     }
 
     pub(super) fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
@@ -499,28 +572,23 @@ impl Agent {
     /// `Set`.
     pub fn set(&self, name: &str, value: &Secret) -> Result<Response, AgentError> {
         let now = self.clock.unix_now();
-        self.with_session_mut(|s| {
-            let path = s.account.vault_path.clone();
-            s.vault
-                .set(&path, name, value.expose(), now)
-                .map_err(change_error)?;
-            Ok(Response::Ok)
-        })
+        self.write_items(|v| v.prepare_set(name, value.expose(), now), change_error)?;
+        Ok(Response::Ok)
     }
 
     /// `Remove`.
     pub fn remove(&self, name: &str) -> Result<Response, AgentError> {
-        self.with_session_mut(|s| {
-            let path = s.account.vault_path.clone();
-            s.vault.remove(&path, name).map_err(|e| match e {
+        self.write_items(
+            |v| v.prepare_remove(name),
+            |e| match e {
                 ChangeError::NoSuchItem(_) => err(
                     ErrorCode::NotFound,
                     format!("no item named {name:?} (see `keyward list`)"),
                 ),
                 other => change_error(other),
-            })?;
-            Ok(Response::Ok)
-        })
+            },
+        )?;
+        Ok(Response::Ok)
     }
 
     // ------------------------------------------------------------------ init
@@ -1023,5 +1091,115 @@ impl Agent {
         let _ = self.attempts().reset();
         tracing::info!("master password changed");
         Ok(Response::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::password::KdfParams;
+    use crate::clock::SystemClock;
+    use crate::config::KdfConfig;
+    use crate::vault::store::before_sync;
+    use keyward_client::Request;
+    use std::sync::mpsc;
+
+    fn unlocked_agent(home: &Path) -> Arc<Agent> {
+        let config = Config {
+            kdf: KdfConfig {
+                memory_kib: KdfParams::MIN_NEW_M_KIB,
+                iterations: KdfParams::MIN_NEW_T,
+                parallelism: 1,
+            },
+            ..Config::default()
+        };
+        let agent = Agent::new(
+            Paths::under(home),
+            config,
+            crate::harden::euid(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let created = rt.block_on(agent.init(InitRequest {
+            password: "correct horse battery staple".into(),
+            protector: "file".into(),
+        }));
+        assert!(matches!(created, Ok(Response::Created { .. })));
+        agent
+    }
+
+    fn value(r: &Result<Response, AgentError>) -> Vec<u8> {
+        match r {
+            Ok(Response::Value(v)) => v.expose().to_vec(),
+            other => panic!("not a value: {other:?}"),
+        }
+    }
+
+    /// A vault write held in its fsync (a slow disk) holds up no reader:
+    /// `get`, `list` and `status` are answered meanwhile — by the event
+    /// loop's non-waiting path too — with the value from before the write,
+    /// and the new value once it is durable.
+    #[test]
+    fn reads_go_on_while_a_vault_write_waits_for_its_disk() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        agent.set("token", &Secret::from_slice(b"old")).unwrap();
+
+        let (at_sync, in_sync) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let writer = {
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                before_sync::set(move || {
+                    let _ = at_sync.send(());
+                    let _ = released.recv();
+                });
+                agent.set("token", &Secret::from_slice(b"new"))
+            })
+        };
+        in_sync
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the write never reached its fsync");
+
+        let reader = {
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                let get = Request::Get {
+                    name: "token".into(),
+                };
+                let quick = super::super::dispatch::quick_now(&agent, &get);
+                let list = super::super::dispatch::quick_now(&agent, &Request::List);
+                (
+                    agent.get("token"),
+                    quick,
+                    list.is_some(),
+                    agent.status().state,
+                )
+            })
+        };
+        let waited = std::time::Instant::now();
+        while !reader.is_finished() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let answered = reader.is_finished();
+        let writer_still_in_fsync = !writer.is_finished();
+        let _ = release.send(());
+        assert!(answered, "a reader waited for the vault write's fsync");
+        assert!(writer_still_in_fsync);
+        let (got, quick, listed, state) = reader.join().unwrap();
+        assert_eq!(value(&got), b"old");
+        assert_eq!(
+            value(&quick.map(Ok).expect("the loop would hand off")),
+            b"old"
+        );
+        assert!(listed, "the loop would hand off list");
+        assert_eq!(state, AgentState::Unlocked);
+
+        assert!(matches!(writer.join().unwrap(), Ok(Response::Ok)));
+        assert_eq!(value(&agent.get("token")), b"new");
     }
 }

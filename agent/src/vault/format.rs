@@ -309,6 +309,23 @@ impl Writer {
     }
 }
 
+/// A change to the item list. [`VaultFile::encode_edited`] encodes the file
+/// as it will be after the change without making it: a vault write can then
+/// be prepared and made durable while the vault is only shared, and applied
+/// in memory afterwards (see `Unlocked::prepare_set`).
+#[derive(Debug, Clone, Copy)]
+pub enum ItemEdit<'a> {
+    /// No change.
+    Unchanged,
+    /// Item `index` gets new sealed contents.
+    Replace(usize, &'a Sealed),
+    /// A new item at the end.
+    Append(&'a ItemRecord),
+    /// Item `index` goes, the way `Vec::swap_remove` does it: the last item
+    /// takes its place.
+    SwapRemove(usize),
+}
+
 impl VaultFile {
     /// Number of records.
     pub fn record_count(&self) -> usize {
@@ -321,10 +338,43 @@ impl VaultFile {
 
     /// Encodes the file, computing the MAC under `mac_key` and the checksum.
     pub fn encode(&self, mac_key: &[u8; 32]) -> Vec<u8> {
-        let item_bytes: usize = self
-            .items
-            .iter()
-            .map(|i| 5 + 16 + NONCE_LEN + 4 + i.sealed.ct.len())
+        self.encode_edited(mac_key, self.generation, ItemEdit::Unchanged)
+    }
+
+    /// The items as they are after `edit`: (id, sealed contents), in order.
+    fn edited_items<'a>(
+        &'a self,
+        edit: ItemEdit<'a>,
+    ) -> impl Iterator<Item = (&'a items::ItemId, &'a Sealed)> + Clone + 'a {
+        let len = self.items.len();
+        let count = match edit {
+            ItemEdit::Unchanged | ItemEdit::Replace(..) => len,
+            ItemEdit::Append(_) => len + 1,
+            ItemEdit::SwapRemove(_) => len.saturating_sub(1),
+        };
+        (0..count).map(move |j| {
+            let at = |k: usize| (&self.items[k].item_id, &self.items[k].sealed);
+            match edit {
+                ItemEdit::Append(r) if j == len => (&r.item_id, &r.sealed),
+                ItemEdit::Replace(k, s) if j == k => (&self.items[j].item_id, s),
+                ItemEdit::SwapRemove(k) if j == k => at(len - 1),
+                _ => at(j),
+            }
+        })
+    }
+
+    /// Encodes the file as it will be after `edit`, with `generation`.
+    pub fn encode_edited(
+        &self,
+        mac_key: &[u8; 32],
+        generation: u64,
+        edit: ItemEdit<'_>,
+    ) -> Vec<u8> {
+        let items = self.edited_items(edit);
+        let item_count = items.clone().count();
+        let item_bytes: usize = items
+            .clone()
+            .map(|(_, s)| 5 + 16 + NONCE_LEN + 4 + s.ct.len())
             .sum();
         let mut w = Writer(Vec::with_capacity(
             ENVELOPE_HEADER
@@ -338,8 +388,8 @@ impl VaultFile {
         w.u64(0); // file_len, patched below
         w.bytes(self.account_id.as_bytes());
         w.u64(self.created);
-        w.u64(self.generation);
-        w.u32(self.record_count() as u32);
+        w.u64(generation);
+        w.u32((self.record_count() - self.items.len() + item_count) as u32);
         for p in &self.password_wraps {
             w.record(record_type::PASSWORD_WRAP, |w| {
                 debug_assert!(
@@ -384,12 +434,12 @@ impl VaultFile {
                 w.u8(p.flags);
             });
         }
-        for i in &self.items {
+        for (item_id, sealed) in items {
             w.record(record_type::ITEM, |w| {
-                w.bytes(&i.item_id);
-                w.bytes(&i.sealed.nonce);
-                w.u32(i.sealed.ct.len() as u32);
-                w.bytes(&i.sealed.ct);
+                w.bytes(item_id);
+                w.bytes(&sealed.nonce);
+                w.u32(sealed.ct.len() as u32);
+                w.bytes(&sealed.ct);
             });
         }
         let total = (w.0.len() + MAC_LEN + CHECKSUM_LEN) as u64;

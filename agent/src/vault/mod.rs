@@ -22,8 +22,8 @@ use crate::account::{AccountId, auk, item_key, items, piv, vault_mac_key};
 use crate::harden::{LockedAllocError, LockedBox};
 use crate::secret::{Key32, SecretBytes};
 use format::{
-    FormatError, ItemRecord, Parsed, PasswordWrap, PivWrap, ProtectorKind, ProtectorRecord,
-    RecoveryWrap, VaultFile,
+    FormatError, ItemEdit, ItemRecord, Parsed, PasswordWrap, PivWrap, ProtectorKind,
+    ProtectorRecord, RecoveryWrap, VaultFile,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -341,6 +341,33 @@ fn new_item_id() -> Result<ItemId, getrandom::Error> {
     Ok(item_id)
 }
 
+/// A change to the items, prepared from a shared borrow of the vault: the
+/// new file is encoded, [`Self::write`] makes it durable, and
+/// [`Unlocked::apply`] then makes the same change in memory. The agent
+/// writes (and fsyncs) while readers go on; only the apply excludes them.
+#[must_use = "a prepared change does nothing until it is written and applied"]
+pub struct PreparedItemChange {
+    /// The generation it was prepared from.
+    base: u64,
+    /// The new file, generation `base + 1`.
+    bytes: Vec<u8>,
+    edit: PreparedEdit,
+}
+
+enum PreparedEdit {
+    Replace(usize, Sealed, ItemMeta),
+    Append(ItemRecord, ItemMeta),
+    SwapRemove(usize),
+}
+
+impl PreparedItemChange {
+    /// Writes the new file (atomically, fsynced). On error the file on
+    /// disk is the old one.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        store::write_atomic(path, &self.bytes)
+    }
+}
+
 /// The ids of a Secret Key change in flight; see [`Unlocked::begin_secret_key_change`].
 #[derive(Debug)]
 pub struct PendingChange {
@@ -527,6 +554,19 @@ impl Unlocked {
         value: &[u8],
         now: u64,
     ) -> Result<(), ChangeError> {
+        let change = self.prepare_set(name, value, now)?;
+        change.write(path)?;
+        self.apply(change);
+        Ok(())
+    }
+
+    /// [`Self::set`], prepared: nothing changes until it is written and applied.
+    pub fn prepare_set(
+        &self,
+        name: &str,
+        value: &[u8],
+        now: u64,
+    ) -> Result<PreparedItemChange, ChangeError> {
         check_item(name, value)?;
         let existing = self.index.get(name).copied();
         let (item_id, created) = match existing {
@@ -534,30 +574,75 @@ impl Unlocked {
             None => (new_item_id()?, now),
         };
         let (sealed, meta) = self.seal_item(&item_id, name, value, created, now)?;
-        // Cheap undo instead of a full clone: this path must stay fast with many items.
-        match existing {
-            Some(i) => {
-                let old = std::mem::replace(&mut self.file.items[i].sealed, sealed);
-                let old_meta = std::mem::replace(&mut self.meta[i], meta);
-                if let Err(e) = self.persist(path) {
-                    self.file.items[i].sealed = old;
-                    self.meta[i] = old_meta;
-                    return Err(e.into());
+        let base = self.file.generation;
+        Ok(match existing {
+            Some(i) => PreparedItemChange {
+                base,
+                bytes: self.file.encode_edited(
+                    &self.keys.mac_key,
+                    base + 1,
+                    ItemEdit::Replace(i, &sealed),
+                ),
+                edit: PreparedEdit::Replace(i, sealed, meta),
+            },
+            None => {
+                let record = ItemRecord { item_id, sealed };
+                PreparedItemChange {
+                    base,
+                    bytes: self.file.encode_edited(
+                        &self.keys.mac_key,
+                        base + 1,
+                        ItemEdit::Append(&record),
+                    ),
+                    edit: PreparedEdit::Append(record, meta),
                 }
             }
-            None => {
-                self.file.items.push(ItemRecord { item_id, sealed });
+        })
+    }
+
+    /// [`Self::remove`], prepared: nothing changes until it is written and applied.
+    pub fn prepare_remove(&self, name: &str) -> Result<PreparedItemChange, ChangeError> {
+        let Some(&i) = self.index.get(name) else {
+            return Err(ChangeError::NoSuchItem(name.to_owned()));
+        };
+        let base = self.file.generation;
+        Ok(PreparedItemChange {
+            base,
+            bytes: self
+                .file
+                .encode_edited(&self.keys.mac_key, base + 1, ItemEdit::SwapRemove(i)),
+            edit: PreparedEdit::SwapRemove(i),
+        })
+    }
+
+    /// Makes a written change in memory. Refused (false, nothing changed)
+    /// if the vault is no longer at the generation the change was prepared
+    /// from: the caller must serialise writes.
+    pub fn apply(&mut self, change: PreparedItemChange) -> bool {
+        if change.base != self.file.generation {
+            return false;
+        }
+        match change.edit {
+            PreparedEdit::Replace(i, sealed, meta) => {
+                self.file.items[i].sealed = sealed;
+                self.meta[i] = meta;
+            }
+            PreparedEdit::Append(record, meta) => {
+                self.index.insert(meta.name.clone(), self.file.items.len());
+                self.file.items.push(record);
                 self.meta.push(meta);
-                if let Err(e) = self.persist(path) {
-                    self.file.items.pop();
-                    self.meta.pop();
-                    return Err(e.into());
+            }
+            PreparedEdit::SwapRemove(i) => {
+                self.file.items.swap_remove(i);
+                let gone = self.meta.swap_remove(i);
+                self.index.remove(&gone.name);
+                if i < self.meta.len() {
+                    self.index.insert(self.meta[i].name.clone(), i);
                 }
-                self.index
-                    .insert(name.to_owned(), self.file.items.len() - 1);
             }
         }
-        Ok(())
+        self.file.generation = change.base + 1;
+        true
     }
 
     /// An item sealed under the item key, and what the index keeps of it.
@@ -586,24 +671,9 @@ impl Unlocked {
 
     /// Removes an item, and writes the vault.
     pub fn remove(&mut self, path: &Path, name: &str) -> Result<(), ChangeError> {
-        let Some(&i) = self.index.get(name) else {
-            return Err(ChangeError::NoSuchItem(name.to_owned()));
-        };
-        let rec = self.file.items.swap_remove(i);
-        let meta = self.meta.swap_remove(i);
-        if let Err(e) = self.persist(path) {
-            // Undo the swap_remove exactly.
-            self.file.items.push(rec);
-            self.meta.push(meta);
-            let last = self.file.items.len() - 1;
-            self.file.items.swap(i, last);
-            self.meta.swap(i, last);
-            return Err(e.into());
-        }
-        self.index.remove(name);
-        if i < self.meta.len() {
-            self.index.insert(self.meta[i].name.clone(), i);
-        }
+        let change = self.prepare_remove(name)?;
+        change.write(path)?;
+        self.apply(change);
         Ok(())
     }
 

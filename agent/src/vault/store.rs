@@ -135,6 +135,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
+        #[cfg(test)]
+        before_sync::run();
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
@@ -144,6 +146,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A test's hook run by [`write_atomic`] just before its fsync, on the
+/// writing thread: how tests hold a vault write in the middle of its fsync
+/// (a slow disk) and watch what the rest of the agent does meanwhile.
+#[cfg(test)]
+pub(crate) mod before_sync {
+    use std::cell::RefCell;
+
+    type Hook = Box<dyn FnMut()>;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `hook` before every fsync of a vault write on this thread.
+    pub fn set(hook: impl FnMut() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(super) fn run() {
+        HOOK.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+    }
 }
 
 /// Reads a whole file, refusing one larger than `max` before reading it and

@@ -111,9 +111,25 @@ impl SecretBytes {
         self.0.len()
     }
 
+    /// Keeps only the bytes in `range`, moved to the front (no new buffer;
+    /// what was around them stays in the spare capacity until the drop
+    /// wipes it with the rest).
+    pub fn keep_only(&mut self, range: std::ops::Range<usize>) {
+        let len = range.len();
+        self.0.copy_within(range, 0);
+        self.0.truncate(len);
+    }
+
     /// Whether the secret is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Into the wire's secret type without a copy: the buffer moves.
+impl From<SecretBytes> for keyward_client::Secret {
+    fn from(mut s: SecretBytes) -> Self {
+        keyward_client::Secret::new(std::mem::take(&mut *s.0))
     }
 }
 

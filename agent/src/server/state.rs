@@ -135,7 +135,7 @@ fn session_in<T>(
 fn get_in(s: &Session, name: &str) -> Result<Response, AgentError> {
     s.vault
         .get(name)
-        .map(|v| Response::Value(Secret::from_slice(v.expose())))
+        .map(|v| Response::Value(v.into()))
         .ok_or_else(|| {
             err(
                 ErrorCode::NotFound,

@@ -502,14 +502,13 @@ impl Unlocked {
     pub fn get(&self, name: &str) -> Option<SecretBytes> {
         let &i = self.index.get(name)?;
         let rec = &self.file.items[i];
-        items::open(
+        items::open_value(
             &self.keys.item_key,
             &self.file.account_id,
             &rec.item_id,
             &rec.sealed,
         )
         .ok()
-        .map(|it| it.value)
     }
 
     /// Adds many new items and writes the vault once (an import; also how

@@ -536,13 +536,15 @@ fn a_prepared_change_applies_only_to_the_vault_it_was_prepared_from() {
         v.get("a").is_none() && v.get("github").is_some(),
         "nothing yet"
     );
-    a.write(&f.path).unwrap();
-    assert!(v.apply(a));
+    assert!(v.apply(a.write(&f.path).unwrap()));
     assert_eq!(v.get("a").unwrap().expose(), b"1");
-    // Prepared from the generation before `a`: refused, nothing changed.
+    // Prepared from the generation before `a`: refused, nothing changed in
+    // memory. (Written elsewhere: the agent serialises prepare, write and
+    // apply, so a stale change never reaches the real file there.)
     let generation = v.file().generation;
-    assert!(!v.apply(b));
-    assert!(!v.apply(gone));
+    let elsewhere = f.path.with_extension("elsewhere");
+    assert!(!v.apply(b.write(&elsewhere).unwrap()));
+    assert!(!v.apply(gone.write(&elsewhere).unwrap()));
     assert!(v.get("b").is_none() && v.get("github").is_some());
     assert_eq!(v.file().generation, generation);
     let disk = open(&f.path, "correct horse", &f.sk).unwrap();

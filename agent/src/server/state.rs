@@ -378,7 +378,9 @@ impl Agent {
                 prepare(&s.vault).map_err(&error)?,
             ))
         })?;
-        change.write(&path).map_err(|e| error(e.into()))?;
+        // The encoded file (the size of the vault) is freed here, before
+        // the write lock.
+        let change = change.write(&path).map_err(|e| error(e.into()))?;
         if let State::Unlocked(s) = &mut *self.state_for_apply(&writer) {
             // Nothing else wrote the vault (or locked the agent) since
             // `prepare`: every writer holds `writer`.

@@ -354,6 +354,13 @@ pub struct PreparedItemChange {
     edit: PreparedEdit,
 }
 
+/// A change whose file is on disk, to be applied in memory.
+#[must_use = "a written change must be applied, or memory and disk disagree"]
+pub struct WrittenItemChange {
+    base: u64,
+    edit: PreparedEdit,
+}
+
 enum PreparedEdit {
     Replace(usize, Sealed, ItemMeta),
     Append(ItemRecord, ItemMeta),
@@ -362,9 +369,13 @@ enum PreparedEdit {
 
 impl PreparedItemChange {
     /// Writes the new file (atomically, fsynced). On error the file on
-    /// disk is the old one.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        store::write_atomic(path, &self.bytes)
+    /// disk is the old one and the change is gone.
+    pub fn write(self, path: &Path) -> std::io::Result<WrittenItemChange> {
+        store::write_atomic(path, &self.bytes)?;
+        Ok(WrittenItemChange {
+            base: self.base,
+            edit: self.edit,
+        })
     }
 }
 
@@ -553,9 +564,8 @@ impl Unlocked {
         value: &[u8],
         now: u64,
     ) -> Result<(), ChangeError> {
-        let change = self.prepare_set(name, value, now)?;
-        change.write(path)?;
-        self.apply(change);
+        let written = self.prepare_set(name, value, now)?.write(path)?;
+        self.apply(written);
         Ok(())
     }
 
@@ -617,7 +627,7 @@ impl Unlocked {
     /// Makes a written change in memory. Refused (false, nothing changed)
     /// if the vault is no longer at the generation the change was prepared
     /// from: the caller must serialise writes.
-    pub fn apply(&mut self, change: PreparedItemChange) -> bool {
+    pub fn apply(&mut self, change: WrittenItemChange) -> bool {
         if change.base != self.file.generation {
             return false;
         }
@@ -670,9 +680,8 @@ impl Unlocked {
 
     /// Removes an item, and writes the vault.
     pub fn remove(&mut self, path: &Path, name: &str) -> Result<(), ChangeError> {
-        let change = self.prepare_remove(name)?;
-        change.write(path)?;
-        self.apply(change);
+        let written = self.prepare_remove(name)?.write(path)?;
+        self.apply(written);
         Ok(())
     }
 

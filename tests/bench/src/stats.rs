@@ -28,6 +28,16 @@ impl Samples {
         }
     }
 
+    /// The `q`-quantile (nearest rank), `q` in [0, 1].
+    pub fn quantile(&self, q: f64) -> Duration {
+        let v = self.sorted();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[rank - 1]
+    }
+
     /// The smallest.
     pub fn min(&self) -> Duration {
         self.sorted().first().copied().unwrap_or_default()
@@ -78,5 +88,15 @@ mod tests {
         assert_eq!(ms(&[]).median(), Duration::ZERO);
         assert!((ratio(&ms(&[2]), &ms(&[4])) - 0.5).abs() < 1e-9);
         assert_eq!(ms(&[5, 9, 7]).summary(), "7.0 ms (5.0 ms–9.0 ms)");
+    }
+
+    #[test]
+    fn quantiles() {
+        let hundred = Samples((1..=100).map(Duration::from_millis).collect());
+        assert_eq!(hundred.quantile(0.99), Duration::from_millis(99));
+        assert_eq!(hundred.quantile(0.5), Duration::from_millis(50));
+        assert_eq!(hundred.quantile(1.0), Duration::from_millis(100));
+        assert_eq!(hundred.quantile(0.0), Duration::from_millis(1));
+        assert_eq!(Samples::default().quantile(0.99), Duration::ZERO);
     }
 }

@@ -593,6 +593,80 @@ pub fn scale(rounds: usize, per_round: usize) -> Result<()> {
         size / 1024
     );
     println!();
+    drop((small, large));
+    unpin_self();
+    gets_during_writes(3000)
+}
+
+/// `get` round trips on a 10,000-item vault, each timed, without and then
+/// with a second connection writing (`set`) back to back: what a vault
+/// write costs the readers. Unpinned: the writer's encode and fsync and the
+/// reader must not queue for one CPU.
+fn gets_during_writes(n: usize) -> Result<()> {
+    let k = Keyward::start(None, 10_000)?;
+    let mut s = k.raw()?;
+    let req = Keyward::get_request();
+    let mut reply = Vec::with_capacity(256);
+    let mut timed = |s: &mut std::os::unix::net::UnixStream| -> Result<Samples> {
+        let mut out = Samples::default();
+        for _ in 0..n {
+            let t = Instant::now();
+            round_trip(s, &req, &mut reply)?;
+            out.push(t.elapsed());
+        }
+        Ok(out)
+    };
+    let quiet = timed(&mut s)?;
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let busy = std::thread::scope(|scope| -> Result<Samples> {
+        let writer = scope.spawn(|| -> Result<()> {
+            let mut c = k.client()?;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let req = Request::Set {
+                    name: format!("churn/{}", i % 16),
+                    value: keyward_client::Secret::from_slice(VALUE),
+                };
+                match c.call(&req)? {
+                    Response::Ok => i += 1,
+                    other => bail!("set: {other:?}"),
+                }
+            }
+            writes.store(i, Ordering::Relaxed);
+            Ok(())
+        });
+        // Let the writer get going.
+        std::thread::sleep(Duration::from_millis(200));
+        let busy = timed(&mut s);
+        stop.store(true, Ordering::Relaxed);
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+        busy
+    })?;
+    println!("`get` round trips on the 10,000-item vault, {n} each, unpinned:");
+    println!();
+    println!("| while | median | p99 | max |");
+    println!("|---|---|---|---|");
+    for (label, x) in [
+        ("nothing else runs", &quiet),
+        (
+            &*format!(
+                "another connection sets back to back ({} sets)",
+                writes.load(Ordering::Relaxed)
+            ),
+            &busy,
+        ),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} |",
+            fmt(x.median()),
+            fmt(x.quantile(0.99)),
+            fmt(x.max())
+        );
+    }
+    println!();
     Ok(())
 }
 

@@ -94,14 +94,28 @@ pub fn cpu_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
-/// A process's resident set size in KiB.
-pub fn rss_kib(pid: u32) -> Result<u64> {
+/// A process's resident set size in KiB: all of it, and the anonymous part
+/// (heap, stacks: the memory that is the process's own, as opposed to code
+/// and other file pages it shares with the page cache).
+#[derive(Debug, Clone, Copy)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+}
+
+pub fn rss_kib(pid: u32) -> Result<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+    })
 }
 
 /// A raw connection to the keyward agent at `socket`, after the handshake.

@@ -2,7 +2,7 @@
 //! keyward and its reference always run in the same process of this program,
 //! interleaved, so that the machine's noise falls on both.
 
-use crate::procs::{Keyward, SshAgent, VALUE, bin_dir, cpu_ns, round_trip, rss_kib, which};
+use crate::procs::{Keyward, Rss, SshAgent, VALUE, bin_dir, cpu_ns, round_trip, rss_kib, which};
 use crate::stats::{Samples, fmt, ratio};
 use anyhow::{Context, Result, bail};
 use keyward_client::message::{Request, Response};
@@ -417,72 +417,78 @@ pub fn cold(runs: usize) -> Result<()> {
     Ok(())
 }
 
-fn settle_rss(pid: u32) -> Result<u64> {
+fn settle_rss(pid: u32) -> Result<Rss> {
     std::thread::sleep(Duration::from_millis(500));
     rss_kib(pid)
 }
 
 fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}
+
+/// One row of the memory table; `limit` in KiB, if the state has a target.
+fn rss_row(label: &str, rss: Rss, limit: Option<u64>) {
+    let target = match limit {
+        Some(kib) => format!("≤ {} MiB ({})", kib / 1024, verdict(rss.total <= kib)),
+        None => "—".into(),
+    };
+    println!(
+        "| {label} | {} | {} | {target} |",
+        mib(rss.total),
+        mib(rss.anon)
+    );
 }
 
 /// 5. Resident memory of the agents.
 pub fn memory() -> Result<()> {
-    println!("## Memory: resident set size (VmRSS)");
+    println!("## Memory: resident set size (VmRSS, and its anonymous part RssAnon)");
     println!();
-    println!("| process, state | RSS | target |");
-    println!("|---|---|---|");
+    println!("| process, state | RSS | of which anonymous | target |");
+    println!("|---|---|---|---|");
     let fresh = Keyward::start(None, 0)?;
-    let idle = settle_rss(fresh.pid())?;
-    println!(
-        "| keyward-agent, idle (no account) | {} | ≤ 4 MiB ({}) |",
-        mib(idle),
-        verdict(idle <= 4096)
+    rss_row(
+        "keyward-agent, idle (no account)",
+        settle_rss(fresh.pid())?,
+        Some(4096),
     );
     drop(fresh);
     let login = Keyward::start_locked(None, 10)?;
     login.client()?.status()?;
-    let locked_idle = settle_rss(login.pid())?;
-    println!(
-        "| keyward-agent, idle (account with 10 items, never unlocked) | {} | ≤ 4 MiB ({}) |",
-        mib(locked_idle),
-        verdict(locked_idle <= 4096)
+    rss_row(
+        "keyward-agent, idle (account with 10 items, never unlocked)",
+        settle_rss(login.pid())?,
+        Some(4096),
     );
     drop(login);
     let k = Keyward::start_with_init(None)?;
     k.client()?.lock()?;
     k.unlock()?;
     k.client()?.lock()?;
-    let after = settle_rss(k.pid())?;
-    println!(
-        "| keyward-agent, after an unlock (64 MiB Argon2id) and a lock | {} | ≤ 8 MiB ({}) |",
-        mib(after),
-        verdict(after <= 8192)
+    rss_row(
+        "keyward-agent, after an unlock (64 MiB Argon2id) and a lock",
+        settle_rss(k.pid())?,
+        Some(8192),
     );
     drop(k);
     let big = Keyward::start(None, 10_000)?;
-    let unlocked = settle_rss(big.pid())?;
-    println!(
-        "| keyward-agent, unlocked, 10,000 items | {} | — |",
-        mib(unlocked)
+    rss_row(
+        "keyward-agent, unlocked, 10,000 items",
+        settle_rss(big.pid())?,
+        None,
     );
     big.client()?.lock()?;
-    let locked = settle_rss(big.pid())?;
-    println!(
-        "| keyward-agent, 10,000 items, after lock | {} | ≤ 8 MiB ({}) |",
-        mib(locked),
-        verdict(locked <= 8192)
+    rss_row(
+        "keyward-agent, 10,000 items, after lock",
+        settle_rss(big.pid())?,
+        Some(8192),
     );
     drop(big);
     let s = SshAgent::start(None)?;
-    println!(
-        "| ssh-agent, idle, one key | {} | — |",
-        mib(settle_rss(s.pid())?)
-    );
+    rss_row("ssh-agent, idle, one key", settle_rss(s.pid())?, None);
     drop(s);
     match gpg_agent_idle() {
-        Ok(kib) => println!("| gpg-agent, idle | {} | — |", mib(kib)),
-        Err(e) => println!("| gpg-agent, idle | not measured: {e} | — |"),
+        Ok(rss) => rss_row("gpg-agent, idle", rss, None),
+        Err(e) => println!("| gpg-agent, idle | not measured: {e} | | — |"),
     }
     println!();
     Ok(())
@@ -491,7 +497,7 @@ pub fn memory() -> Result<()> {
 /// gpg-agent started the way gpg starts it, asked for its pid over its own
 /// socket (it forks even with `--no-detach`, so the spawned process is not
 /// always the one that stays), measured, then stopped with `gpgconf --kill`.
-fn gpg_agent_idle() -> Result<u64> {
+fn gpg_agent_idle() -> Result<Rss> {
     let dir = tempfile::Builder::new().prefix("gpg-bench-").tempdir()?;
     let _child =
         Command::new(which("gpg-agent").context("gpg-agent not found (package gpg-agent)")?)

@@ -60,6 +60,7 @@ echo "==> Debian package: build, install, run, remove"
 deb=$(packaging/deb/build-deb.sh | tail -n 1)
 remove_package() { dpkg -r keyward >/dev/null 2>&1 || true; }
 trap remove_package EXIT
+agent/link/check-idle-order.sh target/release/keyward-agent
 dpkg -i "$deb" >/dev/null
 /usr/bin/keyward --version
 /usr/bin/keyward-agent --version

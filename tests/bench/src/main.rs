@@ -15,8 +15,10 @@
 //!                                   a running agent (a steady load to profile it under)
 //! ```
 //!
-//! Build with `cargo build --release -p keyward-bench -p keyward -p keyward-agent`
-//! and run `target/release/keyward-bench all`. Figures are medians with
+//! Build the shipped binaries with `cargo build --release --locked -p keyward
+//! -p keyward-agent -p pam_keyward` (the agent is linked for the exact
+//! symbols of that build, see agent/link/), then `cargo build --release
+//! --locked -p keyward-bench`, and run `target/release/keyward-bench all`. Figures are medians with
 //! min–max; ratios are of medians measured in the same run, interleaved.
 //! docs/BENCHMARKS.md records the results.
 

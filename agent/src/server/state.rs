@@ -381,11 +381,18 @@ impl Agent {
         // The encoded file (the size of the vault) is freed here, before
         // the write lock.
         let change = change.write(&path).map_err(|e| error(e.into()))?;
-        if let State::Unlocked(s) = &mut *self.state_for_apply(&writer) {
-            // Nothing else wrote the vault (or locked the agent) since
-            // `prepare`: every writer holds `writer`.
-            let applied = s.vault.apply(change);
-            debug_assert!(applied, "a vault write slipped past the writer's lock");
+        let mut st = self.state_for_apply(&writer);
+        if let State::Unlocked(s) = &mut *st
+            && !s.vault.apply(change)
+        {
+            // Cannot happen: nothing else wrote the vault (or locked the
+            // agent) since `prepare`, as every writer holds `writer`. Were it
+            // to, memory would no longer match the file, and the next write
+            // would lose this change: lock, so the next unlock reads the file.
+            debug_assert!(false, "a vault write slipped past the writer's lock");
+            tracing::error!("a vault change did not apply in memory; locking to re-read the vault");
+            let account = s.account.clone();
+            *st = State::Locked(account);
         }
         Ok(())
     }

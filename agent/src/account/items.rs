@@ -163,26 +163,21 @@ pub fn open(
     decode(pt.expose()).ok_or(OpenError)
 }
 
-/// Length of an item's associated data.
-const AAD_LEN: usize = b"keyward/v1|item|".len() + 6 + 1 + 32;
+/// What an item's associated data starts with.
+const AAD_HEAD: &[u8] = b"keyward/v1|item|";
+
+/// Length of an item's associated data: head, account id, `|`, hex item id.
+const AAD_LEN: usize = AAD_HEAD.len() + 6 + 1 + 32;
 
 /// `wrap::aad(Purpose::Item, id, &slot_id(item_id))`, built on the stack:
-/// this runs on every `get`.
+/// this runs on every `get` (the tests check the two agree).
 fn aad(id: &AccountId, item_id: &ItemId) -> [u8; AAD_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; AAD_LEN];
-    let head = b"keyward/v1|item|";
-    out[..head.len()].copy_from_slice(head);
-    let mut at = head.len();
-    out[at..at + 6].copy_from_slice(id.as_bytes());
-    at += 6;
-    out[at] = b'|';
-    at += 1;
-    for b in item_id {
-        out[at] = HEX[usize::from(b >> 4)];
-        out[at + 1] = HEX[usize::from(b & 15)];
-        at += 2;
-    }
+    let (head, rest) = out.split_at_mut(AAD_HEAD.len());
+    head.copy_from_slice(AAD_HEAD);
+    rest[..6].copy_from_slice(id.as_bytes());
+    rest[6] = b'|';
+    super::hex_into(item_id, &mut rest[7..]);
     out
 }
 

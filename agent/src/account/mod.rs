@@ -87,16 +87,22 @@ impl fmt::Debug for AccountId {
     }
 }
 
-/// Lower-case hex (slot ids, recovery code ids). Built by hand: it runs on
-/// every `get`, where `format!` per byte showed up in the profile.
+/// Lower-case hex (slot ids, recovery code ids).
 pub fn hex(b: &[u8]) -> String {
+    let mut out = vec![0u8; 2 * b.len()];
+    hex_into(b, &mut out);
+    // Only ASCII digits and letters were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lower-case hex of `b` into `out[..2 * b.len()]`, without allocating (the
+/// item associated data on every `get`).
+pub fn hex_into(b: &[u8], out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(2 * b.len());
-    for x in b {
-        s.push(char::from(HEX[usize::from(x >> 4)]));
-        s.push(char::from(HEX[usize::from(x & 15)]));
+    for (x, pair) in b.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(x >> 4)];
+        pair[1] = HEX[usize::from(x & 15)];
     }
-    s
 }
 
 /// Two-secret key derivation: `AUK = k_m XOR k_s`.

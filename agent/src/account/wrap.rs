@@ -45,12 +45,14 @@ impl Purpose {
     }
 }
 
+/// What every associated data starts with.
+pub const AAD_PREFIX: &[u8] = b"keyward/v1|";
+
 /// The associated data of a wrap.
 pub fn aad(purpose: Purpose, id: &AccountId, slot_id: &str) -> Vec<u8> {
-    // Built by hand: this runs on every `get`, where `format!` shows up.
     let label = purpose.label();
-    let mut v = Vec::with_capacity(11 + label.len() + 1 + 6 + 1 + slot_id.len());
-    v.extend_from_slice(b"keyward/v1|");
+    let mut v = Vec::with_capacity(AAD_PREFIX.len() + label.len() + 1 + 6 + 1 + slot_id.len());
+    v.extend_from_slice(AAD_PREFIX);
     v.extend_from_slice(label.as_bytes());
     v.push(b'|');
     v.extend_from_slice(id.as_bytes());

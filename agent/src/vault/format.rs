@@ -345,7 +345,7 @@ impl VaultFile {
     fn edited_items<'a>(
         &'a self,
         edit: ItemEdit<'a>,
-    ) -> impl Iterator<Item = (&'a items::ItemId, &'a Sealed)> + Clone + 'a {
+    ) -> impl ExactSizeIterator<Item = (&'a items::ItemId, &'a Sealed)> + Clone + 'a {
         let len = self.items.len();
         let count = match edit {
             ItemEdit::Unchanged | ItemEdit::Replace(..) => len,
@@ -371,7 +371,7 @@ impl VaultFile {
         edit: ItemEdit<'_>,
     ) -> Vec<u8> {
         let items = self.edited_items(edit);
-        let item_count = items.clone().count();
+        let item_count = items.len();
         let item_bytes: usize = items
             .clone()
             .map(|(_, s)| 5 + 16 + NONCE_LEN + 4 + s.ct.len())

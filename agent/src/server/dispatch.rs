@@ -53,6 +53,7 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::ProtectorAdd(r) => agent.protector_add(r, io).await,
         Request::ProtectorList => agent.protector_list(),
         Request::ProtectorRemove { id } => agent.protector_remove(&id).await,
+        Request::SessionEnd { session } => Ok(agent.session_end(session).await),
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

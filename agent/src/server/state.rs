@@ -432,6 +432,36 @@ impl Agent {
     }
 
     /// Locks: the session (keys, item index) is dropped and its memory wiped.
+    /// `SessionEnd`: a login session of the user is ending. Locks, unless
+    /// logind says the user has another session open; when logind cannot be
+    /// asked, locks (as if this was the last session).
+    pub async fn session_end(&self, session: Option<String>) -> Response {
+        let uid = self.uid;
+        let asked = tokio::task::spawn_blocking(move || {
+            super::logind::other_sessions(uid, session.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the logind question failed: {e}")));
+        match asked {
+            Ok(others) if !others.is_empty() => {
+                tracing::info!(
+                    sessions = ?others,
+                    "a login session ended; the user has other sessions open, staying unlocked"
+                );
+                Response::StillInUse { sessions: others }
+            }
+            Ok(_) => {
+                self.lock("the user's last login session ended");
+                Response::Ok
+            }
+            Err(why) => {
+                tracing::info!("cannot ask logind for the user's other sessions ({why}); locking");
+                self.lock("a login session ended");
+                Response::Ok
+            }
+        }
+    }
+
     pub fn lock(&self, reason: &str) -> bool {
         let mut st = self.write_state();
         if let State::Unlocked(s) = &*st {

@@ -419,6 +419,23 @@ impl Client {
         self.expect_ok(&Request::Lock)
     }
 
+    /// Tells the agent that a login session is ending (`SessionEnd`, what
+    /// `pam_keyward` sends with `lock_on_close`). `Ok(None)`: the agent
+    /// locked. `Ok(Some(ids))`: it stayed unlocked, because the user has
+    /// these other login sessions open.
+    pub fn session_end(
+        &mut self,
+        session: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ClientError> {
+        match self.call(&Request::SessionEnd {
+            session: session.map(str::to_owned),
+        })? {
+            Response::Ok => Ok(None),
+            Response::StillInUse { sessions } => Ok(Some(sessions)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     fn expect_ok(&mut self, req: &Request) -> Result<(), ClientError> {
         match self.call(req)? {
             Response::Ok => Ok(()),

@@ -40,6 +40,7 @@ pub mod tag {
     pub const PROTECTOR_REMOVE: u8 = 0x13;
     pub const SHUTDOWN: u8 = 0x14;
     pub const PROMPT_REPLY: u8 = 0x15;
+    pub const SESSION_END: u8 = 0x16;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -56,6 +57,7 @@ pub mod tag {
     pub const PROTECTOR_ADDED: u8 = 0x8c;
     pub const PROMPT: u8 = 0x8d;
     pub const NOTICE: u8 = 0x8e;
+    pub const STILL_IN_USE: u8 = 0x8f;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -187,6 +189,14 @@ pub enum Request {
         /// The answer.
         answer: Option<Secret>,
     },
+    /// A login session of the user is ending (sent by `pam_keyward` with
+    /// `lock_on_close`): lock, unless the user still has another login
+    /// session open (asked of logind). Answered by `Ok` (locked) or
+    /// [`Response::StillInUse`].
+    SessionEnd {
+        /// The ending session's logind id (`XDG_SESSION_ID`), if it has one.
+        session: Option<String>,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -229,12 +239,16 @@ impl Request {
             Request::ProtectorRemove { .. } => "ProtectorRemove",
             Request::Shutdown => "Shutdown",
             Request::PromptReply { .. } => "PromptReply",
+            Request::SessionEnd { .. } => "SessionEnd",
         }
     }
 
     /// Whether this request counts as activity for the idle timer.
     pub fn is_activity(&self) -> bool {
-        !matches!(self, Request::Hello { .. } | Request::Status)
+        !matches!(
+            self,
+            Request::Hello { .. } | Request::Status | Request::SessionEnd { .. }
+        )
     }
 
     /// Encodes a whole frame (length prefix and payload). The second value
@@ -337,6 +351,11 @@ impl Request {
                 w.opt(answer.as_ref(), Writer::secret);
                 w
             }
+            Request::SessionEnd { session } => {
+                let mut w = Writer::new(SESSION_END);
+                w.opt(session.as_ref(), |w, s| w.str(s));
+                w
+            }
         };
         w.finish()
     }
@@ -407,6 +426,9 @@ impl Request {
             SHUTDOWN => Request::Shutdown,
             PROMPT_REPLY => Request::PromptReply {
                 answer: r.opt("answer", |r| r.secret("answer"))?,
+            },
+            SESSION_END => Request::SessionEnd {
+                session: r.opt("session", |r| r.str("session"))?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -784,6 +806,12 @@ pub enum Response {
         /// The text.
         message: String,
     },
+    /// Answer to `SessionEnd`: not locked, because the user has these other
+    /// login sessions open (logind ids).
+    StillInUse {
+        /// The other sessions.
+        sessions: Vec<String>,
+    },
     /// A failure.
     Error(AgentError),
 }
@@ -814,6 +842,7 @@ impl fmt::Debug for Response {
             Response::ProtectorAdded { id, .. } => write!(f, "ProtectorAdded({id})"),
             Response::Prompt { kind, message } => write!(f, "Prompt({kind:?}, {message:?})"),
             Response::Notice { message } => write!(f, "Notice({message:?})"),
+            Response::StillInUse { sessions } => write!(f, "StillInUse({sessions:?})"),
             Response::Error(e) => write!(f, "Error({:?}, {:?})", e.code, e.message),
         }
     }
@@ -969,6 +998,11 @@ impl Response {
                 w.str(message);
                 w
             }
+            Response::StillInUse { sessions } => {
+                let mut w = Writer::new(STILL_IN_USE);
+                write_strings(&mut w, sessions);
+                w
+            }
             Response::Error(e) => {
                 let mut w = Writer::new(ERROR);
                 w.u16(e.code.to_u16());
@@ -1066,6 +1100,9 @@ impl Response {
             NOTICE => Response::Notice {
                 message: r.str("message")?,
             },
+            STILL_IN_USE => Response::StillInUse {
+                sessions: read_strings(&mut r, "sessions")?,
+            },
             ERROR => Response::Error(AgentError {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 message: r.str("message")?,
@@ -1143,6 +1180,10 @@ pub mod samples {
                 answer: Some(s("1234")),
             },
             Request::PromptReply { answer: None },
+            Request::SessionEnd {
+                session: Some("c7".into()),
+            },
+            Request::SessionEnd { session: None },
         ]
     }
 
@@ -1220,6 +1261,9 @@ pub mod samples {
             },
             Response::Notice {
                 message: "touch".into(),
+            },
+            Response::StillInUse {
+                sessions: vec!["c2".into(), "5".into()],
             },
             Response::Error(AgentError {
                 code: ErrorCode::WrongPin,

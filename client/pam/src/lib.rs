@@ -5,7 +5,7 @@
 //! | `auth` | keeps a copy of the password the stack just checked (`PAM_AUTHTOK`) in the PAM handle (`pam_set_data`, zeroized by the cleanup) | `PAM_IGNORE` |
 //! | `setcred` | nothing | `PAM_IGNORE` |
 //! | `open_session` | as the user: starts the agent if none runs (`auto_start`), checks that the socket and the agent belong to the user, unlocks with the password; then drops the kept copy | `PAM_SUCCESS` |
-//! | `close_session` | as the user: locks the agent (`lock_on_close`) | `PAM_SUCCESS` |
+//! | `close_session` | as the user: locks the agent when the user's last login session ends (`lock_on_close`; the agent asks logind), or whenever a session ends (`lock_on_close=always`) | `PAM_SUCCESS` |
 //! | `chauthtok` | on `PAM_UPDATE_AUTHTOK`, as the user: if the old login password was the Master Password, changes the Master Password to the new one | `PAM_IGNORE` |
 //!
 //! keyward never decides a login: `auth` and `chauthtok` return `PAM_IGNORE`
@@ -76,7 +76,7 @@ pub mod user;
 pub mod work;
 
 use keyward_client::Paths;
-use options::Options;
+use options::{LockOnClose, Options};
 use pam::{
     Handle, LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, PAM_IGNORE, PAM_SUCCESS,
     PAM_UPDATE_AUTHTOK, RawHandle,
@@ -315,11 +315,16 @@ fn close_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
         debug: opts.debug,
     };
     log_warnings(&log, opts);
-    if !opts.lock_on_close {
-        return PAM_SUCCESS;
-    }
+    let job = match opts.lock_on_close {
+        LockOnClose::Off => return PAM_SUCCESS,
+        // pam_systemd (earlier in the stack) names the logind session.
+        LockOnClose::LastSession => Job::SessionEnd {
+            session: h.env("XDG_SESSION_ID").filter(|s| !s.is_empty()),
+        },
+        LockOnClose::Always => Job::Lock,
+    };
     if let Some(user) = h.user() {
-        run_job(&log, opts, &user, Job::Lock);
+        run_job(&log, opts, &user, job);
     }
     PAM_SUCCESS
 }

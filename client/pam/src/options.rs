@@ -12,13 +12,25 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest `timeout=` accepted.
 pub const MAX_TIMEOUT_SECS: u64 = 120;
 
+/// When `close_session` locks the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOnClose {
+    /// Never (the default).
+    Off,
+    /// `lock_on_close`: when the user's last login session ends (the agent
+    /// asks logind; without logind it locks).
+    LastSession,
+    /// `lock_on_close=always`: whenever a session of the user ends.
+    Always,
+}
+
 /// Parsed module options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// `auto_start`: start the user's agent when none runs.
     pub auto_start: bool,
-    /// `lock_on_close`: lock the agent when the session closes.
-    pub lock_on_close: bool,
+    /// `lock_on_close[=always]`: lock the agent when the session closes.
+    pub lock_on_close: LockOnClose,
     /// `timeout=SECONDS`: the longest the module holds up a login step.
     pub timeout: Duration,
     /// `debug`: log details, and copy every message to standard error.
@@ -33,7 +45,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             auto_start: false,
-            lock_on_close: false,
+            lock_on_close: LockOnClose::Off,
             timeout: DEFAULT_TIMEOUT,
             debug: false,
             agent: None,
@@ -51,7 +63,7 @@ impl Options {
             match arg.split_once('=') {
                 None => match arg {
                     "auto_start" => o.auto_start = true,
-                    "lock_on_close" => o.lock_on_close = true,
+                    "lock_on_close" => o.lock_on_close = LockOnClose::LastSession,
                     "debug" => o.debug = true,
                     "" => {}
                     _ => o.warnings.push(format!("unknown option `{arg}` ignored")),
@@ -64,6 +76,13 @@ impl Options {
                         "`timeout={v}` is not a whole number of seconds from 1 to \
                          {MAX_TIMEOUT_SECS}; using {}",
                         DEFAULT_TIMEOUT.as_secs()
+                    )),
+                },
+                Some(("lock_on_close", v)) => match v {
+                    "always" => o.lock_on_close = LockOnClose::Always,
+                    "last" => o.lock_on_close = LockOnClose::LastSession,
+                    _ => o.warnings.push(format!(
+                        "`lock_on_close={v}` is neither `always` nor `last`; not locking on close"
                     )),
                 },
                 Some(("agent", v)) => {
@@ -107,7 +126,8 @@ mod tests {
         let o = Options::parse([]);
         assert_eq!(o, Options::default());
         assert_eq!(o.timeout, Duration::from_secs(10));
-        assert!(!o.auto_start && !o.lock_on_close && !o.debug);
+        assert!(!o.auto_start && !o.debug);
+        assert_eq!(o.lock_on_close, LockOnClose::Off);
     }
 
     #[test]
@@ -120,7 +140,17 @@ mod tests {
             "timeout=3",
             "agent=/opt/kw/keyward-agent",
         ]);
-        assert!(o.auto_start && o.lock_on_close && o.debug);
+        assert!(o.auto_start && o.debug);
+        assert_eq!(o.lock_on_close, LockOnClose::LastSession);
+        for (arg, want) in [
+            ("lock_on_close=always", LockOnClose::Always),
+            ("lock_on_close=last", LockOnClose::LastSession),
+            ("lock_on_close=sometimes", LockOnClose::Off),
+        ] {
+            let o = Options::parse([arg]);
+            assert_eq!(o.lock_on_close, want, "{arg}");
+            assert_eq!(o.warnings.is_empty(), want != LockOnClose::Off, "{arg}");
+        }
         assert_eq!(o.timeout, Duration::from_secs(3));
         assert_eq!(o.agent_program(), PathBuf::from("/opt/kw/keyward-agent"));
         assert!(o.warnings.is_empty(), "{:?}", o.warnings);

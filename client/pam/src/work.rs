@@ -42,8 +42,14 @@ pub struct Target {
 pub enum Job {
     /// `open_session`: unlock with the login password.
     Unlock(Secret),
-    /// `close_session` with `lock_on_close`.
+    /// `close_session` with `lock_on_close=always`.
     Lock,
+    /// `close_session` with `lock_on_close`: lock unless the user has
+    /// another login session open (the agent asks logind).
+    SessionEnd {
+        /// The ending session's logind id (`XDG_SESSION_ID`).
+        session: Option<String>,
+    },
     /// `chauthtok`: the login password changed from `old` to `new`.
     ChangePassword {
         /// The previous login password.
@@ -55,7 +61,7 @@ pub enum Job {
 
 /// Runs `job` (in the child, as the user).
 pub fn run(t: &Target, job: Job, rep: &mut Reporter, deadline: Instant) {
-    let auto_start = t.auto_start && !matches!(job, Job::Lock);
+    let auto_start = t.auto_start && !matches!(job, Job::Lock | Job::SessionEnd { .. });
     let Some(mut c) = connect(t, auto_start, rep, deadline) else {
         return;
     };
@@ -68,17 +74,69 @@ pub fn run(t: &Target, job: Job, rep: &mut Reporter, deadline: Instant) {
     }
     match job {
         Job::Unlock(pw) => unlock(t, &mut c, pw, rep),
-        Job::Lock => match c.lock() {
-            Ok(()) => rep.say(
-                LOG_NOTICE,
-                &format!("locked the keyward agent of {}", t.user),
-            ),
-            Err(e) => rep.say(
-                LOG_WARNING,
-                &format!("could not lock {}'s keyward agent: {e}", t.user),
-            ),
-        },
+        Job::Lock => lock(t, &mut c, rep),
+        Job::SessionEnd { session } => session_end(t, c, session.as_deref(), rep, deadline),
         Job::ChangePassword { old, new } => change(t, &mut c, old, new, rep),
+    }
+}
+
+fn lock(t: &Target, c: &mut Client, rep: &mut Reporter) {
+    match c.lock() {
+        Ok(()) => rep.say(
+            LOG_NOTICE,
+            &format!("locked the keyward agent of {}", t.user),
+        ),
+        Err(e) => rep.say(
+            LOG_WARNING,
+            &format!("could not lock {}'s keyward agent: {e}", t.user),
+        ),
+    }
+}
+
+fn session_end(
+    t: &Target,
+    mut c: Client,
+    session: Option<&str>,
+    rep: &mut Reporter,
+    deadline: Instant,
+) {
+    let user = &t.user;
+    let which = session.map_or_else(|| "a session".to_owned(), |s| format!("session {s}"));
+    match c.session_end(session) {
+        Ok(None) => rep.say(
+            LOG_NOTICE,
+            &format!(
+                "locked the keyward agent of {user}: {which} ended and no other session of \
+                 {user} is open"
+            ),
+        ),
+        Ok(Some(others)) => rep.say(
+            LOG_NOTICE,
+            &format!(
+                "{which} of {user} ended; the keyward agent stays unlocked for {user}'s other                  sessions ({})",
+                others.join(", ")
+            ),
+        ),
+        // An agent older than the module (it ran through a package upgrade)
+        // does not know the request and closes the connection: lock plainly.
+        Err(ClientError::Agent(e)) if e.code == ErrorCode::BadRequest => {
+            rep.say(
+                LOG_INFO,
+                &format!(
+                    "{user}'s keyward agent is older than this module; locking without asking                      about other sessions"
+                ),
+            );
+            drop(c);
+            if let Some(mut c) = connect(t, false, rep, deadline)
+                && c.set_timeout(remaining(deadline)).is_ok()
+            {
+                lock(t, &mut c, rep);
+            }
+        }
+        Err(e) => rep.say(
+            LOG_WARNING,
+            &format!("could not lock {user}'s keyward agent: {e}"),
+        ),
     }
 }
 

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 pub use keyward_client::{Client, Paths};
 
+pub mod bus;
+
 /// Config every test home gets: the cheapest Argon2id a new account accepts.
 pub const FAST_KDF: &str = "[kdf]\nmemory_kib = 19456\niterations = 2\nparallelism = 1\n";
 

@@ -3,9 +3,9 @@
 //! private bus that the test starts (the agent finds it through
 //! DBUS_SYSTEM_BUS_ADDRESS, as it finds the real system bus otherwise).
 
+use keyward_e2e::bus::{Bus, FakeSession, Sessions, fake_logind, private_bus};
 use keyward_e2e::{Home, require};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn has(program: &str) -> bool {
@@ -20,37 +20,6 @@ fn python_dbus() -> bool {
         .args(["-c", "import dbus"])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-struct Bus {
-    daemon: Child,
-    address: String,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
-
-/// A private dbus-daemon (session policy: anyone may own any name).
-fn private_bus(dir: &std::path::Path) -> Bus {
-    let mut daemon = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-        .arg(format!("--address=unix:path={}", dir.join("bus").display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Bus {
-        daemon,
-        address: line.trim().to_owned(),
-    }
 }
 
 /// Emits a logind signal on `bus`, owning org.freedesktop.login1 or not.
@@ -96,7 +65,7 @@ fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
         return;
     }
     let home = Home::new();
-    let bus = private_bus(home.path());
+    let bus = private_bus(home.path(), false);
     // The agent is auto-started by this first command, with the private bus as its system bus.
     let init = home
         .command(&["init", "--password-fd", "0", "--json"])
@@ -174,6 +143,99 @@ fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
     let log = std::fs::read_to_string(home.paths.log_file()).unwrap();
     assert!(
         log.contains("suspend") && log.contains("screen lock"),
+        "{log}"
+    );
+}
+
+// ------------------------------------------------ SessionEnd (lock_on_close)
+
+#[test]
+fn a_session_end_locks_only_when_the_users_last_session_ends() {
+    if !require("dbus-daemon", has("dbus-daemon")) {
+        return;
+    }
+    let home = Home::new();
+    let bus = private_bus(home.path(), false);
+    let me = rustix::process::getuid().as_raw();
+    let session = |id, uid, class, state| FakeSession {
+        id,
+        uid,
+        class,
+        state,
+    };
+    let sessions: Sessions = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        // The session that ends, still listed as active (pam_keyward may run
+        // before pam_systemd has released it).
+        session("c1", me, "user", "active"),
+        session("c2", me, "user", "active"),
+        // Neither counts: another user's session, the user manager's own.
+        session("c3", me + 1, "user", "active"),
+        session("c4", me, "manager", "active"),
+    ]));
+    let logind = fake_logind(&bus, &sessions, &["c1", "c2", "c3", "c4"]);
+    let set_state = |id: &str, state: &'static str| {
+        let mut all = sessions.lock().unwrap();
+        all.iter_mut().find(|s| s.id == id).unwrap().state = state;
+    };
+    let init = home
+        .command(&["init", "--password-fd", "0", "--json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env_remove("XDG_SESSION_ID")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut init = init;
+        init.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        assert!(init.wait_with_output().unwrap().status.success());
+    }
+    assert_eq!(home.status()["state"], "unlocked");
+
+    // Another session of the user is open: stay unlocked, and say which.
+    let kept = home.client().session_end(Some("c1")).unwrap();
+    assert_eq!(kept, Some(vec!["c2".to_owned()]));
+    assert_eq!(home.status()["state"], "unlocked");
+
+    // A session that is merely online (not in front) still counts.
+    set_state("c2", "online");
+    assert_eq!(
+        home.client().session_end(Some("c1")).unwrap(),
+        Some(vec!["c2".to_owned()])
+    );
+
+    // Without the ending session's id, every user session counts.
+    set_state("c2", "closing");
+    assert_eq!(
+        home.client().session_end(None).unwrap(),
+        Some(vec!["c1".to_owned()])
+    );
+    assert_eq!(home.status()["state"], "unlocked");
+
+    // The other session is closing too: this was the last one, lock.
+    assert_eq!(home.client().session_end(Some("c1")).unwrap(), None);
+    assert_eq!(home.status()["state"], "locked");
+
+    // The other session gone from the list altogether: lock.
+    home.unlock("pw").expect_code(0);
+    sessions.lock().unwrap().retain(|s| s.id != "c2");
+    assert_eq!(home.client().session_end(Some("c1")).unwrap(), None);
+    assert_eq!(home.status()["state"], "locked");
+
+    // logind does not answer (nobody owns its name): lock, rather than
+    // leave the agent open on a guess.
+    home.unlock("pw").expect_code(0);
+    sessions
+        .lock()
+        .unwrap()
+        .push(session("c5", me, "user", "active"));
+    drop(logind);
+    assert_eq!(home.client().session_end(Some("c1")).unwrap(), None);
+    assert_eq!(home.status()["state"], "locked");
+    let log = std::fs::read_to_string(home.paths.log_file()).unwrap();
+    assert!(
+        log.contains("staying unlocked") && log.contains("cannot ask logind"),
         "{log}"
     );
 }

@@ -279,6 +279,12 @@ impl TestUser {
 
     /// Writes the PAM service: pam_unix decides, pam_keyward follows.
     fn write_service(&self, session_options: &str, timeout_secs: u64) {
+        self.write_service_after("", session_options, timeout_secs);
+    }
+
+    /// Like [`Self::write_service`], with `session_before` (a whole line)
+    /// in the session stack before pam_keyward.
+    fn write_service_after(&self, session_before: &str, session_options: &str, timeout_secs: u64) {
         let module = module_path().display().to_string();
         let agent = self.agent.display().to_string();
         let common = format!("debug timeout={timeout_secs} agent={agent}");
@@ -286,6 +292,7 @@ impl TestUser {
             "# keyward PAM test service (removed when the test ends)\n\
              auth     required  pam_unix.so\n\
              auth     required  {module} {common}\n\
+             {session_before}\n\
              session  required  {module} {common} {session_options}\n\
              password requisite pam_unix.so\n\
              password required  {module} {common} {session_options}\n"
@@ -321,6 +328,12 @@ impl TestUser {
     /// `keyward args…` as the user (HOME set, clean environment); `secret`
     /// goes to its standard input through a pipe the user owns.
     fn kw(&self, args: &[&str], secret: Option<&str>) -> Run {
+        self.kw_env(args, secret, &[])
+    }
+
+    /// Like [`Self::kw`], with `env` added to the clean environment (an
+    /// agent the CLI starts inherits it).
+    fn kw_env(&self, args: &[&str], secret: Option<&str>, env: &[(&str, &str)]) -> Run {
         let mut c = Command::new("/usr/bin/setpriv");
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
@@ -330,6 +343,9 @@ impl TestUser {
             .arg(format!("HOME={}", self.home.display()))
             .arg("PATH=/usr/bin:/bin")
             .arg(format!("KEYWARD_AGENT={}", self.agent.display()));
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
         if secret.is_some() {
             // The CLI reopens /dev/fd/0, which fails for a pipe created by root.
             c.args(["sh", "-c", "cat | exec \"$0\" \"$@\""]);
@@ -657,7 +673,7 @@ fn the_login_password_unlocks_the_agent_and_close_session_locks_it() {
         .expect("unlocked");
     let locked = all
         .stderr
-        .find("locked the keyward agent of")
+        .rfind("locked the keyward agent of")
         .expect("locked");
     assert!(unlocked < locked, "{all}");
     assert_eq!(u.state(), "locked");
@@ -900,4 +916,83 @@ fn auto_start_leaves_users_without_keyward_alone() {
         "no agent was started"
     );
     assert!(!u.runtime_dir().exists());
+}
+
+#[test]
+fn lock_on_close_waits_for_the_users_last_session() {
+    use keyward_e2e::bus::{FakeSession, Sessions, fake_logind, private_bus};
+    if !pam_available() || !require("dbus-daemon", Path::new("/usr/bin/dbus-daemon").exists()) {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    // A bus the user's agent can reach, with a fake logind (run by this test,
+    // as root) on it; the agent is started with it as its system bus.
+    let dir = tempfile::Builder::new()
+        .prefix("kwpam-bus-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bus = private_bus(dir.path(), true);
+    let session = |id, uid, state| FakeSession {
+        id,
+        uid,
+        class: "user",
+        state,
+    };
+    let sessions: Sessions = Arc::new(Mutex::new(vec![
+        session("c1", u.uid, "active"),
+        session("c2", u.uid, "active"),
+    ]));
+    let _logind = fake_logind(&bus, &sessions, &["c1", "c2"]);
+    let r = u.kw_env(
+        &["init", "--password-stdin", "--protector", "file", "--json"],
+        Some(&pw),
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
+    );
+    assert_eq!(r.code, 0, "keyward init failed\n{r}");
+    let pid = u.agent_pid().expect("init started the agent");
+    // pam_env stands in for pam_systemd: it names the login's logind
+    // session (XDG_SESSION_ID) in the PAM environment.
+    let env_conf = dir.path().join("session.conf");
+    std::fs::write(&env_conf, "XDG_SESSION_ID DEFAULT=c1\n").unwrap();
+    let pam_env = format!(
+        "session  required  pam_env.so readenv=0 user_readenv=0 conffile={}",
+        env_conf.display()
+    );
+    let login = |options: &str| {
+        u.write_service_after(&pam_env, options, 10);
+        let (r, _) = u.pamtester(
+            &["authenticate", "open_session", "close_session"],
+            &format!("{pw}\n"),
+        );
+        assert_ok(&r);
+        assert!(r.stderr.contains("unlocked the keyward agent"), "{r}");
+        r
+    };
+    u.lock();
+
+    // Session c1 ends while c2 is open: the agent stays unlocked.
+    let r = login("lock_on_close");
+    assert!(
+        r.stderr.contains("session c1 of")
+            && r.stderr.contains("stays unlocked")
+            && r.stderr.contains("(c2)"),
+        "{r}"
+    );
+    assert_eq!(u.state(), "unlocked");
+
+    // lock_on_close=always locks whatever else is open.
+    u.lock();
+    let r = login("lock_on_close=always");
+    assert!(!r.stderr.contains("stays unlocked"), "{r}");
+    assert_eq!(u.state(), "locked");
+
+    // c2 has ended meanwhile: c1 was the last session, lock.
+    sessions.lock().unwrap().retain(|s| s.id != "c2");
+    let r = login("lock_on_close");
+    assert!(r.stderr.contains("no other session of"), "{r}");
+    assert_eq!(u.state(), "locked");
+    assert_eq!(u.agent_pid(), Some(pid), "the same agent throughout");
+    u.assert_no_leak(&[&pw], &[&r]);
 }

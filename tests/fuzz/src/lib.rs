@@ -179,7 +179,8 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::RecoveryCodeRevoke { .. }
         | Request::ProtectorList
         | Request::ProtectorRemove { .. }
-        | Request::Shutdown => false,
+        | Request::Shutdown
+        | Request::SessionEnd { .. } => false,
     }
 }
 

@@ -1,0 +1,166 @@
+//! A private D-Bus for tests, and a fake logind on it: as much of
+//! `org.freedesktop.login1` as the agent asks (`ListSessions`, a session's
+//! `Class` and `State`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A private dbus-daemon, stopped on drop.
+pub struct Bus {
+    daemon: Child,
+    /// Its address (`unix:path=…,guid=…`).
+    pub address: String,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Starts a private dbus-daemon with its socket in `dir`: anyone connected
+/// may own any name; with `any_user`, other users may connect too (a test
+/// running as root whose agent runs as a test user).
+pub fn private_bus(dir: &Path, any_user: bool) -> Bus {
+    let socket = dir.join("bus");
+    let config = dir.join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    {}
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+            socket.display(),
+            if any_user { r#"<allow user="*"/>"# } else { "" }
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("dbus-daemon")
+        .args(["--nofork", "--nopidfile", "--print-address=1"])
+        .arg(format!("--config-file={}", config.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(daemon.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Bus {
+        daemon,
+        address: line.trim().to_owned(),
+    }
+}
+
+/// One login session as the fake logind reports it.
+#[derive(Clone)]
+pub struct FakeSession {
+    /// logind's id.
+    pub id: &'static str,
+    /// Whose.
+    pub uid: u32,
+    /// `user`, `manager`, `greeter`, ….
+    pub class: &'static str,
+    /// `active`, `online` or `closing`.
+    pub state: &'static str,
+}
+
+/// The fake's sessions, shared with the test (which changes them).
+pub type Sessions = std::sync::Arc<std::sync::Mutex<Vec<FakeSession>>>;
+
+fn session_path(id: &str) -> zbus::zvariant::OwnedObjectPath {
+    zbus::zvariant::OwnedObjectPath::try_from(format!("/org/freedesktop/login1/session/{id}"))
+        .unwrap()
+}
+
+/// `org.freedesktop.login1.Manager`, as much of it as `SessionEnd` asks.
+struct FakeManager(Sessions);
+
+#[zbus::interface(name = "org.freedesktop.login1.Manager")]
+impl FakeManager {
+    fn list_sessions(&self) -> Vec<(String, u32, String, String, zbus::zvariant::OwnedObjectPath)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let user = format!("user{}", s.uid);
+                (
+                    s.id.to_owned(),
+                    s.uid,
+                    user,
+                    "seat0".into(),
+                    session_path(s.id),
+                )
+            })
+            .collect()
+    }
+}
+
+/// `org.freedesktop.login1.Session` of one id; reads the shared list.
+struct FakeSessionObject {
+    id: &'static str,
+    all: Sessions,
+}
+
+impl FakeSessionObject {
+    fn get(&self) -> zbus::fdo::Result<FakeSession> {
+        let all = self.all.lock().unwrap();
+        all.iter()
+            .find(|s| s.id == self.id)
+            .cloned()
+            .ok_or_else(|| zbus::fdo::Error::UnknownObject(self.id.into()))
+    }
+}
+
+#[zbus::interface(name = "org.freedesktop.login1.Session")]
+impl FakeSessionObject {
+    #[zbus(property)]
+    fn class(&self) -> zbus::fdo::Result<String> {
+        Ok(self.get()?.class.into())
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::fdo::Result<String> {
+        Ok(self.get()?.state.into())
+    }
+}
+
+/// Serves a fake logind on `bus` under the name org.freedesktop.login1.
+pub fn fake_logind(
+    bus: &Bus,
+    sessions: &Sessions,
+    ids: &[&'static str],
+) -> zbus::blocking::Connection {
+    let mut b = zbus::blocking::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .name("org.freedesktop.login1")
+        .unwrap()
+        .serve_at("/org/freedesktop/login1", FakeManager(sessions.clone()))
+        .unwrap();
+    for &id in ids {
+        b = b
+            .serve_at(
+                session_path(id),
+                FakeSessionObject {
+                    id,
+                    all: sessions.clone(),
+                },
+            )
+            .unwrap();
+    }
+    b.build().unwrap()
+}

@@ -431,7 +431,6 @@ impl Agent {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("unlocked")]);
     }
 
-    /// Locks: the session (keys, item index) is dropped and its memory wiped.
     /// `SessionEnd`: a login session of the user is ending. Locks, unless
     /// logind says the user has another session open; when logind cannot be
     /// asked, locks (as if this was the last session).
@@ -462,6 +461,7 @@ impl Agent {
         }
     }
 
+    /// Locks: the session (keys, item index) is dropped and its memory wiped.
     pub fn lock(&self, reason: &str) -> bool {
         let mut st = self.write_state();
         if let State::Unlocked(s) = &*st {

@@ -996,3 +996,91 @@ fn lock_on_close_waits_for_the_users_last_session() {
     assert_eq!(u.agent_pid(), Some(pid), "the same agent throughout");
     u.assert_no_leak(&[&pw], &[&r]);
 }
+
+/// An agent from before `SessionEnd`, run as the user: answers `Hello`,
+/// records `Lock`, and refuses any request it does not know with
+/// `BadRequest` and a closed connection, as the agent did then.
+const OLD_AGENT: &str = r#"
+import os, socket, struct, sys
+sock_path, record = sys.argv[1], sys.argv[2]
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sock_path)
+os.chmod(sock_path, 0o600)
+srv.listen(4)
+open(record + ".ready", "w").close()
+def frame(tag, body=b""):
+    payload = bytes([tag]) + body
+    return struct.pack(">I", len(payload)) + payload
+def s(text):
+    b = text.encode()
+    return struct.pack(">I", len(b)) + b
+def read_exact(c, n):
+    data = b""
+    while len(data) < n:
+        more = c.recv(n - len(data))
+        if not more:
+            return None
+        data += more
+    return data
+while True:
+    c, _ = srv.accept()
+    while True:
+        head = read_exact(c, 4)
+        if head is None:
+            break
+        payload = read_exact(c, struct.unpack(">I", head)[0])
+        if payload is None:
+            break
+        tag = payload[0]
+        with open(record, "a") as f:
+            f.write("%02x\n" % tag)
+        if tag == 0x01:
+            c.sendall(frame(0x80, struct.pack(">H", 1) + s("0.0.9-old") + struct.pack(">I", os.getpid())))
+        elif tag == 0x05:
+            c.sendall(frame(0x81))
+        else:
+            c.sendall(frame(0xff, struct.pack(">H", 1) + s("malformed request: unknown tag") + struct.pack(">Q", 0) + b"\x00"))
+            break
+    c.close()
+"#;
+
+#[test]
+fn lock_on_close_falls_back_to_lock_with_an_older_agent() {
+    if !pam_available() || !require("python3", Path::new("/usr/bin/python3").exists()) {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.init(&pw);
+    u.stop_agent();
+    assert!(u.runtime_dir().is_dir() && !u.socket().exists());
+    let record = u.home.join("old-agent.record");
+    let mut old = Command::new("/usr/bin/setpriv")
+        .arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.gid))
+        .arg("--init-groups")
+        .args(["/usr/bin/python3", "-c", OLD_AGENT])
+        .arg(u.socket())
+        .arg(&record)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !record.with_extension("record.ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the old agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    u.write_service("lock_on_close", 10);
+    let (r, _) = u.pamtester(&["close_session"], "");
+    let _ = old.kill();
+    let _ = old.wait();
+    assert_ok(&r);
+    let seen = std::fs::read_to_string(&record).unwrap_or_default();
+    // Hello, SessionEnd (refused), then Hello and Lock on a new connection.
+    assert_eq!(seen, "01\n16\n01\n05\n", "{r}");
+    assert!(r.stderr.contains("older than this module"), "{r}");
+    assert!(r.stderr.contains("locked the keyward agent of"), "{r}");
+    let _ = std::fs::remove_file(u.socket());
+}

@@ -2,7 +2,7 @@
 //!
 //! | PAM step | what the module does | returns |
 //! |---|---|---|
-//! | `auth` | keeps a copy of the password the stack just checked (`PAM_AUTHTOK`) in the PAM handle (`pam_set_data`, zeroized by the cleanup) | `PAM_IGNORE` |
+//! | `auth` | keeps a copy of the password the stack just checked (`PAM_AUTHTOK`) in the PAM handle (`pam_set_data`, zeroized by the cleanup); with `yubikey_pin`, asks a keyward user for the YubiKey PIN (conversation, echo off) and keeps it the same way | `PAM_IGNORE` |
 //! | `setcred` | nothing | `PAM_IGNORE` |
 //! | `open_session` | as the user: starts the agent if none runs (`auto_start`), checks that the socket and the agent belong to the user, unlocks with the password; then drops the kept copy | `PAM_SUCCESS` |
 //! | `close_session` | as the user: locks the agent when the user's last login session ends (`lock_on_close`; the agent asks logind), or whenever a session ends (`lock_on_close=always`) | `PAM_SUCCESS` |
@@ -79,7 +79,7 @@ use keyward_client::Paths;
 use options::{LockOnClose, Options};
 use pam::{
     Handle, LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, PAM_IGNORE, PAM_SUCCESS,
-    PAM_UPDATE_AUTHTOK, RawHandle,
+    PAM_UPDATE_AUTHTOK, RawHandle, Stash,
 };
 use std::collections::HashMap;
 use std::ffi::{CStr, OsString, c_char, c_int};
@@ -256,7 +256,7 @@ fn authenticate(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
     let debug = opts.debug;
     match h.authtok() {
         Some(pw) => {
-            let kept = h.stash_password(pw);
+            let kept = h.stash(Stash::Password, pw);
             let log = Log { h, debug };
             log_warnings(&log, opts);
             if kept {
@@ -266,6 +266,9 @@ fn authenticate(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
                     LOG_WARNING,
                     "cannot keep the login password (pam_set_data failed)",
                 );
+            }
+            if kept && opts.yubikey_pin {
+                ask_pin(h, opts);
             }
         }
         None => {
@@ -281,11 +284,53 @@ fn authenticate(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
     PAM_IGNORE
 }
 
+/// `yubikey_pin`: asks a keyward user (one with a keyward data directory)
+/// for the YubiKey PIN, and keeps it for `open_session` like the password.
+fn ask_pin(h: &mut Handle<'_>, opts: &Options) {
+    let Some(user) = h.user() else { return };
+    let Ok(account) = user::lookup(&user) else {
+        return;
+    };
+    if account.uid == 0 {
+        return;
+    }
+    let Ok(t) = target(h, opts, &account) else {
+        return;
+    };
+    if !t.paths.data_dir.is_dir() {
+        let log = Log {
+            h,
+            debug: opts.debug,
+        };
+        log.say(
+            LOG_DEBUG,
+            &format!("{user} does not use keyward: no YubiKey PIN asked"),
+        );
+        return;
+    }
+    let pin = h.ask_secret("YubiKey PIN for keyward (Enter to skip): ");
+    let kept = pin.is_some_and(|pin| h.stash(Stash::Pin, pin));
+    let log = Log {
+        h,
+        debug: opts.debug,
+    };
+    log.say(
+        LOG_DEBUG,
+        if kept {
+            "kept the YubiKey PIN for open_session"
+        } else {
+            "no YubiKey PIN given"
+        },
+    );
+}
+
 fn open_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
-    let password = h.stashed_password().or_else(|| h.authtok());
+    let password = h.stashed(Stash::Password).or_else(|| h.authtok());
+    let pin = h.stashed(Stash::Pin);
     // The login process may live as long as the session: do not keep the
-    // password there any longer than needed.
-    h.clear_stash();
+    // secrets there any longer than needed.
+    h.clear_stash(Stash::Password);
+    h.clear_stash(Stash::Pin);
     let log = Log {
         h,
         debug: opts.debug,
@@ -305,7 +350,7 @@ fn open_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
         );
         return PAM_SUCCESS;
     };
-    run_job(&log, opts, &user, Job::Unlock(password));
+    run_job(&log, opts, &user, Job::Unlock { password, pin });
     PAM_SUCCESS
 }
 
@@ -353,7 +398,7 @@ fn chauthtok(h: &mut Handle<'_>, opts: &Options, flags: c_int) -> c_int {
     };
     // The old password as the password module asked for it, else the one
     // `auth` checked in this same transaction.
-    let Some(old) = h.old_authtok().or_else(|| h.stashed_password()) else {
+    let Some(old) = h.old_authtok().or_else(|| h.stashed(Stash::Password)) else {
         log.say(
             LOG_NOTICE,
             &format!(

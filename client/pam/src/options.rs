@@ -31,6 +31,9 @@ pub struct Options {
     pub auto_start: bool,
     /// `lock_on_close[=always]`: lock the agent when the session closes.
     pub lock_on_close: LockOnClose,
+    /// `yubikey_pin`: in `auth`, ask keyward users for their YubiKey PIN
+    /// too, for an unlock whose Secret Key is kept by a YubiKey.
+    pub yubikey_pin: bool,
     /// `timeout=SECONDS`: the longest the module holds up a login step.
     pub timeout: Duration,
     /// `debug`: log details, and copy every message to standard error.
@@ -46,6 +49,7 @@ impl Default for Options {
         Self {
             auto_start: false,
             lock_on_close: LockOnClose::Off,
+            yubikey_pin: false,
             timeout: DEFAULT_TIMEOUT,
             debug: false,
             agent: None,
@@ -65,6 +69,7 @@ impl Options {
                     "auto_start" => o.auto_start = true,
                     "lock_on_close" => o.lock_on_close = LockOnClose::LastSession,
                     "debug" => o.debug = true,
+                    "yubikey_pin" => o.yubikey_pin = true,
                     "" => {}
                     _ => o.warnings.push(format!("unknown option `{arg}` ignored")),
                 },
@@ -126,7 +131,7 @@ mod tests {
         let o = Options::parse([]);
         assert_eq!(o, Options::default());
         assert_eq!(o.timeout, Duration::from_secs(10));
-        assert!(!o.auto_start && !o.debug);
+        assert!(!o.auto_start && !o.debug && !o.yubikey_pin);
         assert_eq!(o.lock_on_close, LockOnClose::Off);
     }
 
@@ -137,10 +142,11 @@ mod tests {
             "auto_start",
             "lock_on_close",
             "debug",
+            "yubikey_pin",
             "timeout=3",
             "agent=/opt/kw/keyward-agent",
         ]);
-        assert!(o.auto_start && o.debug);
+        assert!(o.auto_start && o.debug && o.yubikey_pin);
         assert_eq!(o.lock_on_close, LockOnClose::LastSession);
         for (arg, want) in [
             ("lock_on_close=always", LockOnClose::Always),

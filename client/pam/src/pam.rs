@@ -18,6 +18,7 @@ pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_IGNORE: c_int = 25;
 
 const PAM_USER: c_int = 2;
+const PAM_CONV: c_int = 5;
 const PAM_AUTHTOK: c_int = 6;
 const PAM_OLDAUTHTOK: c_int = 7;
 
@@ -29,8 +30,54 @@ pub const PAM_UPDATE_AUTHTOK: c_int = 0x2000;
 /// syslog priorities used by the module.
 pub use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
 
-/// The name under which `auth` leaves the password for `open_session`.
-const STASH: &CStr = c"pam_keyward_authtok";
+/// What `auth` leaves in the PAM handle for `open_session`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stash {
+    /// The login password.
+    Password,
+    /// The YubiKey PIN (option `yubikey_pin`).
+    Pin,
+}
+
+impl Stash {
+    fn name(self) -> &'static CStr {
+        match self {
+            Stash::Password => c"pam_keyward_authtok",
+            Stash::Pin => c"pam_keyward_pin",
+        }
+    }
+}
+
+/// `PAM_PROMPT_ECHO_OFF` (`_pam_types.h`).
+const PAM_PROMPT_ECHO_OFF: c_int = 1;
+
+/// `struct pam_message`.
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+/// `struct pam_response`.
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    _resp_retcode: c_int,
+}
+
+/// `struct pam_conv`.
+#[repr(C)]
+struct PamConv {
+    conv: Option<
+        unsafe extern "C" fn(
+            num_msg: c_int,
+            msg: *mut *const PamMessage,
+            resp: *mut *mut PamResponse,
+            appdata_ptr: *mut c_void,
+        ) -> c_int,
+    >,
+    appdata_ptr: *mut c_void,
+}
 
 #[link(name = "pam")]
 unsafe extern "C" {
@@ -105,15 +152,22 @@ impl Handle<'_> {
             .map(Secret::from_slice)
     }
 
-    /// Keeps `password` in the PAM handle for later steps of the same
+    /// Keeps `secret` in the PAM handle for later steps of the same
     /// transaction; libpam calls our cleanup (which zeroizes it) at `pam_end`
     /// or when it is replaced.
-    pub fn stash_password(&mut self, password: Secret) -> bool {
-        let ptr = Box::into_raw(Box::new(password));
-        // SAFETY: `self.raw` is live; `STASH` is a static C string; `ptr` is a
-        // leaked Box<Secret> that libpam hands back to `drop_stash` (exactly
-        // once) when it is replaced or at `pam_end`.
-        let rc = unsafe { pam_set_data(self.raw, STASH.as_ptr(), ptr.cast(), Some(drop_stash)) };
+    pub fn stash(&mut self, which: Stash, secret: Secret) -> bool {
+        let ptr = Box::into_raw(Box::new(secret));
+        // SAFETY: `self.raw` is live; the name is a static C string; `ptr` is
+        // a leaked Box<Secret> that libpam hands back to `drop_stash`
+        // (exactly once) when it is replaced or at `pam_end`.
+        let rc = unsafe {
+            pam_set_data(
+                self.raw,
+                which.name().as_ptr(),
+                ptr.cast(),
+                Some(drop_stash),
+            )
+        };
         if rc != PAM_SUCCESS {
             // SAFETY: libpam did not take `ptr`; we still own the Box.
             drop(unsafe { Box::from_raw(ptr) });
@@ -122,26 +176,73 @@ impl Handle<'_> {
         true
     }
 
-    /// Drops the stashed password (libpam runs the zeroizing cleanup).
-    pub fn clear_stash(&mut self) {
+    /// Drops a stashed secret (libpam runs the zeroizing cleanup).
+    pub fn clear_stash(&mut self, which: Stash) {
         // SAFETY: `self.raw` is live; replacing the data with null makes
         // libpam call `drop_stash` for the old value (if any) and store nothing.
-        unsafe { pam_set_data(self.raw, STASH.as_ptr(), std::ptr::null_mut(), None) };
+        unsafe { pam_set_data(self.raw, which.name().as_ptr(), std::ptr::null_mut(), None) };
     }
 
-    /// The password `auth` stashed, copied.
-    pub fn stashed_password(&self) -> Option<Secret> {
+    /// A secret `auth` stashed, copied.
+    pub fn stashed(&self, which: Stash) -> Option<Secret> {
         let mut ptr: *const c_void = std::ptr::null();
         // SAFETY: `self.raw` is live and `ptr` a valid out-pointer.
-        let rc = unsafe { pam_get_data(self.raw, STASH.as_ptr(), &mut ptr) };
+        let rc = unsafe { pam_get_data(self.raw, which.name().as_ptr(), &mut ptr) };
         if rc != PAM_SUCCESS || ptr.is_null() {
             return None;
         }
-        // SAFETY: only `stash_password` stores data under `STASH`, and it
-        // stores a `Box<Secret>`; it stays alive until pam_end or until it
-        // is replaced, neither of which can happen during this call.
+        // SAFETY: only `stash` stores data under these names, and it stores
+        // a `Box<Secret>`; it stays alive until pam_end or until it is
+        // replaced, neither of which can happen during this call.
         let stashed = unsafe { &*ptr.cast::<Secret>() };
         Some(stashed.clone())
+    }
+
+    /// Asks the user for a secret through the application's conversation
+    /// function (`PAM_PROMPT_ECHO_OFF`), as `pam_unix` asks for a password.
+    /// `None` if there is no conversation, it failed, or the answer is empty.
+    /// The application's copy of the answer is wiped before it is freed.
+    pub fn ask_secret(&self, prompt: &str) -> Option<Secret> {
+        let text = CString::new(prompt).ok()?;
+        let mut item: *const c_void = std::ptr::null();
+        // SAFETY: `self.raw` is live and `item` a valid out-pointer; the
+        // PAM_CONV item is a `struct pam_conv` owned by libpam.
+        let rc = unsafe { pam_get_item(self.raw, PAM_CONV, &mut item) };
+        if rc != PAM_SUCCESS || item.is_null() {
+            return None;
+        }
+        // SAFETY: see above; we only read it during this call.
+        let conv = unsafe { &*item.cast::<PamConv>() };
+        let f = conv.conv?;
+        let msg = PamMessage {
+            msg_style: PAM_PROMPT_ECHO_OFF,
+            msg: text.as_ptr(),
+        };
+        let mut msgs: [*const PamMessage; 1] = [&msg];
+        let mut resp: *mut PamResponse = std::ptr::null_mut();
+        // SAFETY: one message, valid for the call; `resp` is an out-pointer
+        // the application fills with a malloc'ed array of one response.
+        let rc = unsafe { f(1, msgs.as_mut_ptr(), &mut resp, conv.appdata_ptr) };
+        if resp.is_null() {
+            return None;
+        }
+        // SAFETY: on return the application gave us `resp` (malloc'ed, one
+        // element) and its `resp` string (malloc'ed or null); both are ours
+        // to free, with libc's `free`, as libpam's own modules do.
+        unsafe {
+            let answer = (*resp).resp;
+            let mut secret = None;
+            if !answer.is_null() {
+                let bytes = CStr::from_ptr(answer).to_bytes();
+                if rc == PAM_SUCCESS && !bytes.is_empty() {
+                    secret = Some(Secret::from_slice(bytes));
+                }
+                libc::explicit_bzero(answer.cast(), bytes.len());
+                libc::free(answer.cast());
+            }
+            libc::free(resp.cast());
+            secret
+        }
     }
 
     /// A variable of the PAM environment (what the session will get).
@@ -177,7 +278,7 @@ unsafe extern "C" fn drop_stash(_pamh: *mut RawHandle, data: *mut c_void, _statu
     }
     // Dropping zeroizes; no panic may cross into C.
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `data` is the Box<Secret> leaked by `stash_password`;
+        // SAFETY: `data` is the Box<Secret> leaked by `stash`;
         // libpam calls this cleanup exactly once for it.
         drop(unsafe { Box::from_raw(data.cast::<Secret>()) });
     });

@@ -40,8 +40,14 @@ pub struct Target {
 
 /// One job.
 pub enum Job {
-    /// `open_session`: unlock with the login password.
-    Unlock(Secret),
+    /// `open_session`: unlock with the login password (and the YubiKey PIN
+    /// asked in `auth`, with `yubikey_pin`).
+    Unlock {
+        /// The login password.
+        password: Secret,
+        /// The YubiKey PIN, if one was asked for and given.
+        pin: Option<Secret>,
+    },
     /// `close_session` with `lock_on_close=always`.
     Lock,
     /// `close_session` with `lock_on_close`: lock unless the user has
@@ -73,7 +79,7 @@ pub fn run(t: &Target, job: Job, rep: &mut Reporter, deadline: Instant) {
         return;
     }
     match job {
-        Job::Unlock(pw) => unlock(t, &mut c, pw, rep),
+        Job::Unlock { password, pin } => unlock(t, &mut c, password, pin, rep),
         Job::Lock => lock(t, &mut c, rep),
         Job::SessionEnd { session } => session_end(t, c, session.as_deref(), rep, deadline),
         Job::ChangePassword { old, new } => change(t, &mut c, old, new, rep),
@@ -146,7 +152,7 @@ fn remaining(deadline: Instant) -> Duration {
         .max(Duration::from_millis(100))
 }
 
-fn unlock(t: &Target, c: &mut Client, pw: Secret, rep: &mut Reporter) {
+fn unlock(t: &Target, c: &mut Client, pw: Secret, pin: Option<Secret>, rep: &mut Reporter) {
     let user = &t.user;
     let st = match c.status() {
         Ok(s) => s,
@@ -185,6 +191,7 @@ fn unlock(t: &Target, c: &mut Client, pw: Secret, rep: &mut Reporter) {
     }
     let req = Request::Unlock(UnlockRequest {
         password: pw,
+        pin,
         ..UnlockRequest::default()
     });
     match c.call(&req) {

@@ -279,19 +279,30 @@ impl TestUser {
 
     /// Writes the PAM service: pam_unix decides, pam_keyward follows.
     fn write_service(&self, session_options: &str, timeout_secs: u64) {
-        self.write_service_after("", session_options, timeout_secs);
+        self.write_service_with("", "", session_options, timeout_secs);
     }
 
     /// Like [`Self::write_service`], with `session_before` (a whole line)
     /// in the session stack before pam_keyward.
     fn write_service_after(&self, session_before: &str, session_options: &str, timeout_secs: u64) {
+        self.write_service_with("", session_before, session_options, timeout_secs);
+    }
+
+    /// The service with `auth_options` on pam_keyward's auth line too.
+    fn write_service_with(
+        &self,
+        auth_options: &str,
+        session_before: &str,
+        session_options: &str,
+        timeout_secs: u64,
+    ) {
         let module = module_path().display().to_string();
         let agent = self.agent.display().to_string();
         let common = format!("debug timeout={timeout_secs} agent={agent}");
         let text = format!(
             "# keyward PAM test service (removed when the test ends)\n\
              auth     required  pam_unix.so\n\
-             auth     required  {module} {common}\n\
+             auth     required  {module} {common} {auth_options}\n\
              {session_before}\n\
              session  required  {module} {common} {session_options}\n\
              password requisite pam_unix.so\n\
@@ -1083,4 +1094,87 @@ fn lock_on_close_falls_back_to_lock_with_an_older_agent() {
     assert!(r.stderr.contains("older than this module"), "{r}");
     assert!(r.stderr.contains("locked the keyward agent of"), "{r}");
     let _ = std::fs::remove_file(u.socket());
+}
+
+#[test]
+fn yubikey_pin_at_login_unlocks_an_account_kept_by_a_yubikey() {
+    use virtual_yubikey::harness::{CardConfig, PcscEnv};
+    if !pam_available() {
+        return;
+    }
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let _card = env
+        .insert_card(CardConfig::new(44_444_444).version(virtual_yubikey::state::Version(5, 4, 3)))
+        .unwrap();
+    // The user's agent reaches this test's pcscd through its socket.
+    for dir in [env.dir(), env.socket_path().parent().unwrap()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    const PIN: &str = "123456";
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    let pcsc = env.pcsc_env();
+    let pcsc: Vec<(&str, &str)> = pcsc.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = u.kw_env(
+        &["init", "--password-stdin", "--protector", "file", "--json"],
+        Some(&pw),
+        &pcsc,
+    );
+    assert_eq!(r.code, 0, "{r}");
+    let r = u.kw_env(
+        &[
+            "--no-autostart",
+            "protector",
+            "add",
+            "yubikey",
+            "--pin-fd",
+            "0",
+        ],
+        Some(PIN),
+        &pcsc,
+    );
+    assert_eq!(r.code, 0, "{r}");
+    // Only the YubiKey keeps the Secret Key now: no PIN, no unlock.
+    let r = u.kw(&["--no-autostart", "protector", "remove", "file"], None);
+    assert_eq!(r.code, 0, "{r}");
+    u.lock();
+    u.write_service_with("yubikey_pin", "", "", 20);
+    let login = |input: String| {
+        let (r, _) = u.pamtester(&["authenticate", "open_session"], &input);
+        assert_ok(&r);
+        assert!(!r.stdout.contains(PIN) && !r.stderr.contains(PIN), "{r}");
+        r
+    };
+
+    // The PIN asked after the password opens the YubiKey.
+    let r = login(format!("{pw}\n{PIN}\n"));
+    assert!(r.stderr.contains("kept the YubiKey PIN"), "{r}");
+    assert!(
+        r.stderr.contains("Secret Key from yubikey:44444444:82"),
+        "{r}"
+    );
+    assert_eq!(u.state(), "unlocked");
+
+    // Enter skips it: the login goes on, the agent stays locked.
+    u.lock();
+    let r = login(format!("{pw}\n\n"));
+    assert!(r.stderr.contains("no YubiKey PIN given"), "{r}");
+    assert!(r.stderr.contains("no PIN was given"), "{r}");
+    assert_eq!(u.state(), "locked");
+
+    // A wrong PIN: said so with the tries left; the login goes on.
+    let r = login(format!("{pw}\n000000\n"));
+    assert!(r.stderr.contains("could not unlock"), "{r}");
+    assert!(r.stderr.to_lowercase().contains("pin"), "{r}");
+    assert_eq!(u.state(), "locked");
+
+    // Users without keyward are not asked.
+    let other = TestUser::new(&pw);
+    other.write_service_with("yubikey_pin", "", "", 20);
+    let (r, _) = other.pamtester(&["authenticate"], &format!("{pw}\n"));
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("does not use keyward"), "{r}");
+    u.assert_no_leak(&[&pw], &[&r]);
 }

@@ -120,19 +120,17 @@ impl Agent {
                     .map_err(internal)?
                     .map_err(protector_error)?;
                 let pid = yubikey::protector_id(enrolled.serial, enrolled.slot);
-                self.with_session_mut(|s| {
-                    let path = s.account.vault_path.clone();
-                    s.vault
-                        .add_piv(
-                            &path,
-                            enrolled.serial,
-                            enrolled.slot,
-                            enrolled.pin_policy,
-                            enrolled.touch_policy,
-                            &enrolled.card_pk,
-                            now,
-                        )
-                        .map_err(change_error)
+                self.edit_vault(|v, path| {
+                    v.add_piv(
+                        path,
+                        enrolled.serial,
+                        enrolled.slot,
+                        enrolled.pin_policy,
+                        enrolled.touch_policy,
+                        &enrolled.card_pk,
+                        now,
+                    )
+                    .map_err(change_error)
                 })?;
                 tracing::info!(protector = %pid, "YubiKey enrolled");
                 Ok(Response::ProtectorAdded {
@@ -145,10 +143,8 @@ impl Agent {
                     .await
                     .map_err(internal)?
                     .map_err(protector_error)?;
-                self.with_session_mut(|s| {
-                    let path = s.account.vault_path.clone();
-                    s.vault
-                        .upsert_protector(&path, ProtectorKind::Keychain, now)
+                self.edit_vault(|v, path| {
+                    v.upsert_protector(path, ProtectorKind::Keychain, now)
                         .map_err(change_error)
                 })?;
                 tracing::info!("keychain protector enrolled");
@@ -163,10 +159,8 @@ impl Agent {
                 self.file_protector(&id)
                     .store(&sk)
                     .map_err(protector_error)?;
-                self.with_session_mut(|s| {
-                    let path = s.account.vault_path.clone();
-                    s.vault
-                        .upsert_protector(&path, ProtectorKind::File, now)
+                self.edit_vault(|v, path| {
+                    v.upsert_protector(path, ProtectorKind::File, now)
                         .map_err(change_error)
                 })?;
                 Ok(Response::ProtectorAdded {
@@ -219,18 +213,15 @@ impl Agent {
                 "the key stays on the card in slot {slot:02x}; clear it with `ykman piv keys delete {slot:02x}` if nothing else uses it"
             )),
         }
-        let remaining = self.with_session_mut(|s| {
-            let path = s.account.vault_path.clone();
-            s.vault
-                .remove_protector(&path, which)
-                .map_err(|e| match e {
-                    vault::ChangeError::NotFound(..) => err(
-                        ErrorCode::NotFound,
-                        format!("no protector {id:?} is enrolled"),
-                    ),
-                    other => change_error(other),
-                })?;
-            Ok(s.vault.file().piv_wraps.len() + s.vault.file().protectors.len())
+        let remaining = self.edit_vault(|v, path| {
+            v.remove_protector(path, which).map_err(|e| match e {
+                vault::ChangeError::NotFound(..) => err(
+                    ErrorCode::NotFound,
+                    format!("no protector {id:?} is enrolled"),
+                ),
+                other => change_error(other),
+            })?;
+            Ok(v.file().piv_wraps.len() + v.file().protectors.len())
         })?;
         if remaining == 0 {
             notes.push(

@@ -114,12 +114,8 @@ impl Agent {
         self.verify_password_counted(password, "no recovery code made")
             .await?;
         let now = self.clock.unix_now();
-        self.with_session_mut(|s| {
-            let path = s.account.vault_path.clone();
-            let (code, id) = s
-                .vault
-                .add_recovery_code(&path, now)
-                .map_err(change_error)?;
+        self.edit_vault(|v, path| {
+            let (code, id) = v.add_recovery_code(path, now).map_err(change_error)?;
             tracing::info!(id = %vault::hex(&id), "recovery code created");
             Ok(Response::RecoveryCode {
                 id: vault::hex(&id),
@@ -154,9 +150,8 @@ impl Agent {
 
     /// `RecoveryCodeRevoke`.
     pub fn recovery_code_revoke(&self, id: &str) -> Result<Response, AgentError> {
-        self.with_session_mut(|s| {
-            let path = s.account.vault_path.clone();
-            let full = s.vault.revoke_recovery_code(&path, id).map_err(|e| match e {
+        self.edit_vault(|v, path| {
+            let full = v.revoke_recovery_code(path, id).map_err(|e| match e {
                 vault::ChangeError::NotFound(..) => err(
                     ErrorCode::NotFound,
                     format!("no recovery code has an id starting with {id:?} (see `keyward recovery-code list`)"),
@@ -263,13 +258,11 @@ impl Agent {
         let now = self.clock.unix_now();
         let me = self.clone();
         let (shown, notes) = tokio::task::spawn_blocking(move || {
-            me.with_session_mut(|s| {
-                let path = s.account.vault_path.clone();
-                let pending = s
-                    .vault
-                    .begin_secret_key_change(&path, &pw, params, now)
+            me.edit_vault(|v, path| {
+                let pending = v
+                    .begin_secret_key_change(path, &pw, params, now)
                     .map_err(change_error)?;
-                let notes = me.complete_secret_key_change(&mut s.vault, &path, &pending)?;
+                let notes = me.complete_secret_key_change(v, path, &pending)?;
                 Ok((
                     Secret::from(pending.new_secret_key.display().expose()),
                     notes,

@@ -397,6 +397,54 @@ impl Agent {
         Ok(())
     }
 
+    /// Makes one of the rarer changes to the vault (protectors, recovery
+    /// codes, the password, the Secret Key) without holding readers up: a
+    /// copy of the vault is made under a read lock, `edit` runs on the copy
+    /// (key derivation, the file write and its fsync included) holding only
+    /// the writers' lock, and the copy replaces the vault in memory under a
+    /// brief write lock, if `edit` wrote it (whether or not it then
+    /// failed: memory follows the file).
+    pub(super) fn edit_vault<T>(
+        &self,
+        edit: impl FnOnce(&mut vault::Unlocked, &Path) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        let writer = self.writer();
+        let (path, mut copy) = session_in(&self.read_state(), |s| {
+            Ok((
+                s.account.vault_path.clone(),
+                s.vault.try_clone().map_err(internal)?,
+            ))
+        })?;
+        let generation = copy.file().generation;
+        let out = edit(&mut copy, &path);
+        if copy.file().generation != generation {
+            let mut st = self.state_for_apply(&writer);
+            let old = match &mut *st {
+                State::Unlocked(s) if s.vault.file().generation == generation => {
+                    Some(std::mem::replace(&mut s.vault, copy))
+                }
+                State::Unlocked(s) => {
+                    // Cannot happen: every writer holds `writer` (as in
+                    // `write_items`); were it to, lock so the next unlock
+                    // reads the file.
+                    debug_assert!(false, "a vault write slipped past the writer's lock");
+                    tracing::error!(
+                        "a vault change did not apply in memory; locking to re-read the vault"
+                    );
+                    let account = s.account.clone();
+                    *st = State::Locked(account);
+                    None
+                }
+                // Locking takes `writer` too: cannot happen either.
+                _ => None,
+            };
+            drop(st);
+            // The old copy (the size of the vault) is freed outside the lock.
+            drop(old);
+        }
+        out
+    }
+
     pub(super) fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
         self.attempts
             .lock()
@@ -575,17 +623,6 @@ impl Agent {
         f: impl FnOnce(&Session) -> Result<T, AgentError>,
     ) -> Option<Result<T, AgentError>> {
         Some(session_in(&*self.try_read_state()?, f))
-    }
-
-    pub(super) fn with_session_mut<T>(
-        &self,
-        f: impl FnOnce(&mut Session) -> Result<T, AgentError>,
-    ) -> Result<T, AgentError> {
-        match &mut *self.write_state() {
-            State::Unlocked(s) => f(s),
-            State::Locked(_) => Err(locked_error()),
-            State::NoAccount => Err(no_account_error()),
-        }
     }
 
     /// `Get`.
@@ -1110,14 +1147,12 @@ impl Agent {
         // Verify and re-wrap on a blocking thread while holding the session.
         let me = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            me.with_session_mut(|s| {
-                let ok = s.vault.verify_password(&old).map_err(change_error)?;
+            me.edit_vault(|v, path| {
+                let ok = v.verify_password(&old).map_err(change_error)?;
                 if !ok {
                     return Ok(false);
                 }
-                let path = s.account.vault_path.clone();
-                s.vault
-                    .change_password(&path, &new, params)
+                v.change_password(path, &new, params)
                     .map_err(change_error)?;
                 Ok(true)
             })
@@ -1240,5 +1275,95 @@ mod tests {
 
         assert!(matches!(writer.join().unwrap(), Ok(Response::Ok)));
         assert_eq!(value(&agent.get("token")), b"new");
+    }
+
+    fn recovery_codes(agent: &Agent) -> usize {
+        match agent.recovery_code_list() {
+            Ok(Response::RecoveryCodes(v)) => v.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_go_on_while_a_rare_vault_change_waits_for_its_disk() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        agent.set("token", &Secret::from_slice(b"v")).unwrap();
+        let (at_sync, in_sync) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let writer = {
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                before_sync::set(move || {
+                    let _ = at_sync.send(());
+                    let _ = released.recv();
+                });
+                agent.edit_vault(|v, path| v.add_recovery_code(path, 7).map_err(change_error))
+            })
+        };
+        in_sync
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the change never reached its fsync");
+        let reader = {
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                let get = Request::Get {
+                    name: "token".into(),
+                };
+                (
+                    super::super::dispatch::quick_now(&agent, &get).is_some(),
+                    agent.get("token"),
+                    recovery_codes(&agent),
+                )
+            })
+        };
+        let waited = std::time::Instant::now();
+        while !reader.is_finished() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let answered = reader.is_finished();
+        let _ = release.send(());
+        assert!(answered, "a reader waited for a recovery code's fsync");
+        let (quick, got, codes_meanwhile) = reader.join().unwrap();
+        assert!(quick, "the loop would hand off get");
+        assert_eq!(value(&got), b"v");
+        assert_eq!(
+            codes_meanwhile, 0,
+            "the change showed before it was written"
+        );
+        writer.join().unwrap().unwrap();
+        assert_eq!(recovery_codes(&agent), 1);
+        assert_eq!(value(&agent.get("token")), b"v");
+    }
+
+    #[test]
+    fn a_rare_change_in_memory_follows_the_file() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        let on_disk = |agent: &Agent| {
+            let path =
+                session_in(&agent.read_state(), |s| Ok(s.account.vault_path.clone())).unwrap();
+            vault::read(&path).unwrap().vault.recovery_wraps.len()
+        };
+        // Failing before anything is written: nothing changes.
+        let r: Result<(), _> = agent.edit_vault(|_, _| Err(internal("refused early")));
+        assert!(r.is_err());
+        assert_eq!((recovery_codes(&agent), on_disk(&agent)), (0, 0));
+        // Failing after a write: memory still takes what the file has.
+        let r: Result<(), _> = agent.edit_vault(|v, path| {
+            v.add_recovery_code(path, 7).map_err(change_error)?;
+            Err(internal("a later step failed"))
+        });
+        assert!(r.is_err());
+        assert_eq!((recovery_codes(&agent), on_disk(&agent)), (1, 1));
+        // And the next change builds on it.
+        agent
+            .edit_vault(|v, path| v.add_recovery_code(path, 8).map_err(change_error))
+            .unwrap();
+        assert_eq!((recovery_codes(&agent), on_disk(&agent)), (2, 2));
+        // Locked, nothing to edit.
+        agent.lock("test");
+        let r: Result<(), _> = agent.edit_vault(|_, _| Ok(()));
+        assert_eq!(r.unwrap_err().code, ErrorCode::Locked);
     }
 }

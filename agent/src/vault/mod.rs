@@ -391,6 +391,24 @@ pub struct PendingChange {
 }
 
 impl Unlocked {
+    /// A copy, to make a rare change on while readers go on using this
+    /// one (see the agent's `edit_vault`); the keys go to a locked page of
+    /// their own.
+    pub fn try_clone(&self) -> Result<Self, LockedAllocError> {
+        let mut keys = LockedBox::<KeyMaterial>::new()?;
+        keys.account_key = self.keys.account_key;
+        keys.item_key = self.keys.item_key;
+        keys.mac_key = self.keys.mac_key;
+        keys.secret_key = self.keys.secret_key;
+        Ok(Self {
+            file: self.file.clone(),
+            keys,
+            meta: self.meta.clone(),
+            index: self.index.clone(),
+            opened_with: self.opened_with.clone(),
+        })
+    }
+
     fn with_keys(
         file: VaultFile,
         mut keys: LockedBox<KeyMaterial>,

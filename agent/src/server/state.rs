@@ -385,10 +385,12 @@ impl Agent {
         if let State::Unlocked(s) = &mut *st
             && !s.vault.apply(change)
         {
-            // Cannot happen: nothing else wrote the vault (or locked the
-            // agent) since `prepare`, as every writer holds `writer`. Were it
-            // to, memory would no longer match the file, and the next write
-            // would lose this change: lock, so the next unlock reads the file.
+            // Cannot happen: nothing else wrote the vault (or unlocked it
+            // anew) since `prepare`, as every writer and `install` hold
+            // `writer` (a lock meanwhile leaves nothing to apply to). Were
+            // it to, memory would no longer match the file, and the next
+            // write would lose this change: lock, so the next unlock reads
+            // the file.
             debug_assert!(false, "a vault write slipped past the writer's lock");
             tracing::error!("a vault change did not apply in memory; locking to re-read the vault");
             let account = s.account.clone();
@@ -435,7 +437,8 @@ impl Agent {
                     *st = State::Locked(account);
                     None
                 }
-                // Locking takes `writer` too: cannot happen either.
+                // Locked meanwhile (locking does not wait for writers): the
+                // file has the change and the next unlock reads it.
                 _ => None,
             };
             drop(st);
@@ -510,8 +513,16 @@ impl Agent {
     }
 
     /// Locks: the session (keys, item index) is dropped and its memory wiped.
+    /// Takes the state's write lock but not the writers' mutex: a lock
+    /// (suspend, screen lock, the idle timer) is never held up by a vault
+    /// change deriving keys or waiting for the disk. Such a change still
+    /// writes its file; it is not applied to the locked state, and the next
+    /// unlock reads it.
     pub fn lock(&self, reason: &str) -> bool {
-        let mut st = self.write_state();
+        let mut st = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let State::Unlocked(s) = &*st {
             let account = s.account.clone();
             self.remember_generation(&s.account.id, s.vault.file().generation);
@@ -1365,5 +1376,44 @@ mod tests {
         agent.lock("test");
         let r: Result<(), _> = agent.edit_vault(|_, _| Ok(()));
         assert_eq!(r.unwrap_err().code, ErrorCode::Locked);
+    }
+
+    #[test]
+    fn locking_does_not_wait_for_a_vault_change() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        let (at_sync, in_sync) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let writer = {
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                before_sync::set(move || {
+                    let _ = at_sync.send(());
+                    let _ = released.recv();
+                });
+                agent.edit_vault(|v, path| v.add_recovery_code(path, 7).map_err(change_error))
+            })
+        };
+        in_sync
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the change never reached its fsync");
+        let locker = {
+            let agent = agent.clone();
+            std::thread::spawn(move || agent.lock("test"))
+        };
+        let waited = std::time::Instant::now();
+        while !locker.is_finished() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let locked_meanwhile = locker.is_finished();
+        let _ = release.send(());
+        assert!(locked_meanwhile, "lock waited for a vault change's fsync");
+        assert!(locker.join().unwrap());
+        assert_eq!(agent.status().state, AgentState::Locked);
+        // The change was written, and stays out of the locked state; the
+        // next unlock would read it from the file.
+        writer.join().unwrap().unwrap();
+        assert_eq!(agent.status().state, AgentState::Locked);
+        assert_eq!(recovery_codes(&agent), 1, "the locked agent reads the file");
     }
 }

@@ -1234,21 +1234,10 @@ mod tests {
         let agent = unlocked_agent(home.path());
         agent.set("token", &Secret::from_slice(b"old")).unwrap();
 
-        let (at_sync, in_sync) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let writer = {
+        let (writer, release) = {
             let agent = agent.clone();
-            std::thread::spawn(move || {
-                before_sync::set(move || {
-                    let _ = at_sync.send(());
-                    let _ = released.recv();
-                });
-                agent.set("token", &Secret::from_slice(b"new"))
-            })
+            held_in_fsync(move || agent.set("token", &Secret::from_slice(b"new")))
         };
-        in_sync
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the write never reached its fsync");
 
         let reader = {
             let agent = agent.clone();
@@ -1266,11 +1255,7 @@ mod tests {
                 )
             })
         };
-        let waited = std::time::Instant::now();
-        while !reader.is_finished() && waited.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let answered = reader.is_finished();
+        let answered = ends_soon(&reader);
         let writer_still_in_fsync = !writer.is_finished();
         let _ = release.send(());
         assert!(answered, "a reader waited for the vault write's fsync");
@@ -1288,6 +1273,36 @@ mod tests {
         assert_eq!(value(&agent.get("token")), b"new");
     }
 
+    /// Runs `write` on a thread of its own and returns once it waits inside
+    /// its vault file's fsync (the test hook holds it there); sending on the
+    /// returned channel lets it go on.
+    fn held_in_fsync<T: Send + 'static>(
+        write: impl FnOnce() -> T + Send + 'static,
+    ) -> (std::thread::JoinHandle<T>, mpsc::Sender<()>) {
+        let (at_sync, in_sync) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            before_sync::set(move || {
+                let _ = at_sync.send(());
+                let _ = released.recv();
+            });
+            write()
+        });
+        in_sync
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the write never reached its fsync");
+        (writer, release)
+    }
+
+    /// Whether `t` ends within 20 s.
+    fn ends_soon<T>(t: &std::thread::JoinHandle<T>) -> bool {
+        let waited = std::time::Instant::now();
+        while !t.is_finished() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.is_finished()
+    }
+
     fn recovery_codes(agent: &Agent) -> usize {
         match agent.recovery_code_list() {
             Ok(Response::RecoveryCodes(v)) => v.len(),
@@ -1300,21 +1315,12 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let agent = unlocked_agent(home.path());
         agent.set("token", &Secret::from_slice(b"v")).unwrap();
-        let (at_sync, in_sync) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let writer = {
+        let (writer, release) = {
             let agent = agent.clone();
-            std::thread::spawn(move || {
-                before_sync::set(move || {
-                    let _ = at_sync.send(());
-                    let _ = released.recv();
-                });
+            held_in_fsync(move || {
                 agent.edit_vault(|v, path| v.add_recovery_code(path, 7).map_err(change_error))
             })
         };
-        in_sync
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the change never reached its fsync");
         let reader = {
             let agent = agent.clone();
             std::thread::spawn(move || {
@@ -1328,11 +1334,7 @@ mod tests {
                 )
             })
         };
-        let waited = std::time::Instant::now();
-        while !reader.is_finished() && waited.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let answered = reader.is_finished();
+        let answered = ends_soon(&reader);
         let _ = release.send(());
         assert!(answered, "a reader waited for a recovery code's fsync");
         let (quick, got, codes_meanwhile) = reader.join().unwrap();
@@ -1382,30 +1384,17 @@ mod tests {
     fn locking_does_not_wait_for_a_vault_change() {
         let home = tempfile::tempdir().unwrap();
         let agent = unlocked_agent(home.path());
-        let (at_sync, in_sync) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let writer = {
+        let (writer, release) = {
             let agent = agent.clone();
-            std::thread::spawn(move || {
-                before_sync::set(move || {
-                    let _ = at_sync.send(());
-                    let _ = released.recv();
-                });
+            held_in_fsync(move || {
                 agent.edit_vault(|v, path| v.add_recovery_code(path, 7).map_err(change_error))
             })
         };
-        in_sync
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the change never reached its fsync");
         let locker = {
             let agent = agent.clone();
             std::thread::spawn(move || agent.lock("test"))
         };
-        let waited = std::time::Instant::now();
-        while !locker.is_finished() && waited.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let locked_meanwhile = locker.is_finished();
+        let locked_meanwhile = ends_soon(&locker);
         let _ = release.send(());
         assert!(locked_meanwhile, "lock waited for a vault change's fsync");
         assert!(locker.join().unwrap());

@@ -56,6 +56,24 @@ bus.flush()
     );
 }
 
+/// Creates the account (password `pw`); the agent this auto-starts takes
+/// `bus` as its system bus.
+fn init_on_bus(home: &Home, bus: &Bus) {
+    let mut init = home
+        .command(&["init", "--password-fd", "0", "--json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env_remove("XDG_SESSION_ID")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        init.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    }
+    assert!(init.wait_with_output().unwrap().status.success());
+}
+
 #[test]
 fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
     if !require(
@@ -67,20 +85,7 @@ fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
     let home = Home::new();
     let bus = private_bus(home.path(), false);
     // The agent is auto-started by this first command, with the private bus as its system bus.
-    let init = home
-        .command(&["init", "--password-fd", "0", "--json"])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .env_remove("XDG_SESSION_ID")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut init = init;
-        init.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-        assert!(init.wait_with_output().unwrap().status.success());
-    }
+    init_on_bus(&home, &bus);
     home.wait_for(Duration::from_secs(5), "the agent to watch logind", || {
         std::fs::read_to_string(home.paths.log_file()).is_ok_and(|l| l.contains("watching logind"))
     });
@@ -177,20 +182,7 @@ fn a_session_end_locks_only_when_the_users_last_session_ends() {
         let mut all = sessions.lock().unwrap();
         all.iter_mut().find(|s| s.id == id).unwrap().state = state;
     };
-    let init = home
-        .command(&["init", "--password-fd", "0", "--json"])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .env_remove("XDG_SESSION_ID")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut init = init;
-        init.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-        assert!(init.wait_with_output().unwrap().status.success());
-    }
+    init_on_bus(&home, &bus);
     assert_eq!(home.status()["state"], "unlocked");
 
     // Another session of the user is open: stay unlocked, and say which.

@@ -132,6 +132,21 @@ fn session_in<T>(
     }
 }
 
+/// A written vault change that cannot be applied in memory. Cannot happen:
+/// nothing else writes the vault (or unlocks it anew) between a change's
+/// copy or preparation and its apply, as every writer and `install` hold the
+/// writers' mutex (a lock meanwhile leaves nothing to apply to). Were it to,
+/// memory would no longer match the file and the next write would lose the
+/// change: lock, so that the next unlock reads the file.
+fn lock_to_reread(st: &mut State) {
+    debug_assert!(false, "a vault write slipped past the writer's lock");
+    tracing::error!("a vault change did not apply in memory; locking to re-read the vault");
+    if let State::Unlocked(s) = st {
+        let account = s.account.clone();
+        *st = State::Locked(account);
+    }
+}
+
 fn get_in(s: &Session, name: &str) -> Result<Response, AgentError> {
     s.vault
         .get(name)
@@ -385,16 +400,7 @@ impl Agent {
         if let State::Unlocked(s) = &mut *st
             && !s.vault.apply(change)
         {
-            // Cannot happen: nothing else wrote the vault (or unlocked it
-            // anew) since `prepare`, as every writer and `install` hold
-            // `writer` (a lock meanwhile leaves nothing to apply to). Were
-            // it to, memory would no longer match the file, and the next
-            // write would lose this change: lock, so the next unlock reads
-            // the file.
-            debug_assert!(false, "a vault write slipped past the writer's lock");
-            tracing::error!("a vault change did not apply in memory; locking to re-read the vault");
-            let account = s.account.clone();
-            *st = State::Locked(account);
+            lock_to_reread(&mut st);
         }
         Ok(())
     }
@@ -425,16 +431,8 @@ impl Agent {
                 State::Unlocked(s) if s.vault.file().generation == generation => {
                     Some(std::mem::replace(&mut s.vault, copy))
                 }
-                State::Unlocked(s) => {
-                    // Cannot happen: every writer holds `writer` (as in
-                    // `write_items`); were it to, lock so the next unlock
-                    // reads the file.
-                    debug_assert!(false, "a vault write slipped past the writer's lock");
-                    tracing::error!(
-                        "a vault change did not apply in memory; locking to re-read the vault"
-                    );
-                    let account = s.account.clone();
-                    *st = State::Locked(account);
+                State::Unlocked(_) => {
+                    lock_to_reread(&mut st);
                     None
                 }
                 // Locked meanwhile (locking does not wait for writers): the
@@ -1155,7 +1153,8 @@ impl Agent {
             return Err(e);
         }
         let params = self.config.kdf_params();
-        // Verify and re-wrap on a blocking thread while holding the session.
+        // Verify and re-wrap on a blocking thread, on a copy of the vault
+        // (readers go on meanwhile).
         let me = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             me.edit_vault(|v, path| {

@@ -4,7 +4,6 @@
 //! private D-Bus), through the real CLI and agent.
 
 use keyward_e2e::{Home, require};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use virtual_yubikey::harness::{CardConfig, PcscEnv};
@@ -227,18 +226,16 @@ fn touch_policy_is_announced_to_the_user() {
 // ------------------------------------------------------------------ keychain
 
 struct Keyring {
-    bus: Child,
+    bus: keyward_e2e::bus::Bus,
     daemon: Child,
-    address: String,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Keyring {
     fn drop(&mut self) {
-        for c in [&mut self.daemon, &mut self.bus] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The daemon first; the bus stops when it is dropped.
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
     }
 }
 
@@ -259,21 +256,8 @@ fn keyring() -> Keyring {
             .create(dir.path().join(d))
             .unwrap();
     }
-    let mut bus = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-        .arg(format!(
-            "--address=unix:path={}",
-            dir.path().join("run/bus").display()
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut address = String::new();
-    BufReader::new(bus.stdout.take().unwrap())
-        .read_line(&mut address)
-        .unwrap();
-    let address = address.trim().to_owned();
+    let bus = keyward_e2e::bus::private_bus(&dir.path().join("run"), false);
+    let address = bus.address.clone();
     let mut daemon = Command::new("gnome-keyring-daemon")
         .args(["--foreground", "--unlock", "--components=secrets"])
         .env("DBUS_SESSION_BUS_ADDRESS", &address)
@@ -316,7 +300,6 @@ fn keyring() -> Keyring {
     Keyring {
         bus,
         daemon,
-        address,
         _dir: dir,
     }
 }
@@ -329,7 +312,10 @@ fn the_keychain_keeps_the_secret_key_and_says_clearly_when_it_cannot() {
     }
     let kr = keyring();
     let home = Home::new();
-    home.set_env([("DBUS_SESSION_BUS_ADDRESS".to_owned(), kr.address.clone())]);
+    home.set_env([(
+        "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+        kr.bus.address.clone(),
+    )]);
     // `init` picks the best protector available: the keychain here.
     let r = home
         .run_with(
@@ -364,7 +350,7 @@ fn the_keychain_keeps_the_secret_key_and_says_clearly_when_it_cannot() {
             "org.freedesktop.Secret.Service.Lock",
             "array:objpath:/org/freedesktop/secrets/collection/login",
         ])
-        .env("DBUS_SESSION_BUS_ADDRESS", &kr.address)
+        .env("DBUS_SESSION_BUS_ADDRESS", &kr.bus.address)
         .output()
         .unwrap();
     assert!(

@@ -170,6 +170,7 @@ impl Agent {
         new_password: &Secret,
     ) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
+        let mark = self.lock_mark();
         let account = match &*self.read_state() {
             State::NoAccount => return Err(no_account_error()),
             State::Locked(a) => a.clone(),
@@ -189,12 +190,16 @@ impl Agent {
             return Err(e);
         }
         let new_password = password_from(new_password)?;
-        let parsed = vault::read(&account.vault_path).map_err(read_error)?;
         let params = self.config.kdf_params();
         let now = self.clock.unix_now();
         let me = self.clone();
-        let path = account.vault_path.clone();
+        let path = account.vault_path;
         let outcome = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+            // From the read to the install, with the writers' lock: an
+            // unlocked session's own changes come before or after, never
+            // between (they would be lost, or written over the new keys).
+            let writer = me.writer();
+            let parsed = vault::read(&path).map_err(read_error)?;
             let mut v = match vault::unlock_with_recovery_code(parsed, &code) {
                 Ok(v) => v,
                 Err(UnlockError::WrongRecoveryCode) => return Ok(Err(())),
@@ -212,11 +217,31 @@ impl Agent {
                     "could not record the use of the recovery code: {e}"
                 ));
             }
-            Ok(Ok((v, notes)))
+            let sk = v
+                .secret_key()
+                .ok_or_else(|| internal("no Secret Key after recovery"))?;
+            let shown = Secret::from(sk.display().expose());
+            let session = Session {
+                account: Account {
+                    id: v.account_id(),
+                    vault_path: path,
+                },
+                vault: v,
+                protector: "recovery code".into(),
+                unlocked_at: Instant::now(),
+            };
+            if me.install_unless_locked(&writer, session, mark).is_err() {
+                notes.push(
+                    "the agent was locked while recovering: unlock with the new Master Password \
+                     (and this new Secret Key where no protector keeps it)"
+                        .into(),
+                );
+            }
+            Ok(Ok((shown, notes)))
         })
         .await
         .map_err(internal)??;
-        let Ok((v, mut notes)) = outcome else {
+        let Ok((shown, mut notes)) = outcome else {
             return Err({
                 let mut e = self.record_failure("this recovery code does not open this vault (revoked, or from another account)");
                 e.code = ErrorCode::WrongRecoveryCode;
@@ -224,20 +249,7 @@ impl Agent {
             });
         };
         let _ = self.attempts().reset();
-        let sk = v
-            .secret_key()
-            .ok_or_else(|| internal("no Secret Key after recovery"))?;
-        let shown = Secret::from(sk.display().expose());
         notes.push("the recovery code stays valid; revoke it with `keyward recovery-code revoke` if it was exposed".into());
-        self.install(Session {
-            account: Account {
-                id: v.account_id(),
-                vault_path: account.vault_path,
-            },
-            vault: v,
-            protector: "recovery code".into(),
-            unlocked_at: Instant::now(),
-        });
         tracing::info!("recovered with a recovery code: new Secret Key and Master Password");
         Ok(Response::NewSecretKey {
             secret_key: shown,

@@ -21,7 +21,7 @@ use crate::protect::file::FileProtector;
 use crate::protect::keychain::KeychainProtector;
 use crate::protect::yubikey::YubiKeyProtector;
 use crate::protect::{Protector, ProtectorError, Store, UnlockIo};
-use crate::vault::format::{FormatError, ProtectorKind};
+use crate::vault::format::{FLAG_STALE, FormatError, ProtectorKind};
 use crate::vault::{self, ChangeError, ReadError, UnlockError};
 use keyward_client::Paths;
 use keyward_client::message::{
@@ -98,6 +98,10 @@ pub struct Agent {
     attempts: Mutex<Attempts>,
     epoch: Instant,
     last_activity_ms: AtomicU64,
+    /// Counts calls of [`Self::lock`], whatever the state was: an unlock or
+    /// a recovery that a lock overtook (suspend, logout, `keyward lock`
+    /// while it derived keys or waited for a PIN) does not unlock.
+    locks: AtomicU64,
     pub(super) timer: Notify,
     /// Signalled when the agent should stop.
     pub shutdown: Notify,
@@ -291,6 +295,10 @@ impl UnlockIo for PresetPin<'_> {
     }
 }
 
+/// The protectors to ask for the Secret Key, in order, and the kinds left
+/// out because they are stale.
+type Candidates = (Vec<Box<dyn Protector>>, Vec<&'static str>);
+
 impl Agent {
     /// A new agent (locked, or without an account).
     pub fn new(
@@ -318,6 +326,7 @@ impl Agent {
             attempts: Mutex::new(attempts),
             epoch: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
+            locks: AtomicU64::new(0),
             timer: Notify::new(),
             shutdown: Notify::new(),
         }))
@@ -362,7 +371,7 @@ impl Agent {
     }
 
     /// The vault writer's lock alone (see [`Self::set`]).
-    fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -472,12 +481,49 @@ impl Agent {
         }
     }
 
+    /// A mark to give [`Self::install_unless_locked`]: taken when an unlock
+    /// begins.
+    pub(super) fn lock_mark(&self) -> u64 {
+        self.locks.load(Ordering::SeqCst)
+    }
+
     /// Makes `session` the unlocked state and starts its timers.
     pub(super) fn install(&self, session: Session) {
         *self.write_state() = State::Unlocked(Box::new(session));
+        self.started_session();
+    }
+
+    fn started_session(&self) {
         self.touch();
         self.timer.notify_one();
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("unlocked")]);
+    }
+
+    /// Makes `session` the unlocked state, unless [`Self::lock`] was called
+    /// since `mark` was taken: then the session is dropped (its keys wiped)
+    /// and the agent stays locked. For a writer that holds the writers'
+    /// lock.
+    pub(super) fn install_unless_locked(
+        &self,
+        writer: &std::sync::MutexGuard<'_, ()>,
+        session: Session,
+        mark: u64,
+    ) -> Result<(), AgentError> {
+        let mut st = self.state_for_apply(writer);
+        // `lock` counts under the state's write lock: held here, no lock
+        // can slip in between this check and the install.
+        if self.locks.load(Ordering::SeqCst) != mark {
+            drop(st);
+            drop(session);
+            return Err(err(
+                ErrorCode::Cancelled,
+                "the agent was locked (by `keyward lock`, suspend, a screen lock or the end of a                  login session) while this unlock ran, so it stays locked; unlock again",
+            ));
+        }
+        *st = State::Unlocked(Box::new(session));
+        drop(st);
+        self.started_session();
+        Ok(())
     }
 
     /// `SessionEnd`: a login session of the user is ending. Locks, unless
@@ -515,17 +561,25 @@ impl Agent {
     /// (suspend, screen lock, the idle timer) is never held up by a vault
     /// change deriving keys or waiting for the disk. Such a change still
     /// writes its file; it is not applied to the locked state, and the next
-    /// unlock reads it.
+    /// unlock reads it. An unlock in progress (deriving keys, waiting for a
+    /// PIN) is called off: it will not unlock.
     pub fn lock(&self, reason: &str) -> bool {
         let mut st = self
             .state
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.locks.fetch_add(1, Ordering::SeqCst);
         if let State::Unlocked(s) = &*st {
             let account = s.account.clone();
-            self.remember_generation(&s.account.id, s.vault.file().generation);
-            *st = State::Locked(account);
+            let old = std::mem::replace(&mut *st, State::Locked(account));
             drop(st);
+            // The keys are wiped first; the generation file (an fsync) after.
+            let State::Unlocked(s) = old else {
+                unreachable!("replaced an unlocked state")
+            };
+            let (id, generation) = (s.account.id, s.vault.file().generation);
+            drop(s);
+            self.remember_generation(&id, generation);
             tracing::info!(reason, "locked");
             crate::harden::release_free_memory();
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("locked")]);
@@ -763,31 +817,53 @@ impl Agent {
         .map_err(internal)?;
         let (mut v, sk, path) = created.map_err(change_error)?;
         let id = v.account_id();
-        match protector {
-            "file" => {
-                let fp = self.file_protector(&id);
-                fp.store(&sk)
-                    .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
-                v.upsert_protector(&path, ProtectorKind::File, now)
-                    .map_err(change_error)?;
+        let kept = async {
+            match protector {
+                "file" => {
+                    let fp = self.file_protector(&id);
+                    fp.store(&sk)
+                        .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+                    v.upsert_protector(&path, ProtectorKind::File, now)
+                        .map_err(change_error)?;
+                }
+                "keychain" => {
+                    let sk2 = sk.duplicate();
+                    tokio::task::spawn_blocking(move || KeychainProtector::new(id).store(&sk2))
+                        .await
+                        .map_err(internal)?
+                        .map_err(|e| {
+                            err(
+                                ErrorCode::Protector,
+                                format!("the keychain refused the Secret Key: {e}"),
+                            )
+                        })?;
+                    v.upsert_protector(&path, ProtectorKind::Keychain, now)
+                        .map_err(change_error)?;
+                }
+                _ => {}
             }
-            "keychain" => {
-                let sk2 = sk.duplicate();
-                tokio::task::spawn_blocking(move || KeychainProtector::new(id).store(&sk2))
-                    .await
-                    .map_err(internal)?
-                    .map_err(|e| {
-                        err(
-                            ErrorCode::Protector,
-                            format!(
-                                "the vault was created but the keychain refused the Secret Key: {e}"
-                            ),
-                        )
-                    })?;
-                v.upsert_protector(&path, ProtectorKind::Keychain, now)
-                    .map_err(change_error)?;
+            Ok::<(), AgentError>(())
+        }
+        .await;
+        if let Err(mut e) = kept {
+            // Nothing refers to the new vault yet and its Secret Key was
+            // never shown: remove it (and what the protector kept), so that
+            // `keyward init` can simply be run again.
+            if protector == "file" {
+                let _ = self.file_protector(&id).erase();
             }
-            _ => {}
+            match std::fs::remove_file(&path) {
+                Ok(()) => e.message.push_str("; no account was created"),
+                Err(r) => {
+                    tracing::warn!("cannot remove the unfinished vault: {r}");
+                    e.message.push_str(&format!(
+                        "; an unfinished vault is left at {}: remove it before running \
+                         `keyward init` again",
+                        path.display()
+                    ));
+                }
+            }
+            return Err(e);
         }
         let account = Account {
             id,
@@ -857,12 +933,25 @@ impl Agent {
         &self,
         file: &vault::format::VaultFile,
         with: Option<&str>,
-    ) -> Result<Vec<Box<dyn Protector>>, AgentError> {
+    ) -> Result<Candidates, AgentError> {
         let id = file.account_id;
         let mut out: Vec<Box<dyn Protector>> = Vec::new();
+        let mut stale = Vec::new();
         let wanted =
             |kind: &str| with.is_none_or(|w| w == kind || w.starts_with(&format!("{kind}:")));
-        let has = |k: ProtectorKind| file.protectors.iter().any(|p| p.kind == k);
+        // A stale protector holds an older Secret Key (it could not take a
+        // new one): asking it would only fail as a wrong password and count
+        // against the user.
+        let mut has = |k: ProtectorKind| {
+            let fresh = file
+                .protectors
+                .iter()
+                .any(|p| p.kind == k && p.flags & FLAG_STALE == 0);
+            if !fresh && file.protectors.iter().any(|p| p.kind == k) {
+                stale.push(k.name());
+            }
+            fresh
+        };
         for kind in &self.config.protectors {
             match kind.as_str() {
                 "yubikey" => {
@@ -889,10 +978,19 @@ impl Agent {
         {
             return Err(err(
                 ErrorCode::Protector,
-                format!("no protector {w:?} is enrolled (see `keyward protector list`)"),
+                match stale.first() {
+                    Some(kind) => format!(
+                        "the {kind} protector is stale (it holds an older Secret Key): unlock with \
+                         the Secret Key from your Emergency Kit, then re-enroll it with \
+                         `keyward protector add {kind}`"
+                    ),
+                    None => {
+                        format!("no protector {w:?} is enrolled (see `keyward protector list`)")
+                    }
+                },
             ));
         }
-        Ok(out)
+        Ok((out, stale))
     }
 
     /// Obtains the Secret Key from the protectors (or the request).
@@ -919,10 +1017,20 @@ impl Agent {
                 "enter the Secret Key from your Emergency Kit",
             ));
         }
-        let mut reasons = Vec::new();
         let mut blocked = None;
         let mut cancelled = false;
-        for p in self.candidates(file, req.with.as_deref())? {
+        let (candidates, stale) = self.candidates(file, req.with.as_deref())?;
+        let mut reasons: Vec<String> = stale
+            .iter()
+            .map(|kind| {
+                format!(
+                    "{kind}: stale, it holds an older Secret Key (re-enroll it with \
+                     `keyward protector add {kind}` once unlocked)"
+                )
+            })
+            .collect();
+        let quiet = reasons.len();
+        for p in candidates {
             let id = p.id();
             let thread_io = io.clone();
             let pin = req.pin.clone();
@@ -966,7 +1074,7 @@ impl Agent {
         if let Some(blocked) = blocked {
             return Err(err(ErrorCode::PinBlocked, blocked));
         }
-        if cancelled && req.pin.is_none() && reasons.len() == 1 {
+        if cancelled && req.pin.is_none() && reasons.len() == quiet + 1 {
             return Err(err(
                 ErrorCode::Cancelled,
                 "no PIN was given for the YubiKey (pass it with --pin-fd N in scripts)",
@@ -990,6 +1098,7 @@ impl Agent {
         io: Arc<dyn UnlockIo>,
     ) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
+        let mark = self.lock_mark();
         let account = match &*self.read_state() {
             State::NoAccount => return Err(no_account_error()),
             State::Unlocked(s) => {
@@ -1004,24 +1113,49 @@ impl Agent {
         if let Some(e) = self.backoff_error("not unlocking") {
             return Err(e);
         }
-        let password = password_from(&req.password)?;
-        let parsed = vault::read(&account.vault_path).map_err(read_error)?;
+        let password = Arc::new(password_from(&req.password)?);
+        let mut parsed = vault::read(&account.vault_path).map_err(read_error)?;
         let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
-        let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &password, &sk))
-            .await
-            .map_err(internal)?;
-        let mut v = match result {
-            Ok(v) => v,
-            Err(UnlockError::WrongCredentials) => {
-                return Err(self.record_failure("wrong Master Password or Secret Key"));
+        let sk = Arc::new(sk);
+        let mut reads = 1;
+        let (writer, mut v) = loop {
+            let generation = parsed.vault.generation;
+            let (pw, key) = (password.clone(), sk.clone());
+            let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &pw, &key))
+                .await
+                .map_err(internal)?;
+            let v = match result {
+                Ok(v) => v,
+                Err(UnlockError::WrongCredentials) => {
+                    return Err(self.record_failure("wrong Master Password or Secret Key"));
+                }
+                Err(e @ UnlockError::OtherAccount { .. }) => {
+                    return Err(err(ErrorCode::InvalidInput, e.to_string()));
+                }
+                Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
+                    return Err(err(ErrorCode::Corrupt, e.to_string()));
+                }
+                Err(e) => return Err(internal(e)),
+            };
+            // What follows writes the file (settling, recording the
+            // protector's use) and installs the session: under the writers'
+            // lock, from the file as it is now. A change that was being
+            // written when the agent locked (locking does not wait for it)
+            // may have landed since the read above: then open that.
+            let writer = self.writer();
+            let now = vault::read(&account.vault_path).map_err(read_error)?;
+            if now.vault.generation == generation {
+                break (writer, v);
             }
-            Err(e @ UnlockError::OtherAccount { .. }) => {
-                return Err(err(ErrorCode::InvalidInput, e.to_string()));
+            drop(writer);
+            if reads == 3 {
+                return Err(err(
+                    ErrorCode::Busy,
+                    "the vault changed on disk three times while unlocking; try again",
+                ));
             }
-            Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
-                return Err(err(ErrorCode::Corrupt, e.to_string()));
-            }
-            Err(e) => return Err(internal(e)),
+            reads += 1;
+            parsed = now;
         };
         if let Err(e) = self.attempts().reset() {
             tracing::warn!("cannot reset the failed-attempt counter: {e}");
@@ -1048,12 +1182,16 @@ impl Agent {
             tracing::warn!("cannot record protector use: {e}");
         }
         let resp = self.unlocked_response(&account.id, &protector, notes);
-        self.install(Session {
-            account,
-            vault: v,
-            protector,
-            unlocked_at: Instant::now(),
-        });
+        self.install_unless_locked(
+            &writer,
+            Session {
+                account,
+                vault: v,
+                protector,
+                unlocked_at: Instant::now(),
+            },
+            mark,
+        )?;
         tracing::info!("unlocked");
         Ok(resp)
     }
@@ -1403,5 +1541,144 @@ mod tests {
         writer.join().unwrap().unwrap();
         assert_eq!(agent.status().state, AgentState::Locked);
         assert_eq!(recovery_codes(&agent), 1, "the locked agent reads the file");
+    }
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    /// Unlocks with the password (the Secret Key from the file protector),
+    /// on a thread of its own.
+    fn unlock_thread(agent: &Arc<Agent>) -> std::thread::JoinHandle<Result<Response, AgentError>> {
+        let agent = agent.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let req = UnlockRequest {
+                password: PASSWORD.into(),
+                ..UnlockRequest::default()
+            };
+            rt.block_on(agent.unlock(req, Arc::new(crate::protect::NoIo)))
+        })
+    }
+
+    /// A `set` still in its fsync when the agent locks (locking does not
+    /// wait for it) lands after the next unlock has read the file: the
+    /// unlock must neither write over it (it records the protector's use)
+    /// nor show the item's old value.
+    #[test]
+    fn an_unlock_takes_in_a_write_that_landed_after_it_read_the_file() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        agent.set("token", &Secret::from_slice(b"old")).unwrap();
+        let (writer, release) = {
+            let agent = agent.clone();
+            held_in_fsync(move || agent.set("token", &Secret::from_slice(b"new")))
+        };
+        assert!(agent.lock("test"));
+        let unlocker = unlock_thread(&agent);
+        // The unlock reads the file (without the set) and derives its keys;
+        // then it needs the writers' lock, which the set holds.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = release.send(());
+        writer.join().unwrap().unwrap();
+        assert!(matches!(
+            unlocker.join().unwrap(),
+            Ok(Response::Unlocked { .. })
+        ));
+        assert_eq!(value(&agent.get("token")), b"new", "memory lost the set");
+        agent.lock("test");
+        assert!(matches!(
+            unlock_thread(&agent).join().unwrap(),
+            Ok(Response::Unlocked { .. })
+        ));
+        assert_eq!(value(&agent.get("token")), b"new", "the file lost the set");
+    }
+
+    /// A lock (suspend, logout) that comes while an unlock runs wins: the
+    /// unlock does not leave the agent unlocked.
+    #[test]
+    fn a_lock_during_an_unlock_keeps_the_agent_locked() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        let (writer, release) = {
+            let agent = agent.clone();
+            held_in_fsync(move || agent.set("token", &Secret::from_slice(b"v")))
+        };
+        assert!(agent.lock("test"));
+        let unlocker = unlock_thread(&agent);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !unlocker.is_finished(),
+            "the unlock did not wait for the writer"
+        );
+        // Locking an agent that is not unlocked yet still counts.
+        assert!(!agent.lock("suspend"));
+        let _ = release.send(());
+        writer.join().unwrap().unwrap();
+        let e = unlocker.join().unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Cancelled, "{e:?}");
+        assert_eq!(agent.status().state, AgentState::Locked);
+        // Not a failed attempt, and the next unlock works.
+        assert_eq!(agent.attempts().failures(), 0);
+        assert!(matches!(
+            unlock_thread(&agent).join().unwrap(),
+            Ok(Response::Unlocked { .. })
+        ));
+        assert_eq!(value(&agent.get("token")), b"v");
+    }
+
+    /// A protector marked stale holds an older Secret Key: an unlock does
+    /// not use it (that would fail as a wrong password and count against
+    /// the user) and says what to do.
+    #[test]
+    fn a_stale_protector_is_not_asked_and_no_failure_is_counted() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        let id = match &*agent.read_state() {
+            State::Unlocked(s) => s.account.id,
+            _ => unreachable!(),
+        };
+        agent
+            .edit_vault(|v, path| {
+                v.mark_stale(path, ProtectorKind::File)
+                    .map_err(change_error)
+            })
+            .unwrap();
+        // What a protector that missed a Secret Key change holds.
+        agent
+            .file_protector(&id)
+            .store(&SecretKey::generate(&id).unwrap())
+            .unwrap();
+        agent.lock("test");
+        let e = unlock_thread(&agent).join().unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::NeedSecretKey, "{e:?}");
+        assert!(
+            e.message.contains("file: stale") && e.message.contains("keyward protector add file"),
+            "{}",
+            e.message
+        );
+        assert_eq!(agent.attempts().failures(), 0);
+        assert!(agent.backoff_error("test").is_none());
+        // Named explicitly, it is refused with the same advice.
+        let agent2 = agent.clone();
+        let named = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let req = UnlockRequest {
+                password: PASSWORD.into(),
+                with: Some("file".into()),
+                ..UnlockRequest::default()
+            };
+            rt.block_on(agent2.unlock(req, Arc::new(crate::protect::NoIo)))
+        })
+        .join()
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(named.code, ErrorCode::Protector);
+        assert!(named.message.contains("stale"), "{}", named.message);
+        assert_eq!(agent.attempts().failures(), 0);
     }
 }

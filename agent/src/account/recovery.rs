@@ -123,12 +123,11 @@ impl RecoveryCode {
     /// Parses a typed code: case-insensitive; spaces and dashes ignored;
     /// Crockford's aliases accepted; the `RC1` prefix optional.
     pub fn parse(input: &str) -> Result<Self, RecoveryCodeError> {
-        let mut syms: Vec<char> = input
-            .chars()
-            .filter(|c| {
-                !c.is_whitespace() && !matches!(c, '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}')
-            })
-            .collect();
+        // Sized up front: growing would free copies of the code unwiped.
+        let mut syms: Vec<char> = Vec::with_capacity(input.chars().count());
+        syms.extend(input.chars().filter(|c| {
+            !c.is_whitespace() && !matches!(c, '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}')
+        }));
         let starts_with_prefix = syms.len() >= 3
             && syms[0].eq_ignore_ascii_case(&'R')
             && syms[1].eq_ignore_ascii_case(&'C')

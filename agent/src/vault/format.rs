@@ -222,6 +222,9 @@ pub struct ProtectorRecord {
 /// Flag bit: the protector holds a Secret Key that is no longer current.
 pub const FLAG_STALE: u8 = 1;
 
+/// Item slots reserved before any record is parsed.
+const PREALLOC_ITEMS: usize = 4096;
+
 /// An item: id and sealed contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemRecord {
@@ -610,9 +613,12 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         recovery_wraps: Vec::new(),
         piv_wraps: Vec::new(),
         protectors: Vec::new(),
-        items: Vec::with_capacity(count),
+        // The count is checked against the file's length, but a hostile
+        // file could still ask for gigabytes up front: start small and grow
+        // as records actually parse.
+        items: Vec::with_capacity(count.min(PREALLOC_ITEMS)),
     };
-    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(count);
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(count.min(PREALLOC_ITEMS));
     for index in 0..count {
         let start = r.pos;
         r.end = records_end;

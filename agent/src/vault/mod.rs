@@ -746,8 +746,25 @@ impl Unlocked {
             &sk,
             params,
         )?;
+        // After an interrupted Secret Key change that could not be settled
+        // at unlock, the YubiKey wraps may be sealed for the other key: as
+        // the other password wrap goes now, they follow the key in force
+        // (or no card would open the vault again).
+        let resealed = if self.needs_settling() {
+            let id = self.file.account_id;
+            let mut out = Vec::with_capacity(self.file.piv_wraps.len());
+            for p in &self.file.piv_wraps {
+                out.push(reseal_piv(p, &id, &sk, 0)?);
+            }
+            Some(out)
+        } else {
+            None
+        };
         self.change(path, |v| {
             v.file.password_wraps = vec![w];
+            if let Some(piv) = resealed {
+                v.file.piv_wraps = piv;
+            }
             Ok(())
         })?;
         self.opened_with = Some(slot);

@@ -127,6 +127,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::process::id(),
         rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
     ));
+    // Opened first: once the rename is done there must be nothing left that
+    // can fail for want of a descriptor.
+    let dir_file = File::open(dir)?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -139,13 +142,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         before_sync::run();
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
+        return result;
     }
-    result
+    // The new file is in place and every reader sees it: an error now must
+    // not be reported as "nothing written" (callers would roll back memory
+    // that the file already has). Only durability across a power cut is
+    // in doubt, and the next write syncs the directory again.
+    if let Err(e) = dir_file.sync_all() {
+        tracing::warn!(
+            "{} was replaced but its directory could not be synced: {e}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// A test's hook run by [`write_atomic`] just before its fsync, on the

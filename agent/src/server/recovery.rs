@@ -20,7 +20,6 @@ use keyward_client::Secret;
 use keyward_client::message::{AgentError, ErrorCode, RecoveryCodeInfo, Response};
 use std::path::Path;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 impl Agent {
     /// Checks the Master Password against the unlocked vault (one Argon2id
@@ -228,7 +227,7 @@ impl Agent {
                 },
                 vault: v,
                 protector: "recovery code".into(),
-                unlocked_at: Instant::now(),
+                unlocked_at: super::state::boot_clock(),
             };
             if me.install_unless_locked(&writer, session, mark).is_err() {
                 notes.push(

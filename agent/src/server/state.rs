@@ -52,8 +52,22 @@ pub struct Session {
     pub(super) account: Account,
     pub(super) vault: vault::Unlocked,
     pub(super) protector: String,
-    pub(super) unlocked_at: Instant,
+    /// When, on the [`boot_clock`].
+    pub(super) unlocked_at: Duration,
 }
+
+/// Time since boot, the time the machine was suspended included
+/// (`CLOCK_BOOTTIME`): the idle lock and the lifetime count the hours a
+/// laptop sleeps, which the monotonic clock does not.
+pub(super) fn boot_clock() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The longest the lock timer sleeps at a time. Its sleep runs on the
+/// monotonic clock, which stops while the machine is suspended: after a
+/// resume, a deadline that passed meanwhile is seen within this long.
+const RECHECK: Duration = Duration::from_secs(30);
 
 /// [`Agent::write_state`]'s guard: the state, and the vault writer's lock
 /// (released after the state).
@@ -96,7 +110,7 @@ pub struct Agent {
     writer: Mutex<()>,
     pub(super) heavy: tokio::sync::Mutex<()>,
     attempts: Mutex<Attempts>,
-    epoch: Instant,
+    /// The last activity, in milliseconds on the [`boot_clock`].
     last_activity_ms: AtomicU64,
     /// Counts calls of [`Self::lock`], whatever the state was: an unlock or
     /// a recovery that a lock overtook (suspend, logout, `keyward lock`
@@ -324,7 +338,6 @@ impl Agent {
             writer: Mutex::new(()),
             heavy: tokio::sync::Mutex::new(()),
             attempts: Mutex::new(attempts),
-            epoch: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             locks: AtomicU64::new(0),
             timer: Notify::new(),
@@ -333,9 +346,7 @@ impl Agent {
     }
 
     fn now_ms(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_millis() as u64
+        boot_clock().as_millis() as u64
     }
 
     /// Records activity (resets the idle timer).
@@ -461,19 +472,19 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// When the agent must lock next, if unlocked.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When the agent must lock next (on the [`boot_clock`]), if unlocked.
+    pub fn next_deadline(&self) -> Option<Duration> {
         self.deadline_in(&self.read_state())
     }
 
-    fn deadline_in(&self, st: &State) -> Option<Instant> {
+    fn deadline_in(&self, st: &State) -> Option<Duration> {
         let State::Unlocked(s) = st else {
             return None;
         };
-        let idle = self.config.idle_lock().map(|d| {
-            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
-            self.epoch + last + d
-        });
+        let idle = self
+            .config
+            .idle_lock()
+            .map(|d| Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed)) + d);
         let life = self.config.lifetime().map(|d| s.unlocked_at + d);
         match (idle, life) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -596,10 +607,11 @@ impl Agent {
             match self.next_deadline() {
                 None => self.timer.notified().await,
                 Some(deadline) => {
+                    let wait = deadline.saturating_sub(boot_clock()).min(RECHECK);
                     tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {
+                        () = tokio::time::sleep(wait) => {
                             // Activity may have moved the deadline while we slept.
-                            if self.next_deadline().is_some_and(|d| d <= Instant::now()) {
+                            if self.next_deadline().is_some_and(|d| d <= boot_clock()) {
                                 self.lock("timeout");
                             }
                         }
@@ -635,7 +647,7 @@ impl Agent {
     }
 
     fn status_in(&self, backoff: u64, st: &State) -> StatusInfo {
-        let now = Instant::now();
+        let now = boot_clock();
         let deadline = self.deadline_in(st);
         let (state, account_id, protector, lifetime_left, mlocked) = match st {
             State::NoAccount => (AgentState::Uninitialized, None, None, None, false),
@@ -652,7 +664,7 @@ impl Agent {
                 Some(s.protector.clone()),
                 self.config
                     .lifetime()
-                    .map(|d| (s.unlocked_at + d).saturating_duration_since(now).as_secs()),
+                    .map(|d| (s.unlocked_at + d).saturating_sub(now).as_secs()),
                 s.vault.keys_locked_in_memory(),
             ),
         };
@@ -661,7 +673,7 @@ impl Agent {
             account_id,
             idle_lock_in: deadline
                 .filter(|_| state == AgentState::Unlocked)
-                .map(|d| d.saturating_duration_since(now).as_secs()),
+                .map(|d| d.saturating_sub(now).as_secs()),
             lifetime_left,
             protector,
             backoff_secs: backoff,
@@ -874,7 +886,7 @@ impl Agent {
             account,
             vault: v,
             protector: protector.to_owned(),
-            unlocked_at: Instant::now(),
+            unlocked_at: boot_clock(),
         });
         tracing::info!(account = %id, protector, "account created");
         Ok(Response::Created {
@@ -1188,7 +1200,7 @@ impl Agent {
                 account,
                 vault: v,
                 protector,
-                unlocked_at: Instant::now(),
+                unlocked_at: boot_clock(),
             },
             mark,
         )?;

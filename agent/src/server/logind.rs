@@ -20,13 +20,38 @@ use zbus::message::Type;
 
 const LOGIN1: &str = "org.freedesktop.login1";
 
-/// Starts watching logind in the background.
+/// The first wait before connecting to the system bus again, and the
+/// longest.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Starts watching logind in the background. When the system bus goes
+/// away (dbus restarted), the watcher says so and connects again.
 pub fn spawn(agent: Arc<Agent>) {
     let spawned = std::thread::Builder::new()
         .name("logind".into())
         .spawn(move || {
-            if let Err(e) = watch(&agent) {
-                tracing::info!("not watching logind for suspend and screen lock: {e}");
+            let mut retry = RETRY_FIRST;
+            loop {
+                let mut watching = false;
+                let e = match watch(&agent, &mut watching) {
+                    Ok(()) => "the system bus closed the connection".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if watching {
+                    retry = RETRY_FIRST;
+                } else if retry == RETRY_FIRST {
+                    // Never connected: no system bus here (a container, a test).
+                    tracing::info!("not watching logind for suspend and screen lock: {e}");
+                    return;
+                }
+                tracing::warn!(
+                    "lost logind ({e}): suspend and screen lock do not lock the agent until it \
+                     is back; trying again in {} s",
+                    retry.as_secs()
+                );
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(RETRY_MAX);
             }
         });
     if let Err(e) = spawned {
@@ -121,7 +146,25 @@ pub fn other_sessions(uid: u32, ending: Option<&str>) -> Result<Vec<String>, Str
         .collect())
 }
 
-fn watch(agent: &Arc<Agent>) -> zbus::Result<()> {
+/// The uid of the user of the logind session at `path`, if logind says.
+fn session_user(conn: &Connection, path: &str) -> Option<u32> {
+    let reply = conn
+        .call_method(
+            Some(LOGIN1),
+            path,
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &("org.freedesktop.login1.Session", "User"),
+        )
+        .ok()?;
+    let value: zbus::zvariant::OwnedValue = reply.body().deserialize().ok()?;
+    let (uid, _): (u32, zbus::zvariant::OwnedObjectPath) = value.try_into().ok()?;
+    Some(uid)
+}
+
+/// Watches until the connection ends; `watching` tells whether it got as
+/// far as receiving signals.
+fn watch(agent: &Arc<Agent>, watching: &mut bool) -> zbus::Result<()> {
     if !system_bus_exists() {
         return Err(zbus::Error::Failure("no system bus".into()));
     }
@@ -131,7 +174,11 @@ fn watch(agent: &Arc<Agent>) -> zbus::Result<()> {
         .sender(LOGIN1)?
         .build();
     let messages = MessageIterator::for_match_rule(rule, &conn, Some(64))?;
-    let ours = session_path(&conn);
+    // Its own connection: asking logind from the watching one would
+    // interleave replies with the signals.
+    let ask = Connection::system()?;
+    let ours = session_path(&ask);
+    *watching = true;
     tracing::info!(session = ?ours, "watching logind for suspend and screen lock");
     for msg in messages {
         let msg = msg?;
@@ -145,11 +192,22 @@ fn watch(agent: &Arc<Agent>) -> zbus::Result<()> {
             {
                 agent.lock("suspend");
             }
-            // Outside a logind session, any session's lock counts.
-            ("org.freedesktop.login1.Session", "Lock")
-                if ours.is_none() || header.path().map(|p| p.as_str().to_owned()) == ours =>
-            {
-                agent.lock("screen lock");
+            // In a logind session, its own lock; outside one (a systemd
+            // user service), the lock of any session of our user (one
+            // whose user logind cannot tell counts: when in doubt, lock).
+            ("org.freedesktop.login1.Session", "Lock") => {
+                let path = header.path().map(|p| p.as_str().to_owned());
+                let mine = match (&ours, &path) {
+                    (Some(ours), Some(path)) => ours == path,
+                    (Some(_), None) => false,
+                    (None, Some(path)) => {
+                        session_user(&ask, path).is_none_or(|uid| uid == agent.uid)
+                    }
+                    (None, None) => true,
+                };
+                if mine {
+                    agent.lock("screen lock");
+                }
             }
             _ => {}
         }

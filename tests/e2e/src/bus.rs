@@ -137,6 +137,32 @@ impl FakeSessionObject {
     fn state(&self) -> zbus::fdo::Result<String> {
         Ok(self.get()?.state.into())
     }
+
+    /// `(uid, user object path)`.
+    #[zbus(property)]
+    fn user(&self) -> zbus::fdo::Result<(u32, zbus::zvariant::OwnedObjectPath)> {
+        let uid = self.get()?.uid;
+        Ok((
+            uid,
+            zbus::zvariant::OwnedObjectPath::try_from(format!(
+                "/org/freedesktop/login1/user/_{uid}"
+            ))
+            .unwrap(),
+        ))
+    }
+}
+
+/// Emits the screen lock of session `id`, as logind (the owner of its name).
+pub fn emit_session_lock(logind: &zbus::blocking::Connection, id: &str) {
+    logind
+        .emit_signal(
+            None::<()>,
+            session_path(id),
+            "org.freedesktop.login1.Session",
+            "Lock",
+            &(),
+        )
+        .unwrap();
 }
 
 /// Serves a fake logind on `bus` under the name org.freedesktop.login1.

@@ -3,7 +3,7 @@
 //! private bus that the test starts (the agent finds it through
 //! DBUS_SYSTEM_BUS_ADDRESS, as it finds the real system bus otherwise).
 
-use keyward_e2e::bus::{Bus, FakeSession, Sessions, fake_logind, private_bus};
+use keyward_e2e::bus::{Bus, FakeSession, Sessions, emit_session_lock, fake_logind, private_bus};
 use keyward_e2e::{Home, require};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -149,6 +149,52 @@ fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
     assert!(
         log.contains("suspend") && log.contains("screen lock"),
         "{log}"
+    );
+}
+
+/// Outside a logind session (a systemd user service has no
+/// XDG_SESSION_ID), the screen lock of any session of the agent's user
+/// locks it; another user's does not.
+#[test]
+fn only_the_users_own_screen_locks_lock_an_agent_outside_a_session() {
+    if !require("dbus-daemon", has("dbus-daemon")) {
+        return;
+    }
+    let home = Home::new();
+    let bus = private_bus(home.path(), false);
+    let me = rustix::process::getuid().as_raw();
+    let sessions: Sessions = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        FakeSession {
+            id: "c7",
+            uid: me + 1,
+            class: "user",
+            state: "active",
+        },
+        FakeSession {
+            id: "c8",
+            uid: me,
+            class: "user",
+            state: "active",
+        },
+    ]));
+    let logind = fake_logind(&bus, &sessions, &["c7", "c8"]);
+    init_on_bus(&home, &bus);
+    home.wait_for(Duration::from_secs(5), "the agent to watch logind", || {
+        std::fs::read_to_string(home.paths.log_file()).is_ok_and(|l| l.contains("watching logind"))
+    });
+    assert_eq!(home.status()["state"], "unlocked");
+    emit_session_lock(&logind, "c7");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        home.status()["state"],
+        "unlocked",
+        "another user's screen lock locked the agent"
+    );
+    emit_session_lock(&logind, "c8");
+    home.wait_for(
+        Duration::from_secs(5),
+        "the user's own screen lock to lock the agent",
+        || home.status()["state"] == "locked",
     );
 }
 

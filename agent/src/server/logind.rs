@@ -4,7 +4,9 @@
 //! `org.freedesktop.login1.Manager`, and `Lock` on the session's
 //! `org.freedesktop.login1.Session` object. Only signals sent by the owner of
 //! `org.freedesktop.login1` count (another user cannot make them up, and on
-//! the system bus only logind may own that name). The watcher is a plain
+//! the system bus only logind may own that name). The agent holds a delay
+//! inhibitor for sleep and closes it once it has locked, so that logind
+//! suspends after the keys are wiped, not before. The watcher is a plain
 //! thread with a blocking connection; with no system bus (a container, a
 //! test) it logs once and stops — locking on timers and on request still works.
 //!
@@ -146,6 +148,34 @@ pub fn other_sessions(uid: u32, ending: Option<&str>) -> Result<Vec<String>, Str
         .collect())
 }
 
+/// A delay inhibitor for sleep: logind waits for it to be closed (at most
+/// its `InhibitDelayMaxSec`, 5 s by default) before suspending, so the keys
+/// are wiped before the machine sleeps rather than at the resume. None if
+/// logind refuses (a policy); locking on `PrepareForSleep` still happens.
+fn inhibit_sleep(conn: &Connection) -> Option<zbus::zvariant::OwnedFd> {
+    let taken = conn
+        .call_method(
+            Some(LOGIN1),
+            "/org/freedesktop/login1",
+            Some("org.freedesktop.login1.Manager"),
+            "Inhibit",
+            &(
+                "sleep",
+                "keyward",
+                "lock the keyward agent before sleeping",
+                "delay",
+            ),
+        )
+        .and_then(|reply| reply.body().deserialize::<zbus::zvariant::OwnedFd>());
+    match taken {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::info!("cannot delay sleep until the agent has locked: {e}");
+            None
+        }
+    }
+}
+
 /// The uid of the user of the logind session at `path`, if logind says.
 fn session_user(conn: &Connection, path: &str) -> Option<u32> {
     let reply = conn
@@ -178,6 +208,7 @@ fn watch(agent: &Arc<Agent>, watching: &mut bool) -> zbus::Result<()> {
     // interleave replies with the signals.
     let ask = Connection::system()?;
     let ours = session_path(&ask);
+    let mut inhibitor = inhibit_sleep(&ask);
     *watching = true;
     tracing::info!(session = ?ours, "watching logind for suspend and screen lock");
     for msg in messages {
@@ -187,10 +218,15 @@ fn watch(agent: &Arc<Agent>, watching: &mut bool) -> zbus::Result<()> {
             continue;
         };
         match (iface.as_str(), member.as_str()) {
-            ("org.freedesktop.login1.Manager", "PrepareForSleep")
-                if msg.body().deserialize::<bool>().unwrap_or(false) =>
-            {
-                agent.lock("suspend");
+            ("org.freedesktop.login1.Manager", "PrepareForSleep") => {
+                if msg.body().deserialize::<bool>().unwrap_or(false) {
+                    agent.lock("suspend");
+                    // Locked: the machine may sleep now.
+                    drop(inhibitor.take());
+                } else if inhibitor.is_none() {
+                    // Awake again: hold up the next sleep too.
+                    inhibitor = inhibit_sleep(&ask);
+                }
             }
             // In a logind session, its own lock; outside one (a systemd
             // user service), the lock of any session of our user (one

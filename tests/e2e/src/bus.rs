@@ -86,13 +86,33 @@ fn session_path(id: &str) -> zbus::zvariant::OwnedObjectPath {
         .unwrap()
 }
 
-/// `org.freedesktop.login1.Manager`, as much of it as `SessionEnd` asks.
-struct FakeManager(Sessions);
+/// The inhibitors the fake logind handed out: what, mode, and the read end
+/// of a pipe whose write end the taker holds (it reads end-of-file once
+/// every holder closed it).
+pub type Inhibitors = std::sync::Arc<std::sync::Mutex<Vec<(String, String, std::io::PipeReader)>>>;
+
+/// `org.freedesktop.login1.Manager`, as much of it as the agent asks.
+struct FakeManager {
+    sessions: Sessions,
+    inhibitors: Inhibitors,
+}
 
 #[zbus::interface(name = "org.freedesktop.login1.Manager")]
 impl FakeManager {
+    fn inhibit(
+        &self,
+        what: String,
+        _who: String,
+        _why: String,
+        mode: String,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
+        let (read, write) = std::io::pipe().map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        self.inhibitors.lock().unwrap().push((what, mode, read));
+        Ok(std::os::fd::OwnedFd::from(write).into())
+    }
+
     fn list_sessions(&self) -> Vec<(String, u32, String, String, zbus::zvariant::OwnedObjectPath)> {
-        self.0
+        self.sessions
             .lock()
             .unwrap()
             .iter()
@@ -171,11 +191,27 @@ pub fn fake_logind(
     sessions: &Sessions,
     ids: &[&'static str],
 ) -> zbus::blocking::Connection {
+    fake_logind_inhibitors(bus, sessions, ids).0
+}
+
+/// [`fake_logind`], and the inhibitors it hands out.
+pub fn fake_logind_inhibitors(
+    bus: &Bus,
+    sessions: &Sessions,
+    ids: &[&'static str],
+) -> (zbus::blocking::Connection, Inhibitors) {
+    let inhibitors = Inhibitors::default();
     let mut b = zbus::blocking::connection::Builder::address(bus.address.as_str())
         .unwrap()
         .name("org.freedesktop.login1")
         .unwrap()
-        .serve_at("/org/freedesktop/login1", FakeManager(sessions.clone()))
+        .serve_at(
+            "/org/freedesktop/login1",
+            FakeManager {
+                sessions: sessions.clone(),
+                inhibitors: inhibitors.clone(),
+            },
+        )
         .unwrap();
     for &id in ids {
         b = b
@@ -188,5 +224,5 @@ pub fn fake_logind(
             )
             .unwrap();
     }
-    b.build().unwrap()
+    (b.build().unwrap(), inhibitors)
 }

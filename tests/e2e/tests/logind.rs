@@ -3,7 +3,9 @@
 //! private bus that the test starts (the agent finds it through
 //! DBUS_SYSTEM_BUS_ADDRESS, as it finds the real system bus otherwise).
 
-use keyward_e2e::bus::{Bus, FakeSession, Sessions, emit_session_lock, fake_logind, private_bus};
+use keyward_e2e::bus::{
+    Bus, FakeSession, Sessions, emit_session_lock, fake_logind, fake_logind_inhibitors, private_bus,
+};
 use keyward_e2e::{Home, require};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -150,6 +152,66 @@ fn suspend_and_screen_lock_lock_the_agent_and_forged_signals_do_not() {
         log.contains("suspend") && log.contains("screen lock"),
         "{log}"
     );
+}
+
+/// The agent holds a delay inhibitor for sleep, and lets it go once it has
+/// locked on `PrepareForSleep(true)`: logind suspends only after the keys
+/// are wiped. Awake again, it takes a new one.
+#[test]
+fn suspend_waits_until_the_agent_has_locked() {
+    if !require("dbus-daemon", has("dbus-daemon")) {
+        return;
+    }
+    let home = Home::new();
+    let bus = private_bus(home.path(), false);
+    let sessions = Sessions::default();
+    let (logind, inhibitors) = fake_logind_inhibitors(&bus, &sessions, &[]);
+    let taken = |n: usize| {
+        home.wait_for(Duration::from_secs(5), "a sleep inhibitor", || {
+            inhibitors.lock().unwrap().len() == n
+        });
+        let all = inhibitors.lock().unwrap();
+        assert_eq!(
+            (all[n - 1].0.as_str(), all[n - 1].1.as_str()),
+            ("sleep", "delay")
+        );
+    };
+    init_on_bus(&home, &bus);
+    taken(1);
+    assert_eq!(home.status()["state"], "unlocked");
+    let sleep = |going: bool| {
+        logind
+            .emit_signal(
+                None::<()>,
+                "/org/freedesktop/login1",
+                "org.freedesktop.login1.Manager",
+                "PrepareForSleep",
+                &(going,),
+            )
+            .unwrap();
+    };
+    // The read end sees end-of-file once the agent has closed its copy.
+    let mut read = inhibitors.lock().unwrap().remove(0).2;
+    let released = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut rest = Vec::new();
+        read.read_to_end(&mut rest).map(|_| rest.len())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !released.is_finished(),
+        "the inhibitor went before any sleep"
+    );
+    sleep(true);
+    home.wait_for(
+        Duration::from_secs(5),
+        "the inhibitor to be released",
+        || released.is_finished(),
+    );
+    assert_eq!(released.join().unwrap().unwrap(), 0);
+    assert_eq!(home.status()["state"], "locked");
+    sleep(false);
+    taken(1);
 }
 
 /// Outside a logind session (a systemd user service has no

@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! idle_lock_seconds = 900        # lock after 15 minutes without use (0 = never)
-//! lifetime_seconds = 43200       # lock 12 hours after unlocking, whatever happens (0 = never)
+//! lifetime_seconds = 43200       # lock 12 hours after unlocking, whatever happens (0 = never;
+//!                                # both count time the machine spends suspended)
 //! max_connections = 1024         # clients served at once; more are refused with "busy"
 //! protectors = ["yubikey", "keychain", "file"]   # the order unlock tries them in
 //!

@@ -231,7 +231,7 @@ pub fn serve(
                         if r.is_activity() {
                             agent.touch();
                         }
-                        tracing::debug!(request = ?r, "request");
+                        tracing::debug!(request = r.name(), "request");
                         r
                     }
                     ReadOutcome::Refuse(r) => {

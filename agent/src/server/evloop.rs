@@ -426,7 +426,7 @@ impl Loop {
             if req.is_activity() {
                 self.agent.touch();
             }
-            tracing::debug!(request = ?req, "request");
+            tracing::debug!(request = req.name(), "request");
             match super::dispatch::quick_now(&self.agent, &req) {
                 Some(resp) => conn.send(&resp),
                 None => return self.hand_off(key, req),

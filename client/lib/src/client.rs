@@ -1,6 +1,6 @@
 //! The blocking client: one connection, one request at a time, no runtime.
 
-use crate::frame::{FrameBuf, FrameError, write_frame};
+use crate::frame::{FrameBuf, FrameError};
 use crate::message::{
     AgentError, ItemInfo, PROTOCOL_VERSION, PromptKind, Request, Response, StatusInfo,
     UnlockRequest,
@@ -10,9 +10,10 @@ use crate::secret::Secret;
 use crate::wire::DecodeError;
 use interprocess::local_socket::traits::{Stream as _, StreamCommon as _};
 use interprocess::local_socket::{ConnectOptions, GenericFilePath, Stream, ToFsName};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// What went wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,12 @@ pub enum ClientError {
     /// An answer of the wrong type.
     #[error("the keyward agent sent an unexpected answer ({0})")]
     Unexpected(String),
+    /// A listing longer than [`MAX_LIST_ITEMS`] items or [`MAX_LIST_BYTES`].
+    #[error(
+        "the keyward agent sent a listing of more than {MAX_LIST_ITEMS} items or {} MiB, more than this client accepts; if the vault really holds that many items, remove some with `keyward rm NAME`",
+        MAX_LIST_BYTES >> 20
+    )]
+    ListingTooLong,
     /// The agent asked for input and nobody could answer.
     #[error("the keyward agent needs input ({0}) and no way to ask was given")]
     NoInteraction(String),
@@ -132,6 +139,68 @@ impl Interaction for NoInteraction {
         None
     }
     fn notice(&mut self, _: &str) {}
+}
+
+/// The most items a listing may hold, over all its frames: a client refuses
+/// a longer one (from an agent gone wrong, or a peer that is no agent)
+/// instead of growing without bound.
+pub const MAX_LIST_ITEMS: usize = 1_000_000;
+
+/// The most bytes a listing's items may take on the wire, over all its
+/// frames (about 240,000 items with names of 256 bytes).
+pub const MAX_LIST_BYTES: usize = 64 * 1024 * 1024;
+
+/// A listing arriving as `ItemsPart` frames followed by `Items`
+/// (docs/PROTOCOL.md §6), joined into one `Items`.
+#[derive(Default)]
+pub(crate) struct Listing {
+    items: Vec<ItemInfo>,
+    bytes: usize,
+    parts: usize,
+}
+
+impl Listing {
+    fn count(&mut self, items: &[ItemInfo]) -> Result<(), ClientError> {
+        self.bytes = items
+            .iter()
+            .fold(self.bytes, |b, i| b.saturating_add(20 + i.name.len()));
+        let n = self.items.len().saturating_add(items.len());
+        if n > MAX_LIST_ITEMS || self.bytes > MAX_LIST_BYTES {
+            return Err(ClientError::ListingTooLong);
+        }
+        Ok(())
+    }
+
+    /// Takes an `ItemsPart`: more frames follow.
+    pub(crate) fn part(&mut self, items: Vec<ItemInfo>) -> Result<(), ClientError> {
+        self.count(&items)?;
+        self.parts += 1;
+        if self.items.is_empty() {
+            self.items = items;
+        } else {
+            self.items.extend(items);
+        }
+        Ok(())
+    }
+
+    /// The final response: with parts before it, it must be the `Items`
+    /// holding the rest, and the whole listing is returned.
+    pub(crate) fn finish(mut self, last: Response) -> Result<Response, ClientError> {
+        if self.parts == 0 {
+            return Ok(last);
+        }
+        match last {
+            Response::Items(rest) => {
+                self.count(&rest)?;
+                self.items.extend(rest);
+                Ok(Response::Items(self.items))
+            }
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} after {} parts of a listing",
+                self.parts
+            ))),
+        }
+    }
 }
 
 /// Refuses to send a frame the agent would refuse (over the 64 KiB cap).
@@ -197,6 +266,13 @@ pub struct Client {
     agent: AgentInfo,
     socket: PathBuf,
     timeout: Duration,
+    /// Whom we connected as, to connect again.
+    uid: u32,
+    client_name: String,
+    /// A request was sent and its final answer not read (a timeout, an I/O
+    /// error, a panic in a prompt): what comes next on this connection may
+    /// be that old answer, so the next call connects again.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -264,6 +340,9 @@ impl Client {
             },
             socket: socket.to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            uid,
+            client_name: client_name.to_owned(),
+            poisoned: false,
         };
         // An agent that refuses us (another user's) answers with an error and
         // closes without reading: our hello may then fail to send, but its
@@ -291,11 +370,23 @@ impl Client {
                     version: agent_version,
                     pid,
                 };
+                c.poisoned = false;
                 Ok(c)
             }
             Response::Error(e) => Err(ClientError::Agent(e)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Connects again (same socket, uid, name and timeout), dropping a
+    /// connection that may still deliver the answer to an abandoned request.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let mut fresh = Self::connect_as(&self.socket, self.uid, &self.client_name)?;
+        if fresh.timeout != self.timeout {
+            fresh.set_timeout(self.timeout)?;
+        }
+        *self = fresh;
+        Ok(())
     }
 
     /// The agent, as it introduced itself.
@@ -311,10 +402,18 @@ impl Client {
         Ok(())
     }
 
+    /// Sends a request. From here until its final answer is read the
+    /// connection is poisoned (see `call_with`).
     fn send(&mut self, req: &Request) -> Result<(), ClientError> {
-        let frame = req.encode();
-        check_size(&frame.0)?;
-        write_frame(&mut &self.stream, frame).map_err(|e| self.timeout_or(e.into()))
+        // Wiped on every path, also when refused for its size: it may hold
+        // a password or a value.
+        let frame = Zeroizing::new(req.encode().0);
+        check_size(&frame)?;
+        self.poisoned = true;
+        let mut w = &self.stream;
+        w.write_all(&frame)
+            .and_then(|()| w.flush())
+            .map_err(|e| self.timeout_or(e.into()))
     }
 
     fn recv(&mut self) -> Result<Response, ClientError> {
@@ -341,12 +440,22 @@ impl Client {
     /// Sends a request and returns the final answer, answering prompts and
     /// showing notices through `ui`. An agent error is returned as
     /// [`ClientError::Agent`].
+    ///
+    /// A listing sent in parts comes back as one [`Response::Items`].
+    ///
+    /// If an earlier call was abandoned before its final answer (a timeout,
+    /// a lost connection), this one first connects to the agent again, so
+    /// that it never gets the answer meant for the earlier request.
     pub fn call_with(
         &mut self,
         req: &Request,
         ui: &mut dyn Interaction,
     ) -> Result<Response, ClientError> {
+        if self.poisoned {
+            self.reconnect()?;
+        }
         self.send(req)?;
+        let mut listing = Listing::default();
         loop {
             match self.recv()? {
                 Response::Prompt { kind, message } => {
@@ -354,8 +463,15 @@ impl Client {
                     self.send(&Request::PromptReply { answer })?;
                 }
                 Response::Notice { message } => ui.notice(&message),
-                Response::Error(e) => return Err(ClientError::Agent(e)),
-                other => return Ok(other),
+                Response::ItemsPart(items) => listing.part(items)?,
+                last => {
+                    // The final answer is read: the connection is in step.
+                    self.poisoned = false;
+                    return match last {
+                        Response::Error(e) => Err(ClientError::Agent(e)),
+                        other => listing.finish(other),
+                    };
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! the field encodings and `docs/PROTOCOL.md` for the tables). Requests have
 //! tags below `0x80`, responses `0x80` and above.
 
+use crate::frame::MAX_FRAME;
 use crate::secret::Secret;
 use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
@@ -58,6 +59,7 @@ pub mod tag {
     pub const PROMPT: u8 = 0x8d;
     pub const NOTICE: u8 = 0x8e;
     pub const STILL_IN_USE: u8 = 0x8f;
+    pub const ITEMS_PART: u8 = 0x90;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -734,8 +736,17 @@ pub enum Response {
     Status(StatusInfo),
     /// An item's value.
     Value(Secret),
-    /// Item names.
+    /// Item names: the answer to `List`. A listing too long for one frame
+    /// is sent as [`Response::ItemsPart`] frames followed by one `Items` with
+    /// the rest; [`crate::Client`] and `AsyncClient` join them, so
+    /// their callers always get one `Items` with every item. Encoding an
+    /// `Items` that does not fit in one frame gives those frames, one after
+    /// the other in the same buffer, each within [`crate::frame::MAX_FRAME`].
     Items(Vec<ItemInfo>),
+    /// The first items of a listing too long for one frame; more frames
+    /// follow (more `ItemsPart`, then a final [`Response::Items`]). Never a
+    /// final response.
+    ItemsPart(Vec<ItemInfo>),
     /// Answer to `Init`.
     Created {
         /// The new account.
@@ -828,6 +839,7 @@ impl fmt::Debug for Response {
             Response::Status(s) => write!(f, "{s:?}"),
             Response::Value(v) => write!(f, "Value({v:?})"),
             Response::Items(v) => write!(f, "Items({})", v.len()),
+            Response::ItemsPart(v) => write!(f, "ItemsPart({})", v.len()),
             Response::Created { account_id, .. } => write!(f, "Created({account_id}, [redacted])"),
             Response::Unlocked {
                 account_id,
@@ -856,6 +868,61 @@ fn read_strings(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<String>, D
     r.list(what, 4, |r| r.str(what))
 }
 
+/// Bytes of a list's header in an items frame: the tag and the count.
+const ITEMS_HEADER: usize = 1 + 4;
+
+/// Bytes an item takes in an items frame: its name and two `u64`s.
+fn item_size(i: &ItemInfo) -> usize {
+    4 + i.name.len() + 8 + 8
+}
+
+/// One frame of items with the tag `t`.
+fn items_frame(t: u8, items: &[ItemInfo]) -> Vec<u8> {
+    let mut w = Writer::new(t);
+    w.list(items, |w, i| {
+        w.str(&i.name);
+        w.u64(i.created);
+        w.u64(i.modified);
+    });
+    w.finish().0
+}
+
+/// A listing as frames of at most [`MAX_FRAME`] bytes of payload each: all
+/// but the last are `ItemsPart`, the last one has the tag `last` (`Items`,
+/// or `ItemsPart` for a part). A listing that fits is one frame, as always.
+/// (An item too large for a frame of its own, impossible with names of at
+/// most [`MAX_NAME`] bytes, gets an oversized frame that receivers refuse.)
+fn encode_items(items: &[ItemInfo], last: u8) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = ITEMS_HEADER;
+    for (k, i) in items.iter().enumerate() {
+        let n = item_size(i);
+        if size + n > MAX_FRAME && k > start {
+            out.extend_from_slice(&items_frame(tag::ITEMS_PART, &items[start..k]));
+            start = k;
+            size = ITEMS_HEADER;
+        }
+        size += n;
+    }
+    let tail = items_frame(last, &items[start..]);
+    if out.is_empty() {
+        return (tail, false);
+    }
+    out.extend_from_slice(&tail);
+    (out, false)
+}
+
+fn read_items(r: &mut Reader<'_>) -> Result<Vec<ItemInfo>, DecodeError> {
+    r.list("items", 20, |r| {
+        Ok(ItemInfo {
+            name: r.str("name")?,
+            created: r.u64("created")?,
+            modified: r.u64("modified")?,
+        })
+    })
+}
+
 fn opt_u64(v: u64) -> Option<u64> {
     (v != 0).then_some(v)
 }
@@ -867,6 +934,9 @@ impl Response {
     }
 
     /// Encodes a whole frame; the flag says whether it holds secrets.
+    ///
+    /// An [`Response::Items`] too long for one frame gives several frames
+    /// (see there), one after the other: send the bytes as they are.
     pub fn encode(&self) -> (Vec<u8>, bool) {
         use tag::*;
         let w = match self {
@@ -900,15 +970,8 @@ impl Response {
                 w.secret(v);
                 w
             }
-            Response::Items(items) => {
-                let mut w = Writer::new(ITEMS);
-                w.list(items, |w, i| {
-                    w.str(&i.name);
-                    w.u64(i.created);
-                    w.u64(i.modified);
-                });
-                w
-            }
+            Response::Items(items) => return encode_items(items, ITEMS),
+            Response::ItemsPart(items) => return encode_items(items, ITEMS_PART),
             Response::Created {
                 account_id,
                 secret_key,
@@ -1039,13 +1102,8 @@ impl Response {
                 keys_mlocked: r.bool("keys_mlocked")?,
             }),
             VALUE => Response::Value(r.secret("value")?),
-            ITEMS => Response::Items(r.list("items", 20, |r| {
-                Ok(ItemInfo {
-                    name: r.str("name")?,
-                    created: r.u64("created")?,
-                    modified: r.u64("modified")?,
-                })
-            })?),
+            ITEMS => Response::Items(read_items(&mut r)?),
+            ITEMS_PART => Response::ItemsPart(read_items(&mut r)?),
             CREATED => Response::Created {
                 account_id: r.str("account_id")?,
                 secret_key: r.secret("secret_key")?,
@@ -1271,6 +1329,19 @@ pub mod samples {
                 retry_after_secs: 4,
                 tries_left: Some(2),
             }),
+            // Newer messages last, so that the fuzz seeds' numbers stay.
+            Response::ItemsPart(vec![
+                ItemInfo {
+                    name: "a/b".into(),
+                    created: 3,
+                    modified: 4,
+                },
+                ItemInfo {
+                    name: "c".into(),
+                    created: 5,
+                    modified: 5,
+                },
+            ]),
         ]
     }
 }

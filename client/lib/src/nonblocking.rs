@@ -1,9 +1,9 @@
 //! The async client (tokio), for programs that already run a runtime.
 
 use crate::client::{
-    AgentInfo, ClientError, Interaction, NoInteraction, check_socket_owner, connect_error,
+    AgentInfo, ClientError, Interaction, Listing, NoInteraction, check_socket_owner, connect_error,
 };
-use crate::frame::{FrameBuf, FrameError, write_frame_async};
+use crate::frame::{FrameBuf, FrameError};
 use crate::message::{ItemInfo, PROTOCOL_VERSION, Request, Response, StatusInfo, UnlockRequest};
 use crate::paths::{Paths, current_uid};
 use crate::secret::Secret;
@@ -12,6 +12,8 @@ use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::{ConnectOptions, GenericFilePath, ToFsName};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use zeroize::Zeroizing;
 
 /// An async connection to the agent.
 ///
@@ -26,6 +28,12 @@ pub struct AsyncClient {
     buf: FrameBuf,
     agent: AgentInfo,
     timeout: Duration,
+    /// The socket, to connect again.
+    socket: PathBuf,
+    /// A request was sent and its final answer not read (a timeout, an I/O
+    /// error, a future dropped mid-call): the next call connects again, so
+    /// that it never reads the answer meant for that request.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for AsyncClient {
@@ -78,6 +86,8 @@ impl AsyncClient {
                 pid: 0,
             },
             timeout: crate::client::DEFAULT_TIMEOUT,
+            socket: socket.to_owned(),
+            poisoned: false,
         };
         let sent = c
             .send(&Request::Hello {
@@ -98,6 +108,7 @@ impl AsyncClient {
                     version: agent_version,
                     pid,
                 };
+                c.poisoned = false;
                 Ok(c)
             }
             Response::HelloOk {
@@ -113,6 +124,15 @@ impl AsyncClient {
         }
     }
 
+    /// Connects again (same socket and timeout), dropping a connection that
+    /// may still deliver the answer to an abandoned request.
+    async fn reconnect(&mut self) -> Result<(), ClientError> {
+        let mut fresh = Self::connect(&self.socket).await?;
+        fresh.timeout = self.timeout;
+        *self = fresh;
+        Ok(())
+    }
+
     /// The agent, as it introduced itself.
     pub fn agent(&self) -> &AgentInfo {
         &self.agent
@@ -123,11 +143,16 @@ impl AsyncClient {
         self.timeout = timeout;
     }
 
+    /// Sends a request. From here until its final answer is read the
+    /// connection is poisoned (see `call_with`).
     async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
         let t = self.timeout;
-        let frame = req.encode();
-        crate::client::check_size(&frame.0)?;
-        tokio::time::timeout(t, write_frame_async(&mut &self.stream, frame))
+        // Wiped on every path (also when refused for its size, or when this
+        // future is dropped): it may hold a password or a value.
+        let frame = Zeroizing::new(req.encode().0);
+        crate::client::check_size(&frame)?;
+        self.poisoned = true;
+        tokio::time::timeout(t, (&mut &self.stream).write_all(&frame))
             .await
             .map_err(|_| ClientError::Timeout(t))??;
         Ok(())
@@ -142,13 +167,21 @@ impl AsyncClient {
         Ok(Response::decode(payload)?)
     }
 
-    /// Sends a request; prompts and notices go through `ui`.
+    /// Sends a request; prompts and notices go through `ui`. A listing sent
+    /// in parts comes back as one [`Response::Items`]. If an earlier call was
+    /// abandoned before its final answer (a timeout, its future dropped),
+    /// this one first connects to the agent again, so that it never gets the
+    /// answer meant for the earlier request.
     pub async fn call_with(
         &mut self,
         req: &Request,
         ui: &mut (dyn Interaction + Send),
     ) -> Result<Response, ClientError> {
+        if self.poisoned {
+            self.reconnect().await?;
+        }
         self.send(req).await?;
+        let mut listing = Listing::default();
         loop {
             match self.recv().await? {
                 Response::Prompt { kind, message } => {
@@ -156,8 +189,15 @@ impl AsyncClient {
                     self.send(&Request::PromptReply { answer }).await?;
                 }
                 Response::Notice { message } => ui.notice(&message),
-                Response::Error(e) => return Err(ClientError::Agent(e)),
-                other => return Ok(other),
+                Response::ItemsPart(items) => listing.part(items)?,
+                last => {
+                    // The final answer is read: the connection is in step.
+                    self.poisoned = false;
+                    return match last {
+                        Response::Error(e) => Err(ClientError::Agent(e)),
+                        other => listing.finish(other),
+                    };
+                }
             }
         }
     }

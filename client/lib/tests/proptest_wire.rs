@@ -168,6 +168,15 @@ fn response() -> impl Strategy<Value = Response> {
             0..4
         )
         .prop_map(Response::Items),
+        vec(
+            (text(), any::<u64>(), any::<u64>()).prop_map(|(name, created, modified)| ItemInfo {
+                name,
+                created,
+                modified
+            }),
+            0..4
+        )
+        .prop_map(Response::ItemsPart),
         (text(), secret(), text(), text()).prop_map(
             |(account_id, secret_key, protector, vault_path)| Response::Created {
                 account_id,

@@ -3,7 +3,7 @@
 //! `docs/SECURITY.md` and ISO 7816-4, against which the real parsers are
 //! checked, and small tools to turn fuzz bytes into structured inputs.
 
-use keyward_client::{Request, Response, Secret};
+use keyward_client::{ItemInfo, Request, Response, Secret};
 
 // ------------------------------------------------------------------ bytes
 
@@ -186,14 +186,74 @@ pub fn request_has_secret(r: &Request) -> bool {
 
 /// Whether a response carries a secret field.
 pub fn response_has_secret(r: &Response) -> bool {
-    matches!(
-        r,
+    match r {
         Response::Value(_)
-            | Response::Created { .. }
-            | Response::RecoveryCode { .. }
-            | Response::NewSecretKey { .. }
-            | Response::Kit { .. }
-    )
+        | Response::Created { .. }
+        | Response::RecoveryCode { .. }
+        | Response::NewSecretKey { .. }
+        | Response::Kit { .. } => true,
+        Response::HelloOk { .. }
+        | Response::Ok
+        | Response::Status(_)
+        | Response::Items(_)
+        | Response::ItemsPart(_)
+        | Response::Unlocked { .. }
+        | Response::RecoveryCodes(_)
+        | Response::Protectors(_)
+        | Response::ProtectorAdded { .. }
+        | Response::Prompt { .. }
+        | Response::Notice { .. }
+        | Response::StillInUse { .. }
+        | Response::Error(_) => false,
+    }
+}
+
+/// The payloads of `stream`, which must be whole frames and nothing else
+/// (PROTOCOL.md §2, by [`model_frames`]), each within `max_frame`.
+pub fn whole_frames(stream: &[u8], max_frame: usize) -> Vec<&[u8]> {
+    let (frames, end) = model_frames(stream, max_frame);
+    assert_eq!(end, StreamEnd::Closed, "not a sequence of whole frames");
+    frames.into_iter().map(|r| &stream[r]).collect()
+}
+
+/// Bytes an item takes in a listing frame (PROTOCOL.md §6: `name: str`,
+/// `created: u64`, `modified: u64`).
+pub fn item_wire_len(i: &ItemInfo) -> usize {
+    4 + i.name.len() + 8 + 8
+}
+
+/// Checks the frames a listing (`Items`, or `ItemsPart` when `part`) was
+/// encoded to, against PROTOCOL.md §6: every payload within `max_frame`;
+/// all frames but the last are `ItemsPart`, the last is `Items` (or
+/// `ItemsPart` for a part); together they hold `items` in order; frames are
+/// filled greedily (the first item of a frame would not have fitted in the
+/// one before); a listing that fits is exactly one frame.
+pub fn check_listing_frames(items: &[ItemInfo], part: bool, stream: &[u8], max_frame: usize) {
+    let payloads = whole_frames(stream, max_frame);
+    assert!(!payloads.is_empty());
+    let total = 5 + items.iter().map(item_wire_len).sum::<usize>();
+    if total <= max_frame {
+        assert_eq!(payloads.len(), 1, "a listing that fits is one frame");
+    }
+    let mut all = Vec::new();
+    let mut previous: Option<usize> = None;
+    for (k, p) in payloads.iter().enumerate() {
+        let last = k + 1 == payloads.len();
+        let v = match Response::decode(p) {
+            Ok(Response::ItemsPart(v)) if !last || part => v,
+            Ok(Response::Items(v)) if last && !part => v,
+            other => panic!("frame {k} of {} is {other:?}", payloads.len()),
+        };
+        if let (Some(size), Some(first)) = (previous, v.first()) {
+            assert!(
+                size + item_wire_len(first) > max_frame,
+                "frame {k}: its first item fitted in the frame before"
+            );
+        }
+        previous = Some(p.len());
+        all.extend(v);
+    }
+    assert!(all == items, "the frames do not hold the listing");
 }
 
 /// The same secret length, other bytes: if `Debug` showed any secret byte,

@@ -103,6 +103,10 @@ pub enum Command {
     Set {
         /// The item's name, e.g. github/token.
         name: String,
+        /// Store an empty value read from standard input (refused otherwise:
+        /// an empty input is usually a failed command before the pipe).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Print a secret's value to standard output (and nothing else).
     Get {
@@ -292,9 +296,49 @@ fn paths() -> Result<Paths, CliError> {
     Paths::from_env().map_err(|e| CliError::msg(e.to_string()))
 }
 
-/// Shows notices and asks for PINs on the terminal (or pinentry).
+/// Shows notices and asks for PINs on the terminal (or pinentry), with a
+/// spinner while the agent works: stopped (its line cleared) before a
+/// prompt or a notice is shown, so that they stay readable, and started
+/// again once the agent is back at work.
+#[derive(Default)]
 struct Terminal {
     pin: Option<Secret>,
+    /// The spinner's label while a request runs (`None`: no spinner).
+    label: Option<String>,
+    spinner: Option<Spinner>,
+}
+
+impl Terminal {
+    fn new(pin: Option<Secret>) -> Self {
+        Self {
+            pin,
+            ..Self::default()
+        }
+    }
+
+    /// Shows a spinner with `label` until [`Terminal::done`].
+    fn working(&mut self, label: &str) {
+        self.label = Some(label.to_owned());
+        self.spinner = Some(Spinner::start(label));
+    }
+
+    /// Stops the spinner for good.
+    fn done(&mut self) {
+        self.label = None;
+        self.spinner = None;
+    }
+
+    /// Stops the spinner and clears its line (before showing anything).
+    fn pause(&mut self) {
+        self.spinner = None;
+    }
+
+    /// Starts the spinner again, if a request is still running.
+    fn resume(&mut self) {
+        if let Some(label) = &self.label {
+            self.spinner = Some(Spinner::start(label));
+        }
+    }
 }
 
 impl Interaction for Terminal {
@@ -304,18 +348,23 @@ impl Interaction for Terminal {
         {
             return Some(p);
         }
-        match kind {
+        self.pause();
+        let answer = match kind {
             PromptKind::Confirm => Some(Secret::from(if input::confirm(message, false) {
                 "y"
             } else {
                 "n"
             })),
             _ => ask_hidden(message, message).ok(),
-        }
+        };
+        self.resume();
+        answer
     }
 
     fn notice(&mut self, message: &str) {
+        self.pause();
         eprintln!("{message}");
+        self.resume();
     }
 }
 
@@ -336,25 +385,45 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(|e| CliError::msg(format!("cannot write to standard output: {e}")))?;
             Ok(())
         }
-        Command::Set { name } => {
+        Command::Set { name, allow_empty } => {
             let value = if input::stdin_is_tty() {
                 ask_new(
                     &format!("Value for {name}"),
                     &format!("The secret to store as {name}."),
                 )?
             } else {
-                let mut buf = Vec::new();
-                std::io::stdin().read_to_end(&mut buf).map_err(|e| {
-                    CliError::msg(format!("cannot read the value from standard input: {e}"))
-                })?;
+                // Room for the largest value and one byte more (to tell that
+                // it is too large) from the start: a growing buffer would
+                // leave unwiped copies of the value behind.
+                let limit = keyward_client::message::MAX_VALUE + 1;
+                let mut buf = Vec::with_capacity(limit);
+                if let Err(e) = std::io::stdin()
+                    .lock()
+                    .take(limit as u64)
+                    .read_to_end(&mut buf)
+                {
+                    zeroize::Zeroize::zeroize(&mut buf);
+                    return Err(CliError::msg(format!(
+                        "cannot read the value from standard input: {e}"
+                    )));
+                }
+                if buf.is_empty() && !allow_empty {
+                    return Err(CliError::with(
+                        exit::INVALID,
+                        format!(
+                            "standard input was empty, so {name} was left as it was (did the \
+                             command before the pipe fail?); to store an empty value on \
+                             purpose, add --allow-empty"
+                        ),
+                    ));
+                }
                 Secret::new(buf)
             };
             if value.len() > keyward_client::message::MAX_VALUE {
                 return Err(CliError::with(
                     exit::INVALID,
                     format!(
-                        "the value is {} bytes; items hold at most {} bytes",
-                        value.len(),
+                        "the value is too large: items hold at most {} bytes",
                         keyward_client::message::MAX_VALUE
                     ),
                 ));
@@ -585,9 +654,8 @@ fn init(
         vault_path: &vault_path,
         created: &output::date(unix_now()),
     };
-    if let Some(path) = kit_path {
-        write_kit(path, &kit, KitFormat::Pdf)?;
-    }
+    // The Secret Key is shown first, whatever happens to the kit: this is
+    // the only time keyward shows it, and the account exists already.
     if json {
         print_json(json!({
             "account_id": account_id,
@@ -595,6 +663,9 @@ fn init(
             "protector": protector,
             "vault": vault_path,
         }));
+        if let Some(path) = kit_path {
+            write_kit_after_init(path, &kit, "printed on standard output")?;
+        }
         return Ok(());
     }
     let kept = match protector.as_str() {
@@ -620,20 +691,37 @@ fn init(
     println!("If you lose both this device and the Secret Key, only a recovery code gets you");
     println!("back in: make one with `keyward recovery-code new`.");
     println!("Vault: {vault_path}");
-    if kit_path.is_none()
-        && input::have_tty()
-        && input::confirm("Write your Emergency Kit (PDF) now?", true)
-    {
-        let default = format!("keyward-emergency-kit-{account_id}.pdf");
-        write_kit(Path::new(&default), &kit, KitFormat::Pdf)?;
-        println!("Print {default}, keep the paper safe, then delete the file.");
-    } else if let Some(p) = kit_path {
+    if let Some(p) = kit_path {
+        write_kit_after_init(p, &kit, "shown above")?;
         println!(
             "Emergency Kit written to {}: print it, keep it safe, then delete the file.",
             p.display()
         );
+    } else if input::have_tty() && input::confirm("Write your Emergency Kit (PDF) now?", true) {
+        let default = format!("keyward-emergency-kit-{account_id}.pdf");
+        write_kit_after_init(Path::new(&default), &kit, "shown above")?;
+        println!("Print {default}, keep the paper safe, then delete the file.");
     }
     Ok(())
+}
+
+/// Writes the kit right after `init`, once the Secret Key is shown. A
+/// failure is reported (exit code 1) as what it is: the account exists, its
+/// Secret Key was shown (`where_shown`), only the kit is missing, and
+/// `keyward emergency-kit` writes it later.
+fn write_kit_after_init(
+    path: &Path,
+    kit: &crate::kit::Kit<'_>,
+    where_shown: &str,
+) -> Result<(), CliError> {
+    write_kit(path, kit, KitFormat::Pdf).map_err(|e| {
+        CliError::msg(format!(
+            "your account {} was created and its Secret Key is {where_shown}, but the \
+             Emergency Kit was not written: {}. Write the Secret Key down now, then write \
+             the kit with `keyward emergency-kit --out kit.pdf`",
+            kit.account_id, e.message
+        ))
+    })
 }
 
 fn unix_now() -> u64 {
@@ -912,7 +1000,7 @@ fn unlock(
     let mut secret_key = secret_key_fd
         .map(|fd| read_fd(fd, "Secret Key"))
         .transpose()?;
-    let mut ui = Terminal { pin };
+    let mut ui = Terminal::new(pin);
     loop {
         let req = Request::Unlock(UnlockRequest {
             password: pw.clone(),
@@ -920,9 +1008,9 @@ fn unlock(
             pin: ui.pin.clone(),
             with: with.clone(),
         });
-        let spinner = Spinner::start("Unlocking…");
+        ui.working("Unlocking…");
         let r = c.call_with(&req, &mut ui);
-        drop(spinner);
+        ui.done();
         match r {
             Ok(Response::Unlocked {
                 account_id,
@@ -1070,10 +1158,10 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
                     .map(|fd| read_fd(fd, "management key"))
                     .transpose()?,
             };
-            let mut ui = Terminal { pin: None };
-            let spinner = (kind != "yubikey").then(|| Spinner::start("Enrolling…"));
+            let mut ui = Terminal::new(None);
+            ui.working("Enrolling…");
             let r = c.call_with(&Request::ProtectorAdd(req), &mut ui);
-            drop(spinner);
+            ui.done();
             let Response::ProtectorAdded { id, notes } = r? else {
                 return Err(CliError::msg("unexpected answer from the agent"));
             };

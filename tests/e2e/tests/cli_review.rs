@@ -1,0 +1,158 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The CLI against a real agent: long listings (sent in several frames),
+//! `init` whose Emergency Kit cannot be written, and `set` with an empty
+//! standard input.
+
+use keyward_client::frame::{FrameBuf, MAX_FRAME, write_frame};
+use keyward_client::message::{MAX_NAME, PROTOCOL_VERSION, Request, Response, tag};
+use keyward_e2e::Home;
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixStream;
+
+const PW: &str = "correct horse battery staple";
+
+/// Item names of exactly `MAX_NAME` (256) bytes.
+fn long_name(i: usize) -> String {
+    let prefix = format!("team-{i:05}/");
+    format!("{prefix}{}", "x".repeat(MAX_NAME - prefix.len()))
+}
+
+#[test]
+fn list_prints_thousands_of_items_with_long_names() {
+    const N: usize = 2000;
+    let home = Home::new();
+    home.init(PW);
+    let names: BTreeSet<String> = (0..N).map(long_name).collect();
+    let mut c = home.client();
+    for name in &names {
+        c.set(name, "v").unwrap();
+    }
+    drop(c);
+
+    // The CLI prints every name, one a line.
+    let r = home.ok(&["list"]);
+    let printed: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(printed.len(), N, "{} lines", printed.len());
+    let printed: BTreeSet<String> = printed.into_iter().map(str::to_owned).collect();
+    assert_eq!(printed, names);
+    let j = home.ok(&["list", "--json"]).json();
+    assert_eq!(j.as_array().unwrap().len(), N);
+
+    // On the wire the answer is several frames, each within the cap: parts,
+    // then the final `Items`, sent by the agent as they were encoded.
+    let mut s = UnixStream::connect(home.paths.socket()).unwrap();
+    let mut buf = FrameBuf::new();
+    let hello = Request::Hello {
+        protocol: PROTOCOL_VERSION,
+        client: "cli_review".into(),
+    };
+    write_frame(&mut s, hello.encode()).unwrap();
+    assert!(matches!(
+        Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
+        Response::HelloOk { .. }
+    ));
+    write_frame(&mut s, Request::List.encode()).unwrap();
+    let mut parts = 0;
+    let mut seen = 0;
+    loop {
+        let payload = buf.read_frame(&mut s).unwrap();
+        assert!(payload.len() <= MAX_FRAME);
+        match Response::decode(payload).unwrap() {
+            Response::ItemsPart(v) => {
+                assert_eq!(payload[0], tag::ITEMS_PART);
+                parts += 1;
+                seen += v.len();
+            }
+            Response::Items(v) => {
+                seen += v.len();
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(parts >= 2, "{parts} parts");
+    assert_eq!(seen, N);
+    // The same connection still serves.
+    write_frame(&mut s, Request::Status.encode()).unwrap();
+    assert!(matches!(
+        Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
+        Response::Status(_)
+    ));
+}
+
+#[test]
+fn init_with_an_unwritable_kit_path_still_prints_the_secret_key() {
+    for json in [false, true] {
+        let home = Home::new();
+        // A path under a regular file: not writable, even for root.
+        let blocker = home.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let kit = blocker.join("kit.pdf");
+        let mut args = vec![
+            "init",
+            "--password-fd",
+            "3",
+            "--emergency-kit",
+            kit.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let r = home
+            .run_with(&args, None, Some(format!("{PW}\n").as_bytes()))
+            .expect_code(1);
+        let status = home.status();
+        assert_eq!(status["state"], "unlocked", "the account exists\n{r}");
+        let account = status["account_id"].as_str().unwrap();
+        let sk = if json {
+            r.json()["secret_key"].as_str().unwrap().to_owned()
+        } else {
+            assert!(r.stdout.contains("This is the only time"), "{r}");
+            r.stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Secret Key:"))
+                .unwrap_or_else(|| panic!("no Secret Key printed\n{r}"))
+                .trim()
+                .to_owned()
+        };
+        assert!(sk.starts_with(&format!("K1-{account}-")), "{sk}\n{r}");
+        assert!(r.stderr.starts_with("keyward: "), "{r}");
+        assert!(
+            r.stderr.contains("was created")
+                && r.stderr.contains("Emergency Kit was not written")
+                && r.stderr.contains(kit.to_str().unwrap())
+                && r.stderr.contains("keyward emergency-kit --out"),
+            "{r}"
+        );
+        assert!(!r.stderr.contains(&sk), "the key only goes to stdout\n{r}");
+        assert!(!kit.exists());
+    }
+}
+
+#[test]
+fn set_refuses_an_empty_standard_input_unless_asked() {
+    let home = Home::new();
+    home.init(PW);
+    home.run_with(&["set", "github/token"], Some(b"ghp_old"), None)
+        .expect_code(0);
+
+    // `failing_cmd | keyward set …` and `< /dev/null`: refused, value kept.
+    let r = home
+        .run_with(&["set", "github/token"], Some(b""), None)
+        .expect_code(9);
+    assert!(
+        r.stderr.contains("standard input was empty") && r.stderr.contains("--allow-empty"),
+        "{r}"
+    );
+    home.run(&["set", "github/token"]).expect_code(9);
+    assert_eq!(home.ok(&["get", "github/token"]).stdout, "ghp_old");
+    // Nor is a new item created.
+    home.run_with(&["set", "new/item"], Some(b""), None)
+        .expect_code(9);
+    home.run(&["get", "new/item"]).expect_code(7);
+
+    // On purpose.
+    home.run_with(&["set", "github/token", "--allow-empty"], Some(b""), None)
+        .expect_code(0);
+    assert_eq!(home.ok(&["get", "github/token"]).stdout, "");
+}

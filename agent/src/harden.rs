@@ -55,14 +55,34 @@ pub fn harden_process() -> HardeningReport {
     }
 }
 
-/// Starts a new session (no controlling terminal), for an agent started in
-/// the background by the CLI.
-pub fn new_session() {
-    // SAFETY: setsid only fails if we already lead a process group, which is
-    // harmless here.
-    unsafe {
-        libc::setsid();
+/// For an agent started in the background (by the CLI or the PAM module):
+/// starts a new session, leaving the caller's controlling terminal and
+/// process group, and closes every descriptor it inherited besides stdin,
+/// stdout and stderr (a `--password-fd` of the command that started it,
+/// say: the agent lives on long after). Call it first thing in `main`,
+/// before the agent opens anything. setsid fails if the agent leads a
+/// process group already (its starter must not make it one).
+pub fn new_session() -> std::io::Result<()> {
+    // SAFETY: close_range only closes descriptors of this process; nothing
+    // in this process has opened any beyond the first three yet.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed != 0 {
+        // Kernels before 5.9: one by one.
+        let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        for fd in open {
+            // SAFETY: as above (the directory's own descriptor is closed
+            // already and fails harmlessly).
+            unsafe { libc::close(fd) };
+        }
     }
+    // SAFETY: setsid only changes this process's session and group.
+    if unsafe { libc::setsid() } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises the soft limit on open files to the hard limit, so that the

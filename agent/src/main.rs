@@ -62,9 +62,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.detach {
-        harden::new_session();
-    }
+    let detached = if args.detach {
+        harden::new_session()
+    } else {
+        Ok(())
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // A level, not a filter language: KEYWARD_LOG=error|warn|info|debug|trace.
@@ -77,6 +79,9 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Err(e) = detached {
+        tracing::warn!("could not detach from the caller's session: {e}");
+    }
     if !report.not_dumpable || !report.no_core {
         tracing::warn!(
             "could not fully harden the process: dumpable={} core-limit={}",

@@ -3,7 +3,6 @@
 use crate::output::{CliError, exit};
 use keyward_client::{Client, ClientError, Paths};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +66,8 @@ fn start_and_connect(paths: &Paths) -> Result<Client, String> {
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)
-        .process_group(0)
+        // Not a process group of its own: the agent's setsid (--detach)
+        // would then fail and leave it in our session, on our terminal.
         .spawn()
         .map_err(|e| {
             format!(

@@ -156,3 +156,30 @@ fn set_refuses_an_empty_standard_input_unless_asked() {
         .expect_code(0);
     assert_eq!(home.ok(&["get", "github/token"]).stdout, "");
 }
+
+/// An agent the CLI starts leaves the CLI's session (no controlling
+/// terminal, no process group to be signalled with it) and keeps none of
+/// the CLI's descriptors: `init --password-fd 3` hands the password file to
+/// the CLI on fd 3, and the agent it starts must not hold it for its life.
+#[test]
+fn an_autostarted_agent_detaches_and_keeps_no_inherited_descriptor() {
+    let home = Home::new();
+    home.init("pw");
+    let pid = home.agent_pid().expect("the agent runs");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // After the comm: state, ppid, pgrp, session, tty_nr.
+    let (pgrp, session, tty) = (fields[2], fields[3], fields[4]);
+    assert_eq!(session, pid.to_string(), "not a session of its own: {stat}");
+    assert_eq!(pgrp, pid.to_string(), "{stat}");
+    assert_eq!(tty, "0", "a controlling terminal: {stat}");
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !held.iter().any(|p| p.contains("/.tmp")),
+        "the agent holds the password file it inherited: {held:?}"
+    );
+}

@@ -2,11 +2,22 @@
 //!
 //! | PAM step | what the module does | returns |
 //! |---|---|---|
-//! | `auth` | keeps a copy of the password the stack just checked (`PAM_AUTHTOK`) in the PAM handle (`pam_set_data`, zeroized by the cleanup); with `yubikey_pin`, asks a keyward user for the YubiKey PIN (conversation, echo off) and keeps it the same way | `PAM_IGNORE` |
+//! | `auth` | keeps a copy of the password the stack just checked (`PAM_AUTHTOK`) in the PAM handle (`pam_set_data`, zeroized by the cleanup), together with the user it was checked for (`PAM_USER`); with `yubikey_pin`, asks a keyward user for the YubiKey PIN (conversation, echo off) and keeps it the same way | `PAM_IGNORE` |
 //! | `setcred` | nothing | `PAM_IGNORE` |
-//! | `open_session` | as the user: starts the agent if none runs (`auto_start`), checks that the socket and the agent belong to the user, unlocks with the password; then drops the kept copy | `PAM_SUCCESS` |
+//! | `open_session` | if `PAM_USER` still names the user `auth` kept the password for, as the user: starts the agent if none runs (`auto_start`), checks that the socket and the agent belong to the user, unlocks with the password; then drops the kept copy | `PAM_SUCCESS` |
 //! | `close_session` | as the user: locks the agent when the user's last login session ends (`lock_on_close`; the agent asks logind), or whenever a session ends (`lock_on_close=always`) | `PAM_SUCCESS` |
-//! | `chauthtok` | on `PAM_UPDATE_AUTHTOK`, as the user: if the old login password was the Master Password, changes the Master Password to the new one | `PAM_IGNORE` |
+//! | `chauthtok` | on `PAM_UPDATE_AUTHTOK`, as the user: if the old login password (`PAM_OLDAUTHTOK`, else the one `auth` kept, if kept for the same user) was the Master Password, changes the Master Password to the new one | `PAM_IGNORE` |
+//!
+//! # Whose password
+//!
+//! A secret is used only for the user it was typed for. The application may
+//! change `PAM_USER` between `pam_authenticate` and `pam_open_session`:
+//! `sudo -i -u alice` run by bob checks bob's password, then opens a
+//! session for alice. `auth` therefore keeps the user name with the
+//! password (and the PIN), and `open_session` and `chauthtok` use them only
+//! while `PAM_USER` still names that user; otherwise they log it (info) and
+//! leave the agent alone. `open_session` never falls back to `PAM_AUTHTOK`
+//! itself: without this module's `auth` nothing says whose password it is.
 //!
 //! keyward never decides a login: `auth` and `chauthtok` return `PAM_IGNORE`
 //! (the rest of the stack decides), the session hooks `PAM_SUCCESS`, whatever
@@ -42,10 +53,9 @@
 //!   around `fork` (its own atfork handlers) and resets them in the child:
 //!   allocating in the child is safe with glibc.
 //! - Everything that takes locks of libc or of the host is done in the
-//!   parent, before `fork`: the passwd and group look-ups (NSS), `pam_getenv`,
-//!   reading this process's environment (`Paths` is computed in the parent),
-//!   syslog. The child logs nothing itself: it writes its report to a pipe and
-//!   the parent logs it.
+//!   parent, before `fork`: the passwd and group look-ups (NSS), `pam_getenv`
+//!   (`Paths` is computed in the parent), syslog. The child logs nothing
+//!   itself: it writes its report to a pipe and the parent logs it.
 //! - This library is a `cdylib` with its own copy of Rust's std: the only
 //!   std locks the child can meet (stderr, the environment lock, the panic
 //!   hook) are taken only by this module's own code, which never writes to
@@ -254,41 +264,45 @@ fn log_warnings(log: &Log<'_, '_>, opts: &Options) {
 
 fn authenticate(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
     let debug = opts.debug;
-    match h.authtok() {
-        Some(pw) => {
-            let kept = h.stash(Stash::Password, pw);
-            let log = Log { h, debug };
-            log_warnings(&log, opts);
-            if kept {
-                log.say(LOG_DEBUG, "kept the login password for open_session");
-            } else {
-                log.say(
-                    LOG_WARNING,
-                    "cannot keep the login password (pam_set_data failed)",
-                );
-            }
-            if kept && opts.yubikey_pin {
-                ask_pin(h, opts);
-            }
-        }
-        None => {
-            let log = Log { h, debug };
-            log_warnings(&log, opts);
-            log.say(
-                LOG_DEBUG,
-                "no password to keep (PAM_AUTHTOK is unset: list pam_keyward after the module \
-                 that asks for the password)",
-            );
-        }
+    // The password belongs to the user it was checked for: keep the name
+    // with it (see "Whose password").
+    let user = h.user();
+    let kept = match (&user, h.authtok()) {
+        (Some(user), Some(pw)) => Some(h.stash(Stash::Password, user, pw)),
+        _ => None,
+    };
+    let log = Log { h, debug };
+    log_warnings(&log, opts);
+    match (&user, kept) {
+        (Some(user), Some(true)) => log.say(
+            LOG_DEBUG,
+            &format!("kept the login password of {user} for open_session"),
+        ),
+        (_, Some(false)) => log.say(
+            LOG_WARNING,
+            "cannot keep the login password (pam_set_data failed)",
+        ),
+        (None, _) => log.say(
+            LOG_DEBUG,
+            "no user name (PAM_USER is unset): no password kept",
+        ),
+        (Some(_), None) => log.say(
+            LOG_DEBUG,
+            "no password to keep (PAM_AUTHTOK is unset: list pam_keyward after the module \
+             that asks for the password)",
+        ),
+    }
+    if let (Some(user), Some(true), true) = (&user, kept, opts.yubikey_pin) {
+        ask_pin(h, opts, user);
     }
     PAM_IGNORE
 }
 
 /// `yubikey_pin`: asks a keyward user (one with a keyward data directory)
-/// for the YubiKey PIN, and keeps it for `open_session` like the password.
-fn ask_pin(h: &mut Handle<'_>, opts: &Options) {
-    let Some(user) = h.user() else { return };
-    let Ok(account) = user::lookup(&user) else {
+/// for the YubiKey PIN, and keeps it for `open_session` like the password
+/// (with `user`, the user the password was kept for).
+fn ask_pin(h: &mut Handle<'_>, opts: &Options, user: &str) {
+    let Ok(account) = user::lookup(user) else {
         return;
     };
     if account.uid == 0 {
@@ -309,7 +323,7 @@ fn ask_pin(h: &mut Handle<'_>, opts: &Options) {
         return;
     }
     let pin = h.ask_secret("YubiKey PIN for keyward (Enter to skip): ");
-    let kept = pin.is_some_and(|pin| h.stash(Stash::Pin, pin));
+    let kept = pin.is_some_and(|pin| h.stash(Stash::Pin, user, pin));
     let log = Log {
         h,
         debug: opts.debug,
@@ -325,7 +339,9 @@ fn ask_pin(h: &mut Handle<'_>, opts: &Options) {
 }
 
 fn open_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
-    let password = h.stashed(Stash::Password).or_else(|| h.authtok());
+    // Only what this module's `auth` kept, never `PAM_AUTHTOK` itself:
+    // here nothing says whose password that is (see "Whose password").
+    let password = h.stashed(Stash::Password);
     let pin = h.stashed(Stash::Pin);
     // The login process may live as long as the session: do not keep the
     // secrets there any longer than needed.
@@ -340,18 +356,34 @@ fn open_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
         log.say(LOG_DEBUG, "no user name (PAM_USER is unset)");
         return PAM_SUCCESS;
     };
-    let Some(password) = password else {
+    let Some(kept) = password else {
         log.say(
             LOG_INFO,
             &format!(
-                "no login password for {user} (a login without password?); the keyward agent \
-                 is left as it is"
+                "no login password kept for {user} (a login without password, or pam_keyward \
+                 is not on the auth line?); the keyward agent is left as it is"
             ),
         );
         return PAM_SUCCESS;
     };
+    let authenticated = kept.user.clone();
+    let Some(password) = kept.for_user(&user) else {
+        log.say(LOG_INFO, &user_changed(&authenticated, &user));
+        return PAM_SUCCESS;
+    };
+    let pin = pin.and_then(|p| p.for_user(&user));
     run_job(&log, opts, &user, Job::Unlock { password, pin });
     PAM_SUCCESS
+}
+
+/// The message when `PAM_USER` no longer names the user whose password
+/// `auth` kept (no secret in it).
+fn user_changed(authenticated: &str, user: &str) -> String {
+    format!(
+        "the user changed since authentication ({authenticated} authenticated, the session is \
+         for {user}): {authenticated}'s password is not used for {user}; the keyward agent of \
+         {user} is left as it is"
+    )
 }
 
 fn close_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
@@ -397,16 +429,30 @@ fn chauthtok(h: &mut Handle<'_>, opts: &Options, flags: c_int) -> c_int {
         return PAM_IGNORE;
     };
     // The old password as the password module asked for it, else the one
-    // `auth` checked in this same transaction.
-    let Some(old) = h.old_authtok().or_else(|| h.stashed(Stash::Password)) else {
-        log.say(
-            LOG_NOTICE,
-            &format!(
-                "the old password of {user} is unknown (changed by root?); the keyward Master \
-                 Password is unchanged"
-            ),
-        );
-        return PAM_IGNORE;
+    // `auth` checked in this same transaction, if it was checked for this
+    // same user.
+    let old = match (h.old_authtok(), h.stashed(Stash::Password)) {
+        (Some(old), _) => old,
+        (None, Some(kept)) => {
+            let authenticated = kept.user.clone();
+            match kept.for_user(&user) {
+                Some(old) => old,
+                None => {
+                    log.say(LOG_INFO, &user_changed(&authenticated, &user));
+                    return PAM_IGNORE;
+                }
+            }
+        }
+        (None, None) => {
+            log.say(
+                LOG_NOTICE,
+                &format!(
+                    "the old password of {user} is unknown (changed by root?); the keyward \
+                     Master Password is unchanged"
+                ),
+            );
+            return PAM_IGNORE;
+        }
     };
     if old == new {
         return PAM_IGNORE;
@@ -476,21 +522,38 @@ fn run_job(log: &Log<'_, '_>, opts: &Options, user: &str, job: Job) {
 }
 
 /// The user's paths and the agent's environment, as the session will see
-/// them: `HOME` from the passwd entry; `KEYWARD_HOME` and `XDG_*` from the
-/// PAM environment; `XDG_RUNTIME_DIR`, when unset there, is `/run/user/UID`
-/// if that directory exists and belongs to the user.
+/// them: `HOME` from the passwd entry; `KEYWARD_HOME`, `XDG_*` and `TMPDIR`
+/// from the PAM environment; `XDG_RUNTIME_DIR`, when unset there, is
+/// `/run/user/UID` if that directory exists and belongs to the user.
 fn target(h: &Handle<'_>, opts: &Options, acc: &user::Account) -> Result<Target, String> {
+    target_from(|name| h.env(name), opts, acc)
+}
+
+/// [`target`] with the PAM environment given as `pam_env`. The paths are
+/// computed from exactly the variables the agent it starts gets, so both
+/// agree on the socket (the agent computes its paths from its environment,
+/// as `keyward` does in the session). Nothing comes from this process's own
+/// environment (the login program's: not the session's, and under a set-uid
+/// program the caller's).
+fn target_from(
+    pam_env: impl Fn(&str) -> Option<String>,
+    opts: &Options,
+    acc: &user::Account,
+) -> Result<Target, String> {
     const FROM_PAM: &[&str] = &[
         "KEYWARD_HOME",
         "XDG_CONFIG_HOME",
         "XDG_DATA_HOME",
         "XDG_STATE_HOME",
         "XDG_RUNTIME_DIR",
+        // Without a runtime directory the socket lives under `$TMPDIR`
+        // (see `Paths`); pam_tmpdir, for one, sets it here.
+        "TMPDIR",
     ];
     let mut vars: HashMap<&str, OsString> = HashMap::new();
     vars.insert("HOME", acc.home.clone().into_os_string());
     for &name in FROM_PAM {
-        if let Some(v) = h.env(name).filter(|v| !v.is_empty()) {
+        if let Some(v) = pam_env(name).filter(|v| !v.is_empty()) {
             vars.insert(name, v.into());
         }
     }
@@ -507,11 +570,6 @@ fn target(h: &Handle<'_>, opts: &Options, acc: &user::Account) -> Result<Target,
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
     ];
     agent_env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    // Without a runtime directory the socket lives under the temporary
-    // directory of this process (see `Paths`); the agent must use the same.
-    if let Some(tmp) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
-        agent_env.push(("TMPDIR".into(), tmp));
-    }
     Ok(Target {
         user: acc.name.clone(),
         uid: acc.uid,
@@ -655,5 +713,77 @@ mod tests {
                 PAM_IGNORE
             );
         }
+    }
+
+    #[test]
+    fn a_kept_secret_is_only_for_the_user_it_was_typed_for() {
+        // (`pam_set_data` works only inside a module call: the stash itself
+        // is exercised through the real stack in tests/e2e/tests/pam.rs.)
+        let kept = pam::Kept {
+            user: "bob".into(),
+            secret: keyward_client::Secret::from("pw"),
+        };
+        assert!(!format!("{kept:?}").contains("pw\""));
+        assert!(kept.clone().for_user("alice").is_none());
+        assert!(kept.clone().for_user("bob2").is_none());
+        assert_eq!(kept.for_user("bob").unwrap().expose(), b"pw");
+        // The message names the users, nothing else.
+        let m = user_changed("bob", "alice");
+        assert!(m.contains("changed since authentication") && m.contains("bob"));
+    }
+
+    /// What the agent computes from the environment it is given.
+    fn agent_paths(t: &Target) -> Paths {
+        let env: HashMap<String, OsString> = t.agent_env.iter().cloned().collect();
+        Paths::from_vars(|k| env.get(k).cloned(), t.uid).unwrap()
+    }
+
+    #[test]
+    fn the_module_and_the_agent_it_starts_agree_on_the_socket() {
+        let acc = user::Account {
+            name: "kwtest".into(),
+            // No /run/user/UID for it: the socket is under TMPDIR.
+            uid: 3_999_999_917,
+            gid: 3_999_999_917,
+            home: PathBuf::from("/home/kwtest"),
+            groups: vec![],
+        };
+        let opts = Options::default();
+        // TMPDIR in the PAM environment (pam_tmpdir): both use it.
+        let t = target_from(
+            |k| (k == "TMPDIR").then(|| "/tmp/user/3999999917".to_owned()),
+            &opts,
+            &acc,
+        )
+        .unwrap();
+        assert_eq!(
+            t.paths.socket(),
+            PathBuf::from("/tmp/user/3999999917/keyward-3999999917/agent.sock")
+        );
+        assert_eq!(agent_paths(&t), t.paths);
+        // None there: /tmp for both, whatever this process's TMPDIR is.
+        let t = target_from(|_| None, &opts, &acc).unwrap();
+        assert_eq!(
+            t.paths.socket(),
+            PathBuf::from("/tmp/keyward-3999999917/agent.sock")
+        );
+        assert!(t.agent_env.iter().all(|(k, _)| k != "TMPDIR"));
+        assert_eq!(agent_paths(&t), t.paths);
+        // A runtime directory wins over TMPDIR, for both.
+        let t = target_from(
+            |k| match k {
+                "TMPDIR" => Some("/var/tmp".into()),
+                "XDG_RUNTIME_DIR" => Some("/run/user/3999999917".into()),
+                _ => None,
+            },
+            &opts,
+            &acc,
+        )
+        .unwrap();
+        assert_eq!(
+            t.paths.socket(),
+            PathBuf::from("/run/user/3999999917/keyward/agent.sock")
+        );
+        assert_eq!(agent_paths(&t), t.paths);
     }
 }

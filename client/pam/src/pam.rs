@@ -39,6 +39,24 @@ pub enum Stash {
     Pin,
 }
 
+/// A secret kept by `auth`, with the user it was typed for: `PAM_USER`
+/// when `auth` kept it. The application may change `PAM_USER` before the
+/// session (`sudo -u`, `su`); the secret is then not for the new user.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// `PAM_USER` when the secret was kept.
+    pub user: String,
+    /// The secret (zeroized when dropped).
+    pub secret: Secret,
+}
+
+impl Kept {
+    /// The secret, if it was kept for `user`.
+    pub fn for_user(self, user: &str) -> Option<Secret> {
+        (self.user == user).then_some(self.secret)
+    }
+}
+
 impl Stash {
     fn name(self) -> &'static CStr {
         match self {
@@ -152,13 +170,16 @@ impl Handle<'_> {
             .map(Secret::from_slice)
     }
 
-    /// Keeps `secret` in the PAM handle for later steps of the same
-    /// transaction; libpam calls our cleanup (which zeroizes it) at `pam_end`
-    /// or when it is replaced.
-    pub fn stash(&mut self, which: Stash, secret: Secret) -> bool {
-        let ptr = Box::into_raw(Box::new(secret));
+    /// Keeps `secret`, typed for `user`, in the PAM handle for later steps
+    /// of the same transaction; libpam calls our cleanup (which zeroizes it)
+    /// at `pam_end` or when it is replaced.
+    pub fn stash(&mut self, which: Stash, user: &str, secret: Secret) -> bool {
+        let ptr = Box::into_raw(Box::new(Kept {
+            user: user.to_owned(),
+            secret,
+        }));
         // SAFETY: `self.raw` is live; the name is a static C string; `ptr` is
-        // a leaked Box<Secret> that libpam hands back to `drop_stash`
+        // a leaked Box<Kept> that libpam hands back to `drop_stash`
         // (exactly once) when it is replaced or at `pam_end`.
         let rc = unsafe {
             pam_set_data(
@@ -183,8 +204,8 @@ impl Handle<'_> {
         unsafe { pam_set_data(self.raw, which.name().as_ptr(), std::ptr::null_mut(), None) };
     }
 
-    /// A secret `auth` stashed, copied.
-    pub fn stashed(&self, which: Stash) -> Option<Secret> {
+    /// A secret `auth` stashed, with its user, copied.
+    pub fn stashed(&self, which: Stash) -> Option<Kept> {
         let mut ptr: *const c_void = std::ptr::null();
         // SAFETY: `self.raw` is live and `ptr` a valid out-pointer.
         let rc = unsafe { pam_get_data(self.raw, which.name().as_ptr(), &mut ptr) };
@@ -192,9 +213,9 @@ impl Handle<'_> {
             return None;
         }
         // SAFETY: only `stash` stores data under these names, and it stores
-        // a `Box<Secret>`; it stays alive until pam_end or until it is
+        // a `Box<Kept>`; it stays alive until pam_end or until it is
         // replaced, neither of which can happen during this call.
-        let stashed = unsafe { &*ptr.cast::<Secret>() };
+        let stashed = unsafe { &*ptr.cast::<Kept>() };
         Some(stashed.clone())
     }
 
@@ -271,15 +292,15 @@ impl Handle<'_> {
     }
 }
 
-/// The cleanup libpam calls for the stashed password.
+/// The cleanup libpam calls for a stashed secret.
 unsafe extern "C" fn drop_stash(_pamh: *mut RawHandle, data: *mut c_void, _status: c_int) {
     if data.is_null() {
         return;
     }
     // Dropping zeroizes; no panic may cross into C.
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `data` is the Box<Secret> leaked by `stash`;
+        // SAFETY: `data` is the Box<Kept> leaked by `stash`;
         // libpam calls this cleanup exactly once for it.
-        drop(unsafe { Box::from_raw(data.cast::<Secret>()) });
+        drop(unsafe { Box::from_raw(data.cast::<Kept>()) });
     });
 }

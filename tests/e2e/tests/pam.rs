@@ -336,6 +336,26 @@ impl TestUser {
         (r, start.elapsed())
     }
 
+    /// [`SWITCH_USER_APP`] as root on this user's service: authenticates
+    /// this user, sets `PAM_USER` to `session_user`, then runs `ops`
+    /// (`open_session`, `chauthtok`); `input` answers the prompts, a line each.
+    fn pam_app(&self, session_user: &str, ops: &[&str], input: &str) -> Run {
+        let mut c = Command::new("/usr/bin/python3");
+        c.args(["-c", SWITCH_USER_APP])
+            .arg(&self.service)
+            .arg(&self.name)
+            .arg(session_user)
+            .args(ops);
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let line = format!(
+            "pam app {} {} (then PAM_USER={session_user}) {}",
+            self.service,
+            self.name,
+            ops.join(" ")
+        );
+        run(c, line, Some(input.as_bytes()))
+    }
+
     /// `keyward args…` as the user (HOME set, clean environment); `secret`
     /// goes to its standard input through a pipe the user owns.
     fn kw(&self, args: &[&str], secret: Option<&str>) -> Run {
@@ -1177,4 +1197,292 @@ fn yubikey_pin_at_login_unlocks_an_account_kept_by_a_yubikey() {
     assert_eq!(r.code, 0, "{r}");
     assert!(r.stderr.contains("does not use keyward"), "{r}");
     u.assert_no_leak(&[&pw], &[&r]);
+}
+
+/// A PAM application doing what `sudo -u OTHER` does: `pam_start` for one
+/// user, `pam_authenticate`, then `pam_set_item(PAM_USER, OTHER)` before the
+/// session (or password) step — which pamtester cannot do. Arguments:
+/// SERVICE USER SESSION_USER OPS…; the prompts are answered with the lines
+/// of standard input, in order. Prints each step's return code.
+const SWITCH_USER_APP: &str = r#"
+import ctypes, sys
+from ctypes import CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_void_p, cast, sizeof
+service, user, session_user, ops = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+answers = [line.rstrip("\n").encode() for line in sys.stdin]
+pam = ctypes.CDLL("libpam.so.0")
+libc = ctypes.CDLL("libc.so.6")
+libc.calloc.restype, libc.calloc.argtypes = c_void_p, [c_size_t, c_size_t]
+libc.strdup.restype, libc.strdup.argtypes = c_void_p, [c_char_p]
+class Message(Structure):
+    _fields_ = [("msg_style", c_int), ("msg", c_char_p)]
+class Response(Structure):
+    _fields_ = [("resp", c_void_p), ("resp_retcode", c_int)]
+CONV = CFUNCTYPE(c_int, c_int, POINTER(POINTER(Message)), POINTER(POINTER(Response)), c_void_p)
+class Conv(Structure):
+    _fields_ = [("conv", CONV), ("appdata_ptr", c_void_p)]
+def converse(n, msgs, resp, _data):
+    out = cast(libc.calloc(n, sizeof(Response)), POINTER(Response))
+    for i in range(n):
+        m = msgs[i].contents
+        if m.msg_style in (1, 2):  # PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON
+            out[i].resp = libc.strdup(answers.pop(0) if answers else b"")
+        else:
+            sys.stderr.write("conversation: %s\n" % (m.msg or b"").decode(errors="replace"))
+    resp[0] = out
+    return 0
+callback = CONV(converse)
+conv = Conv(callback, None)
+pam.pam_start.argtypes = [c_char_p, c_char_p, POINTER(Conv), POINTER(c_void_p)]
+pam.pam_set_item.argtypes = [c_void_p, c_int, c_char_p]
+for f in ("pam_authenticate", "pam_open_session", "pam_chauthtok", "pam_end"):
+    getattr(pam, f).argtypes = [c_void_p, c_int]
+h = c_void_p()
+rc = pam.pam_start(service.encode(), user.encode(), byref(conv), byref(h))
+if rc != 0:
+    sys.exit("pam_start: %d" % rc)
+rc = pam.pam_authenticate(h, 0)
+print("authenticate", rc, flush=True)
+if rc == 0 and session_user != user:
+    rc = pam.pam_set_item(h, 2, session_user.encode())  # PAM_USER
+    print("PAM_USER", rc, flush=True)
+for op in ops:
+    if rc != 0:
+        break
+    rc = getattr(pam, "pam_" + op)(h, 0)
+    print(op, rc, flush=True)
+pam.pam_end(h, rc)
+sys.exit(0 if rc == 0 else 1)
+"#;
+
+/// A hostile "agent" run by a user at her own socket: records every
+/// connection and every byte it receives, and answers nothing.
+const RECORDING_AGENT: &str = r#"
+import os, socket, sys
+sock_path, record = sys.argv[1], sys.argv[2]
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sock_path)
+os.chmod(sock_path, 0o600)
+srv.listen(4)
+open(record + ".ready", "w").close()
+while True:
+    c, _ = srv.accept()
+    with open(record, "ab") as f:
+        f.write(b"connection\n")
+    c.settimeout(5)
+    try:
+        while True:
+            data = c.recv(4096)
+            if not data:
+                break
+            with open(record, "ab") as f:
+                f.write(data)
+    except OSError:
+        pass
+    c.close()
+"#;
+
+#[test]
+fn a_password_goes_only_to_the_agent_of_the_user_who_typed_it() {
+    if !pam_available() || !require("python3", Path::new("/usr/bin/python3").exists()) {
+        return;
+    }
+    // bob authenticates; alice is who the session is for (`sudo -i -u alice`
+    // run by bob: sudo checks bob's password, then sets PAM_USER=alice).
+    let bob_pw = format!("kw-bob-{}", random_hex(16));
+    let bob = TestUser::new(&bob_pw);
+    let alice = TestUser::new(&format!("kw-alice-{}", random_hex(16)));
+    bob.init(&bob_pw);
+    bob.lock();
+    // Alice's Master Password is bob's login password: were it sent to her
+    // agent, the agent would unlock.
+    alice.init(&bob_pw);
+    alice.lock();
+    bob.write_service("auto_start", 10);
+
+    // The application works: authenticated and opened for the same user,
+    // bob's agent unlocks.
+    let same = bob.pam_app(&bob.name, &["open_session"], &format!("{bob_pw}\n"));
+    assert_ok(&same);
+    assert!(same.stdout.contains("open_session 0"), "{same}");
+    assert!(same.stderr.contains("unlocked the keyward agent"), "{same}");
+    assert_eq!(bob.state(), "unlocked");
+    bob.lock();
+
+    // The session is alice's: her agent is left as it is.
+    let switched = bob.pam_app(&alice.name, &["open_session"], &format!("{bob_pw}\n"));
+    assert_ok(&switched);
+    assert!(switched.stdout.contains("PAM_USER 0"), "{switched}");
+    assert!(switched.stdout.contains("open_session 0"), "{switched}");
+    assert!(
+        switched.stderr.contains("changed since authentication"),
+        "{switched}"
+    );
+    assert!(
+        !switched.stderr.contains("unlocked the keyward agent"),
+        "{switched}"
+    );
+    assert!(!switched.stderr.contains("socket of"), "{switched}");
+    assert_eq!(alice.state(), "locked", "{switched}");
+    assert_eq!(bob.state(), "locked");
+
+    // The same with a password change for alice (root's pam_unix asks no
+    // old password): bob's password must not stand in for alice's old one.
+    let alice_new = format!("kw-alice-new-{}", random_hex(16));
+    let changed = bob.pam_app(
+        &alice.name,
+        &["chauthtok"],
+        &format!("{bob_pw}\n{alice_new}\n{alice_new}\n"),
+    );
+    assert_ok(&changed);
+    assert!(changed.stdout.contains("chauthtok 0"), "{changed}");
+    assert!(
+        changed.stderr.contains("changed since authentication"),
+        "{changed}"
+    );
+    assert!(
+        !changed
+            .stderr
+            .contains("changed the keyward Master Password"),
+        "{changed}"
+    );
+    assert_eq!(alice.state(), "locked");
+    assert_eq!(
+        alice.unlock(&bob_pw).code,
+        0,
+        "alice's Master Password is unchanged"
+    );
+    alice.lock();
+
+    // A hostile alice runs her own "agent" at her socket: it gets nothing,
+    // not even a connection.
+    alice.stop_agent();
+    assert!(alice.runtime_dir().is_dir() && !alice.socket().exists());
+    let record = alice.home.join("fake-agent.record");
+    let mut fake = Command::new("/usr/bin/setpriv")
+        .arg(format!("--reuid={}", alice.uid))
+        .arg(format!("--regid={}", alice.gid))
+        .arg("--init-groups")
+        .args(["/usr/bin/python3", "-c", RECORDING_AGENT])
+        .arg(alice.socket())
+        .arg(&record)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !record.with_extension("record.ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the fake agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hostile = bob.pam_app(&alice.name, &["open_session"], &format!("{bob_pw}\n"));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let _ = std::fs::remove_file(alice.socket());
+    assert_ok(&hostile);
+    assert!(
+        hostile.stderr.contains("changed since authentication"),
+        "{hostile}"
+    );
+    let seen = std::fs::read(&record).unwrap_or_default();
+    assert!(
+        seen.is_empty(),
+        "alice's fake agent was contacted: {:?}\n{hostile}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    // Listed only in the session stack, the module has no password it can
+    // vouch for (PAM_AUTHTOK's owner is unknown there): it does nothing.
+    let module = module_path().display().to_string();
+    std::fs::write(
+        &bob.service_file,
+        format!(
+            "auth     required  pam_unix.so\n\
+             session  required  {module} debug timeout=10 agent={} auto_start\n",
+            bob.agent.display()
+        ),
+    )
+    .unwrap();
+    let (r, _) = bob.pamtester(&["authenticate", "open_session"], &format!("{bob_pw}\n"));
+    assert_ok(&r);
+    assert!(r.stderr.contains("no login password kept"), "{r}");
+    assert_eq!(bob.state(), "locked", "{r}");
+
+    bob.assert_no_leak(
+        &[&bob_pw, &alice_new],
+        &[&same, &switched, &changed, &hostile, &r],
+    );
+}
+
+#[test]
+fn the_agent_started_at_login_binds_the_socket_the_module_waits_on() {
+    if !pam_available() {
+        return;
+    }
+    // Declared first, removed last (after the user and its processes).
+    let tmp = tempfile::Builder::new()
+        .prefix("kwpam-tmp-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.init(&pw);
+    u.stop_agent();
+    // pam_env stands in for pam_tmpdir: TMPDIR in the PAM environment, no
+    // XDG_RUNTIME_DIR. The session's `keyward` looks under $TMPDIR.
+    let session_tmp = tmp.path().join("session");
+    std::fs::create_dir(&session_tmp).unwrap();
+    std::fs::set_permissions(&session_tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let env_conf = tmp.path().join("session.conf");
+    std::fs::write(
+        &env_conf,
+        format!("TMPDIR DEFAULT={}\n", session_tmp.display()),
+    )
+    .unwrap();
+    u.write_service_after(
+        &format!(
+            "session  required  pam_env.so readenv=0 user_readenv=0 conffile={}",
+            env_conf.display()
+        ),
+        "auto_start",
+        5,
+    );
+    // The login program's own TMPDIR is not the session's: not used.
+    let host_tmp = tmp.path().join("host");
+    let mut c = Command::new("/usr/bin/pamtester");
+    c.args([&u.service, &u.name, "authenticate", "open_session"]);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("TMPDIR", &host_tmp);
+    let r = run(
+        c,
+        format!("TMPDIR={} pamtester {}", host_tmp.display(), u.service),
+        Some(format!("{pw}\n").as_bytes()),
+    );
+    let runtime = session_tmp.join(format!("keyward-{}", u.uid));
+    let pid: Option<i32> = std::fs::read_to_string(runtime.join("agent.lock"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    assert_ok(&r);
+    assert!(
+        r.stderr
+            .contains(&format!("socket of {}: {}", u.name, runtime.display())),
+        "{r}"
+    );
+    assert!(r.stderr.contains("started the keyward agent"), "{r}");
+    assert!(r.stderr.contains("unlocked the keyward agent"), "{r}");
+    assert!(!host_tmp.exists(), "{r}");
+    let st = u.kw_env(
+        &["--no-autostart", "status", "--json"],
+        None,
+        &[("TMPDIR", session_tmp.to_str().unwrap())],
+    );
+    if let Some(pid) = pid {
+        kill(pid, rustix::process::Signal::TERM);
+        wait_gone(pid, Duration::from_secs(5));
+    }
+    assert!(st.stdout.contains("\"unlocked\""), "{st}\n{r}");
+    assert!(pid.is_some(), "{r}");
 }

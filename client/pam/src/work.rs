@@ -522,7 +522,8 @@ fn start_agent(t: &Target) -> Result<Child, String> {
         out = f.into();
         err = f2.into();
     }
-    use std::os::unix::process::CommandExt;
+    // Not a process group of its own: the agent's setsid (--detach) would
+    // then fail and leave it in the login's session.
     Command::new(&t.agent)
         .arg("--detach")
         .env_clear()
@@ -531,7 +532,6 @@ fn start_agent(t: &Target) -> Result<Child, String> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
         .spawn()
         .map_err(|e| format!("{}: {e}", t.agent.display()))
 }

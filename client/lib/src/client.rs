@@ -203,6 +203,20 @@ impl Listing {
     }
 }
 
+/// Whether sending failed because the agent had closed the connection (its
+/// idle timeout while the user typed a password, say, or a restart): the
+/// request was not delivered, and may be sent again on a new connection.
+pub(crate) fn closed_by_agent(e: &ClientError) -> bool {
+    let io = match e {
+        ClientError::Io(io) | ClientError::Frame(FrameError::Io(io)) => io,
+        _ => return false,
+    };
+    matches!(
+        io.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
 /// Refuses to send a frame the agent would refuse (over the 64 KiB cap).
 pub(crate) fn check_size(frame: &[u8]) -> Result<(), ClientError> {
     let payload = frame.len().saturating_sub(crate::frame::HEADER);
@@ -454,7 +468,13 @@ impl Client {
         if self.poisoned {
             self.reconnect()?;
         }
-        self.send(req)?;
+        match self.send(req) {
+            Err(e) if closed_by_agent(&e) => {
+                self.reconnect()?;
+                self.send(req)?;
+            }
+            sent => sent?,
+        }
         let mut listing = Listing::default();
         loop {
             match self.recv()? {

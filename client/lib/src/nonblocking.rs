@@ -180,7 +180,13 @@ impl AsyncClient {
         if self.poisoned {
             self.reconnect().await?;
         }
-        self.send(req).await?;
+        match self.send(req).await {
+            Err(e) if crate::client::closed_by_agent(&e) => {
+                self.reconnect().await?;
+                self.send(req).await?;
+            }
+            sent => sent?,
+        }
         let mut listing = Listing::default();
         loop {
             match self.recv().await? {

@@ -330,3 +330,59 @@ async fn a_dropped_async_call_never_hands_its_answer_to_the_next() {
     assert_eq!(v.expose_str(), Some("value of github/token"));
     assert_eq!(agent.connections(), 2);
 }
+
+// ---------------------------------------------------------------- idle close
+
+/// An agent that closes the first connection right after `Hello` (as its
+/// idle timeout does while the user types a password) and answers `Get` on
+/// the next.
+fn closes_the_first_connection() -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                if n == 0 {
+                    let mut buf = FrameBuf::new();
+                    let mut s = stream;
+                    let _ = buf.read_frame(&mut &s);
+                    let hello = Response::HelloOk {
+                        protocol: PROTOCOL_VERSION,
+                        agent_version: "fake".into(),
+                        pid: std::process::id(),
+                    };
+                    let _ = s.write_all(&hello.encode().0);
+                    // Closed without reading anything more.
+                } else {
+                    serve(stream, &slow_for_aws(Duration::ZERO));
+                }
+            });
+        }
+    });
+    (dir, socket, connections)
+}
+
+#[test]
+fn a_connection_the_agent_closed_while_idle_is_replaced_once() {
+    let (_dir, socket, connections) = closes_the_first_connection();
+    let mut c = Client::connect(&socket).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let v = c.get("github/token").unwrap();
+    assert_eq!(v.expose_str(), Some("value of github/token"));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_async_client_replaces_a_connection_the_agent_closed_while_idle() {
+    let (_dir, socket, connections) = closes_the_first_connection();
+    let mut c = AsyncClient::connect(&socket).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = c.get("github/token").await.unwrap();
+    assert_eq!(v.expose_str(), Some("value of github/token"));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}

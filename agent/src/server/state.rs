@@ -528,7 +528,8 @@ impl Agent {
             drop(session);
             return Err(err(
                 ErrorCode::Cancelled,
-                "the agent was locked (by `keyward lock`, suspend, a screen lock or the end of a                  login session) while this unlock ran, so it stays locked; unlock again",
+                "the agent was locked (by `keyward lock`, suspend, a screen lock or the end of a \
+                 login session) while this unlock ran, so it stays locked; unlock again",
             ));
         }
         *st = State::Unlocked(Box::new(session));

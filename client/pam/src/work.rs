@@ -119,7 +119,8 @@ fn session_end(
         Ok(Some(others)) => rep.say(
             LOG_NOTICE,
             &format!(
-                "{which} of {user} ended; the keyward agent stays unlocked for {user}'s other                  sessions ({})",
+                "{which} of {user} ended; the keyward agent stays unlocked for {user}'s other \
+                 sessions ({})",
                 others.join(", ")
             ),
         ),
@@ -129,7 +130,8 @@ fn session_end(
             rep.say(
                 LOG_INFO,
                 &format!(
-                    "{user}'s keyward agent is older than this module; locking without asking                      about other sessions"
+                    "{user}'s keyward agent is older than this module; locking without asking \
+                     about other sessions"
                 ),
             );
             drop(c);

@@ -440,6 +440,65 @@ fn an_interrupted_change_is_settled_by_the_next_unlock() {
     assert!(open(&f.path, "new pw", &new_sk).is_err(), "rolled back");
 }
 
+/// What a card holding `card` would unwrap from the vault's PIV wrap.
+fn card_unwraps(path: &Path, card: &p256::NonZeroScalar) -> SecretKey {
+    use keyward_agent::account::piv;
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let file = vault::read(path).unwrap().vault;
+    let w = &file.piv_wraps[0];
+    let epk = p256::PublicKey::from_sec1_bytes(&w.epk).unwrap();
+    let shared = p256::ecdh::diffie_hellman(*card, epk.as_affine());
+    let x: [u8; 32] = (*shared.raw_secret_bytes()).into();
+    let card_pk = p256::PublicKey::from_secret_scalar(card);
+    let card_c = piv::compress(card_pk.to_sec1_point(false).as_bytes()).unwrap();
+    let wk = piv::wrap_key(&x, &w.epk, &card_c);
+    piv::open_secret_key(&wk, &file.account_id, w.serial, w.slot, &w.sealed).unwrap()
+}
+
+/// An interrupted Secret Key change whose settling failed at unlock (a full
+/// disk) leaves the YubiKey wraps sealed for the new key while the vault was
+/// opened with the old one: a password change then drops the other wrap,
+/// and must bring the YubiKey wraps to the key in force, or no card would
+/// open the vault again.
+#[test]
+fn a_password_change_after_an_unsettled_change_keeps_the_yubikey_usable() {
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let f = fixture();
+    let card = p256::NonZeroScalar::from_repr([7u8; 32].into()).unwrap();
+    let card_pk = p256::PublicKey::from_secret_scalar(&card);
+    let mut v = open(&f.path, "correct horse", &f.sk).unwrap();
+    v.add_piv(
+        &f.path,
+        4242,
+        0x9d,
+        1,
+        1,
+        card_pk.to_sec1_point(false).as_bytes(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        card_unwraps(&f.path, &card).expose_compact(),
+        f.sk.expose_compact()
+    );
+    let pending = v
+        .begin_secret_key_change(&f.path, &pw("new pw"), FAST, NOW)
+        .unwrap();
+    let new_sk = pending.new_secret_key.duplicate();
+    drop(v); // "crash" before phase 3
+    assert_eq!(
+        card_unwraps(&f.path, &card).expose_compact(),
+        new_sk.expose_compact()
+    );
+    let mut v = open(&f.path, "correct horse", &f.sk).unwrap();
+    assert!(v.needs_settling()); // and settling is not done (it failed)
+    v.change_password(&f.path, &pw("third pw"), FAST).unwrap();
+    let from_card = card_unwraps(&f.path, &card);
+    assert_eq!(from_card.expose_compact(), f.sk.expose_compact());
+    assert!(open(&f.path, "third pw", &from_card).is_ok());
+    assert!(!open(&f.path, "third pw", &f.sk).unwrap().needs_settling());
+}
+
 #[test]
 fn a_failed_write_changes_nothing_in_memory() {
     let f = fixture();

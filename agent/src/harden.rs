@@ -85,6 +85,20 @@ pub fn new_session() -> std::io::Result<()> {
     Ok(())
 }
 
+/// `CLOCK_BOOTTIME`: time since boot, suspended time included. (From
+/// libc: rustix's own vDSO lookup crashes under valgrind, which
+/// agent/link/make-idle-order.sh runs the agent in.)
+pub fn boot_clock() -> std::time::Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill; CLOCK_BOOTTIME
+    // exists on every Linux this runs on (≥ 2.6.39), so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// Raises the soft limit on open files to the hard limit, so that the
 /// connection cap, not the fd limit, decides how many clients are served.
 pub fn raise_fd_limit() {

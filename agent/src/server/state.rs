@@ -60,8 +60,7 @@ pub struct Session {
 /// (`CLOCK_BOOTTIME`): the idle lock and the lifetime count the hours a
 /// laptop sleeps, which the monotonic clock does not.
 pub(super) fn boot_clock() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    crate::harden::boot_clock()
 }
 
 /// The longest the lock timer sleeps at a time. Its sleep runs on the

@@ -1557,21 +1557,47 @@ mod tests {
 
     const PASSWORD: &str = "correct horse battery staple";
 
-    /// Unlocks with the password (the Secret Key from the file protector),
-    /// on a thread of its own.
-    fn unlock_thread(agent: &Arc<Agent>) -> std::thread::JoinHandle<Result<Response, AgentError>> {
+    type Answer = std::thread::JoinHandle<Result<Response, AgentError>>;
+
+    /// Unlocks with the password (the Secret Key from a protector, `with`
+    /// if given), on a thread of its own.
+    fn unlock_thread_with(agent: &Arc<Agent>, with: Option<&str>) -> Answer {
         let agent = agent.clone();
+        let req = UnlockRequest {
+            password: PASSWORD.into(),
+            with: with.map(str::to_owned),
+            ..UnlockRequest::default()
+        };
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            let req = UnlockRequest {
-                password: PASSWORD.into(),
-                ..UnlockRequest::default()
-            };
             rt.block_on(agent.unlock(req, Arc::new(crate::protect::NoIo)))
         })
+    }
+
+    fn unlock_thread(agent: &Arc<Agent>) -> Answer {
+        unlock_thread_with(agent, None)
+    }
+
+    /// Locks while a `set` of `value` is held in its fsync, then starts an
+    /// unlock, which reads the file without the set and derives its keys
+    /// meanwhile; returns the set (still held, `release` lets it go on)
+    /// and the unlock.
+    fn unlock_behind_a_held_set(
+        agent: &Arc<Agent>,
+        value: &'static [u8],
+    ) -> (Answer, mpsc::Sender<()>, Answer) {
+        let (writer, release) = {
+            let agent = agent.clone();
+            held_in_fsync(move || agent.set("token", &Secret::from_slice(value)))
+        };
+        assert!(agent.lock("test"));
+        let unlocker = unlock_thread(agent);
+        // Time to read, derive and reach the writers' lock the set holds.
+        std::thread::sleep(Duration::from_millis(500));
+        (writer, release, unlocker)
     }
 
     /// A `set` still in its fsync when the agent locks (locking does not
@@ -1583,15 +1609,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let agent = unlocked_agent(home.path());
         agent.set("token", &Secret::from_slice(b"old")).unwrap();
-        let (writer, release) = {
-            let agent = agent.clone();
-            held_in_fsync(move || agent.set("token", &Secret::from_slice(b"new")))
-        };
-        assert!(agent.lock("test"));
-        let unlocker = unlock_thread(&agent);
-        // The unlock reads the file (without the set) and derives its keys;
-        // then it needs the writers' lock, which the set holds.
-        std::thread::sleep(Duration::from_millis(500));
+        let (writer, release, unlocker) = unlock_behind_a_held_set(&agent, b"new");
         let _ = release.send(());
         writer.join().unwrap().unwrap();
         assert!(matches!(
@@ -1613,13 +1631,7 @@ mod tests {
     fn a_lock_during_an_unlock_keeps_the_agent_locked() {
         let home = tempfile::tempdir().unwrap();
         let agent = unlocked_agent(home.path());
-        let (writer, release) = {
-            let agent = agent.clone();
-            held_in_fsync(move || agent.set("token", &Secret::from_slice(b"v")))
-        };
-        assert!(agent.lock("test"));
-        let unlocker = unlock_thread(&agent);
-        std::thread::sleep(Duration::from_millis(500));
+        let (writer, release, unlocker) = unlock_behind_a_held_set(&agent, b"v");
         assert!(
             !unlocker.is_finished(),
             "the unlock did not wait for the writer"
@@ -1673,22 +1685,10 @@ mod tests {
         assert_eq!(agent.attempts().failures(), 0);
         assert!(agent.backoff_error("test").is_none());
         // Named explicitly, it is refused with the same advice.
-        let agent2 = agent.clone();
-        let named = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let req = UnlockRequest {
-                password: PASSWORD.into(),
-                with: Some("file".into()),
-                ..UnlockRequest::default()
-            };
-            rt.block_on(agent2.unlock(req, Arc::new(crate::protect::NoIo)))
-        })
-        .join()
-        .unwrap()
-        .unwrap_err();
+        let named = unlock_thread_with(&agent, Some("file"))
+            .join()
+            .unwrap()
+            .unwrap_err();
         assert_eq!(named.code, ErrorCode::Protector);
         assert!(named.message.contains("stale"), "{}", named.message);
         assert_eq!(agent.attempts().failures(), 0);

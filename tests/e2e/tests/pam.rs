@@ -656,6 +656,30 @@ impl Drop for RootListener {
 
 // ------------------------------------------------------------------ tests
 
+/// Runs a stand-in agent (`script`, Python) as `u` on `u`'s socket, writing
+/// what it sees to `record`; returns once it listens (it creates
+/// `record.ready` then).
+fn python_agent_as(u: &TestUser, script: &str, record: &Path) -> std::process::Child {
+    let child = Command::new("/usr/bin/setpriv")
+        .arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.gid))
+        .arg("--init-groups")
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(u.socket())
+        .arg(record)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !record.with_extension("record.ready").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stand-in agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 fn assert_ok(r: &Run) {
     assert_eq!(r.code, 0, "the login must succeed\n{r}");
 }
@@ -1086,23 +1110,7 @@ fn lock_on_close_falls_back_to_lock_with_an_older_agent() {
     u.stop_agent();
     assert!(u.runtime_dir().is_dir() && !u.socket().exists());
     let record = u.home.join("old-agent.record");
-    let mut old = Command::new("/usr/bin/setpriv")
-        .arg(format!("--reuid={}", u.uid))
-        .arg(format!("--regid={}", u.gid))
-        .arg("--init-groups")
-        .args(["/usr/bin/python3", "-c", OLD_AGENT])
-        .arg(u.socket())
-        .arg(&record)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !record.with_extension("record.ready").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the old agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut old = python_agent_as(&u, OLD_AGENT, &record);
     u.write_service("lock_on_close", 10);
     let (r, _) = u.pamtester(&["close_session"], "");
     let _ = old.kill();
@@ -1358,23 +1366,7 @@ fn a_password_goes_only_to_the_agent_of_the_user_who_typed_it() {
     alice.stop_agent();
     assert!(alice.runtime_dir().is_dir() && !alice.socket().exists());
     let record = alice.home.join("fake-agent.record");
-    let mut fake = Command::new("/usr/bin/setpriv")
-        .arg(format!("--reuid={}", alice.uid))
-        .arg(format!("--regid={}", alice.gid))
-        .arg("--init-groups")
-        .args(["/usr/bin/python3", "-c", RECORDING_AGENT])
-        .arg(alice.socket())
-        .arg(&record)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !record.with_extension("record.ready").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the fake agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut fake = python_agent_as(&alice, RECORDING_AGENT, &record);
     let hostile = bob.pam_app(&alice.name, &["open_session"], &format!("{bob_pw}\n"));
     std::thread::sleep(Duration::from_millis(200));
     let _ = fake.kill();

@@ -115,6 +115,9 @@ pub struct Agent {
     /// a recovery that a lock overtook (suspend, logout, `keyward lock`
     /// while it derived keys or waited for a PIN) does not unlock.
     locks: AtomicU64,
+    /// Unlocks that reached the writers' lock (tests wait for it).
+    #[cfg(test)]
+    unlocks_at_writer: AtomicU64,
     pub(super) timer: Notify,
     /// Signalled when the agent should stop.
     pub shutdown: Notify,
@@ -339,6 +342,8 @@ impl Agent {
             attempts: Mutex::new(attempts),
             last_activity_ms: AtomicU64::new(0),
             locks: AtomicU64::new(0),
+            #[cfg(test)]
+            unlocks_at_writer: AtomicU64::new(0),
             timer: Notify::new(),
             shutdown: Notify::new(),
         }))
@@ -1154,6 +1159,8 @@ impl Agent {
             // lock, from the file as it is now. A change that was being
             // written when the agent locked (locking does not wait for it)
             // may have landed since the read above: then open that.
+            #[cfg(test)]
+            self.unlocks_at_writer.fetch_add(1, Ordering::SeqCst);
             let writer = self.writer();
             let now = vault::read(&account.vault_path).map_err(read_error)?;
             if now.vault.generation == generation {
@@ -1595,8 +1602,16 @@ mod tests {
         };
         assert!(agent.lock("test"));
         let unlocker = unlock_thread(agent);
-        // Time to read, derive and reach the writers' lock the set holds.
-        std::thread::sleep(Duration::from_millis(500));
+        // It reads the file, derives its keys and waits for the writers'
+        // lock, which the set holds.
+        let waited = std::time::Instant::now();
+        while agent.unlocks_at_writer.load(Ordering::SeqCst) == 0 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(60) && !unlocker.is_finished(),
+                "the unlock never reached the writers' lock"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         (writer, release, unlocker)
     }
 

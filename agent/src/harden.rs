@@ -63,19 +63,21 @@ pub fn harden_process() -> HardeningReport {
 /// before the agent opens anything. setsid fails if the agent leads a
 /// process group already (its starter must not make it one).
 pub fn new_session() -> std::io::Result<()> {
+    // Sockets passed by systemd (LISTEN_FDS, for this pid) stay.
+    let first = 3 + activated_fd_count();
     // SAFETY: close_range only closes descriptors of this process; nothing
-    // in this process has opened any beyond the first three yet.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // in this process has opened any beyond those it was given yet.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
     if closed != 0 {
         // Kernels before 5.9: one by one.
-        let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|&fd| fd > 2)
+            .filter(|&fd| fd >= first)
             .collect();
         for fd in open {
             // SAFETY: as above (the directory's own descriptor is closed
             // already and fails harmlessly).
-            unsafe { libc::close(fd) };
+            unsafe { libc::close(fd as i32) };
         }
     }
     // SAFETY: setsid only changes this process's session and group.
@@ -97,6 +99,23 @@ pub fn boot_clock() -> std::time::Duration {
     // exists on every Linux this runs on (≥ 2.6.39), so it cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
     std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// How many sockets systemd passed to this process (`LISTEN_FDS` when
+/// `LISTEN_PID` is ours), without taking them.
+fn activated_fd_count() -> u32 {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    if !ours {
+        return 0;
+    }
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0)
+        .min(1024)
 }
 
 /// Raises the soft limit on open files to the hard limit, so that the

@@ -204,9 +204,12 @@ fn watch(agent: &Arc<Agent>, watching: &mut bool) -> zbus::Result<()> {
         .sender(LOGIN1)?
         .build();
     let messages = MessageIterator::for_match_rule(rule, &conn, Some(64))?;
-    // Its own connection: asking logind from the watching one would
-    // interleave replies with the signals.
-    let ask = Connection::system()?;
+    // Its own connection (asking logind from the watching one would
+    // interleave replies with the signals), and a bound on each question: a
+    // hung logind must not stall the watcher.
+    let ask = zbus::blocking::connection::Builder::system()?
+        .method_timeout(ASK_TIMEOUT)
+        .build()?;
     let ours = session_path(&ask);
     let mut inhibitor = inhibit_sleep(&ask);
     *watching = true;

@@ -168,8 +168,8 @@ impl Agent {
         code: &Secret,
         new_password: &Secret,
     ) -> Result<Response, AgentError> {
-        let _heavy = self.heavy.lock().await;
         let mark = self.lock_mark();
+        let _heavy = self.heavy.lock().await;
         let account = match &*self.read_state() {
             State::NoAccount => return Err(no_account_error()),
             State::Locked(a) => a.clone(),

@@ -866,8 +866,15 @@ impl Agent {
             // Nothing refers to the new vault yet and its Secret Key was
             // never shown: remove it (and what the protector kept), so that
             // `keyward init` can simply be run again.
-            if protector == "file" {
-                let _ = self.file_protector(&id).erase();
+            match protector {
+                "file" => {
+                    let _ = self.file_protector(&id).erase();
+                }
+                "keychain" => {
+                    let _ = tokio::task::spawn_blocking(move || KeychainProtector::new(id).erase())
+                        .await;
+                }
+                _ => {}
             }
             match std::fs::remove_file(&path) {
                 Ok(()) => e.message.push_str("; no account was created"),
@@ -1114,8 +1121,10 @@ impl Agent {
         req: UnlockRequest,
         io: Arc<dyn UnlockIo>,
     ) -> Result<Response, AgentError> {
-        let _heavy = self.heavy.lock().await;
+        // Marked on arrival: a lock while this waits its turn behind
+        // another unlock (a PIN prompt) counts too.
         let mark = self.lock_mark();
+        let _heavy = self.heavy.lock().await;
         let account = match &*self.read_state() {
             State::NoAccount => return Err(no_account_error()),
             State::Unlocked(s) => {
@@ -1187,7 +1196,7 @@ impl Agent {
                     notes.push(
                         "finished an interrupted change of the Secret Key or password".into(),
                     );
-                    self.restore_stores(&v, &mut notes);
+                    self.restore_stores(&mut v, &account.vault_path, now, &mut notes);
                 }
                 Err(e) => notes.push(format!("could not finish an interrupted change: {e}")),
             }
@@ -1231,23 +1240,38 @@ impl Agent {
     }
 
     /// Puts the Secret Key in force into every file/keychain protector.
-    pub(super) fn restore_stores(&self, v: &vault::Unlocked, notes: &mut Vec<String>) {
+    pub(super) fn restore_stores(
+        &self,
+        v: &mut vault::Unlocked,
+        path: &Path,
+        now: u64,
+        notes: &mut Vec<String>,
+    ) {
         let Some(sk) = v.secret_key() else { return };
-        if v.file()
+        let kinds: Vec<(ProtectorKind, bool)> = v
+            .file()
             .protectors
             .iter()
-            .any(|p| p.kind == ProtectorKind::File)
-            && let Err(e) = self.file_protector(&v.account_id()).store(&sk)
-        {
-            notes.push(format!("file protector: {e}"));
-        }
-        if v.file()
-            .protectors
-            .iter()
-            .any(|p| p.kind == ProtectorKind::Keychain)
-            && let Err(e) = self.keychain_store(&v.account_id(), &sk)
-        {
-            notes.push(format!("keychain protector: {e}"));
+            .map(|p| (p.kind, p.flags & FLAG_STALE != 0))
+            .collect();
+        for (kind, stale) in kinds {
+            let stored = match kind {
+                ProtectorKind::File => self
+                    .file_protector(&v.account_id())
+                    .store(&sk)
+                    .map_err(|e| e.to_string()),
+                ProtectorKind::Keychain => self.keychain_store(&v.account_id(), &sk),
+            };
+            match stored {
+                // It holds the key in force again: no longer stale.
+                Ok(()) if stale => {
+                    if let Err(e) = v.upsert_protector(path, kind, now) {
+                        notes.push(format!("{} protector: {e}", kind.name()));
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => notes.push(format!("{} protector: {e}", kind.name())),
+            }
         }
     }
 
@@ -1569,12 +1593,18 @@ mod tests {
     /// Unlocks with the password (the Secret Key from a protector, `with`
     /// if given), on a thread of its own.
     fn unlock_thread_with(agent: &Arc<Agent>, with: Option<&str>) -> Answer {
+        unlock_thread_req(
+            agent,
+            UnlockRequest {
+                password: PASSWORD.into(),
+                with: with.map(str::to_owned),
+                ..UnlockRequest::default()
+            },
+        )
+    }
+
+    fn unlock_thread_req(agent: &Arc<Agent>, req: UnlockRequest) -> Answer {
         let agent = agent.clone();
-        let req = UnlockRequest {
-            password: PASSWORD.into(),
-            with: with.map(str::to_owned),
-            ..UnlockRequest::default()
-        };
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -1707,5 +1737,55 @@ mod tests {
         assert_eq!(named.code, ErrorCode::Protector);
         assert!(named.message.contains("stale"), "{}", named.message);
         assert_eq!(agent.attempts().failures(), 0);
+    }
+
+    /// A stale protector brought back in line by the unlock that settles an
+    /// interrupted Secret Key change is no longer stale: the next unlock
+    /// uses it again.
+    #[test]
+    fn settling_an_interrupted_change_refreshes_a_stale_protector() {
+        let home = tempfile::tempdir().unwrap();
+        let agent = unlocked_agent(home.path());
+        let id = match &*agent.read_state() {
+            State::Unlocked(s) => s.account.id,
+            _ => unreachable!(),
+        };
+        let old_sk = agent
+            .file_protector(&id)
+            .fetch(&crate::protect::NoIo)
+            .unwrap();
+        // Phase 1 of a Secret Key change, then a "crash"; the file protector
+        // was marked stale meanwhile.
+        let params = agent.config.kdf_params();
+        agent
+            .edit_vault(|v, path| {
+                v.begin_secret_key_change(path, &Password::new(PASSWORD).unwrap(), params, 7)
+                    .map_err(change_error)?;
+                v.mark_stale(path, ProtectorKind::File)
+                    .map_err(change_error)
+            })
+            .unwrap();
+        agent.lock("test");
+        // Opened with the Secret Key typed: settles, and the file protector
+        // takes the key in force again.
+        let typed = UnlockRequest {
+            password: PASSWORD.into(),
+            secret_key: Some(Secret::from(old_sk.display().expose())),
+            ..UnlockRequest::default()
+        };
+        match unlock_thread_req(&agent, typed).join().unwrap() {
+            Ok(Response::Unlocked { notes, .. }) => {
+                assert!(notes.iter().any(|n| n.contains("interrupted")), "{notes:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        agent.lock("test");
+        assert!(
+            matches!(
+                unlock_thread(&agent).join().unwrap(),
+                Ok(Response::Unlocked { .. })
+            ),
+            "the file protector stayed stale"
+        );
     }
 }

@@ -51,7 +51,9 @@ struct Wire {
 
 impl Wire {
     /// Sends an answer, which the client must take within the request
-    /// timeout (as a whole: each partial write only gets what is left).
+    /// timeout (as a whole, a frame's worth at a time: each partial write
+    /// only gets what is left, and a long listing's every 64 KiB get the
+    /// timeout anew).
     fn send(&mut self, resp: &Response) -> bool {
         if self.broken {
             return false;
@@ -67,8 +69,9 @@ impl Wire {
     }
 
     fn write_by_deadline(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        let deadline = Instant::now() + self.request_timeout;
+        let mut deadline = Instant::now() + self.request_timeout;
         let mut limit = self.request_timeout;
+        let mut taken = 0;
         while !bytes.is_empty() {
             if limit.is_zero() {
                 return Err(io::ErrorKind::TimedOut.into());
@@ -79,7 +82,14 @@ impl Wire {
             }
             match (&self.stream).write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    taken += n;
+                    if taken >= keyward_client::frame::MAX_FRAME {
+                        taken = 0;
+                        deadline = Instant::now() + self.request_timeout;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

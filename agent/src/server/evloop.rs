@@ -140,8 +140,12 @@ struct Conn {
     last_request: Instant,
     /// When the bytes of an incomplete request started to arrive.
     partial_since: Option<Instant>,
-    /// When the client stopped taking our answers.
+    /// Since when the client has not taken a frame's worth of our answers
+    /// (a long listing is many frames: each must be taken within the
+    /// request timeout, not all of them together).
     blocked_since: Option<Instant>,
+    /// `sent` when `blocked_since` was last set.
+    blocked_at: usize,
     /// The connection's slot under `max_connections`.
     permit: OwnedSemaphorePermit,
 }
@@ -313,6 +317,7 @@ impl Loop {
                 last_request: Instant::now(),
                 partial_since: None,
                 blocked_since: None,
+                blocked_at: 0,
                 permit,
             });
         }
@@ -353,6 +358,9 @@ impl Loop {
             if !conn.flush() {
                 if conn.dead {
                     self.remove(key);
+                } else if conn.sent - conn.blocked_at >= MAX_FRAME {
+                    conn.blocked_since = Some(Instant::now());
+                    conn.blocked_at = conn.sent;
                 }
                 return;
             }
@@ -447,6 +455,7 @@ impl Loop {
         if conn.pending() && conn.blocked_since.is_none() {
             // The client is not reading: wait until it does.
             conn.blocked_since = Some(now);
+            conn.blocked_at = conn.sent;
             if !self.watch(key, epoll::EventFlags::OUT) {
                 self.remove(key);
             }

@@ -183,3 +183,82 @@ fn an_autostarted_agent_detaches_and_keeps_no_inherited_descriptor() {
         "the agent holds the password file it inherited: {held:?}"
     );
 }
+
+/// Reads at most 32 KiB at a time, a quarter of a second apart: a client
+/// that takes a long listing slowly, but steadily.
+struct Paced(UnixStream);
+
+impl std::io::Read for Paced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let n = buf.len().min(32 * 1024);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// A long listing is many frames; a client that keeps taking them (a
+/// frame's worth within the request timeout each) gets them all, though the
+/// whole takes several timeouts — from the event loop and from a
+/// connection handed to a thread alike.
+#[test]
+fn a_slow_but_steady_reader_gets_a_long_listing() {
+    const N: usize = 3000;
+    let home = Home::with_config("request_timeout_seconds = 2");
+    home.init(PW);
+    let mut c = home.client();
+    for i in 0..N {
+        c.set(&long_name(i), "v").unwrap();
+    }
+    drop(c);
+    let socket = home.paths.socket();
+    let readers: Vec<_> = [false, true]
+        .into_iter()
+        .map(|handed_off| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                let mut buf = FrameBuf::new();
+                let hello = Request::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    client: "slow reader".into(),
+                };
+                write_frame(&mut s, hello.encode()).unwrap();
+                assert!(matches!(
+                    Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
+                    Response::HelloOk { .. }
+                ));
+                if handed_off {
+                    // A request the event loop does not answer itself
+                    // moves the connection to a thread of its own.
+                    write_frame(&mut s, Request::RecoveryCodeList.encode()).unwrap();
+                    assert!(matches!(
+                        Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
+                        Response::RecoveryCodes(_)
+                    ));
+                }
+                write_frame(&mut s, Request::List.encode()).unwrap();
+                let started = std::time::Instant::now();
+                let mut paced = Paced(s);
+                let mut seen = 0;
+                loop {
+                    let payload = buf
+                        .read_frame(&mut paced)
+                        .unwrap_or_else(|e| panic!("cut off after {seen} items: {e}"));
+                    match Response::decode(payload).unwrap() {
+                        Response::ItemsPart(v) => seen += v.len(),
+                        Response::Items(v) => break (seen + v.len(), started.elapsed()),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for (r, handed_off) in readers.into_iter().zip([false, true]) {
+        let (seen, took) = r.join().unwrap();
+        assert_eq!(seen, N, "handed off: {handed_off}");
+        assert!(
+            took > std::time::Duration::from_secs(4),
+            "the listing took only {took:?}: not slower than the timeout"
+        );
+    }
+}

@@ -203,9 +203,12 @@ impl Listing {
     }
 }
 
-/// Whether sending failed because the agent had closed the connection (its
-/// idle timeout while the user typed a password, say, or a restart): the
-/// request was not delivered, and may be sent again on a new connection.
+/// Whether a request failed because the agent had closed the connection
+/// without reading it (its idle timeout while the user typed a password,
+/// say, or a restart): sending fails with EPIPE, or the reply's read with
+/// ECONNRESET (a Unix socket closed with unread data resets its peer; one
+/// closed after reading the request ends in end-of-file instead). The
+/// request was not processed and may be sent again on a new connection.
 pub(crate) fn closed_by_agent(e: &ClientError) -> bool {
     let io = match e {
         ClientError::Io(io) | ClientError::Frame(FrameError::Io(io)) => io,
@@ -468,16 +471,24 @@ impl Client {
         if self.poisoned {
             self.reconnect()?;
         }
-        match self.send(req) {
-            Err(e) if closed_by_agent(&e) => {
+        let first = match self.send(req).and_then(|()| self.recv()) {
+            // The agent had closed the connection without reading the
+            // request (idle timeout, restart): once more on a new one.
+            Err(e) if closed_by_agent(&e) && self.buf.buffered() == 0 => {
                 self.reconnect()?;
                 self.send(req)?;
+                self.recv()?
             }
-            sent => sent?,
-        }
+            first => first?,
+        };
         let mut listing = Listing::default();
+        let mut next = Some(first);
         loop {
-            match self.recv()? {
+            let resp = match next.take() {
+                Some(r) => r,
+                None => self.recv()?,
+            };
+            match resp {
                 Response::Prompt { kind, message } => {
                     let answer = ui.prompt(kind, &message);
                     self.send(&Request::PromptReply { answer })?;

@@ -180,16 +180,28 @@ impl AsyncClient {
         if self.poisoned {
             self.reconnect().await?;
         }
-        match self.send(req).await {
-            Err(e) if crate::client::closed_by_agent(&e) => {
+        let first = match self.send(req).await {
+            Ok(()) => self.recv().await,
+            Err(e) => Err(e),
+        };
+        let first = match first {
+            // The agent had closed the connection without reading the
+            // request (see `closed_by_agent`): once more on a new one.
+            Err(e) if crate::client::closed_by_agent(&e) && self.buf.buffered() == 0 => {
                 self.reconnect().await?;
                 self.send(req).await?;
+                self.recv().await?
             }
-            sent => sent?,
-        }
+            first => first?,
+        };
         let mut listing = Listing::default();
+        let mut next = Some(first);
         loop {
-            match self.recv().await? {
+            let resp = match next.take() {
+                Some(r) => r,
+                None => self.recv().await?,
+            };
+            match resp {
                 Response::Prompt { kind, message } => {
                     let answer = ui.prompt(kind, &message);
                     self.send(&Request::PromptReply { answer }).await?;

@@ -333,19 +333,30 @@ async fn a_dropped_async_call_never_hands_its_answer_to_the_next() {
 
 // ---------------------------------------------------------------- idle close
 
-/// An agent that closes the first connection right after `Hello` (as its
-/// idle timeout does while the user types a password) and answers `Get` on
-/// the next.
-fn closes_the_first_connection() -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
+/// An agent that closes the first connection after `Hello` without reading
+/// anything more — at once (as its idle timeout does while the user types a
+/// password), or `after` a while, by which time the client's request waits
+/// unread in the socket — and serves the next connection. Says on the
+/// returned channel when it has closed.
+fn closes_the_first_connection(
+    after: Duration,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Arc<AtomicUsize>,
+    std::sync::mpsc::Receiver<()>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let counter = connections.clone();
+    let (closed, on_close) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             let n = counter.fetch_add(1, Ordering::SeqCst);
+            let closed = closed.clone();
             std::thread::spawn(move || {
                 if n == 0 {
                     let mut buf = FrameBuf::new();
@@ -357,21 +368,37 @@ fn closes_the_first_connection() -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize
                         pid: std::process::id(),
                     };
                     let _ = s.write_all(&hello.encode().0);
-                    // Closed without reading anything more.
+                    std::thread::sleep(after);
+                    drop(s);
+                    let _ = closed.send(());
                 } else {
                     serve(stream, &slow_for_aws(Duration::ZERO));
                 }
             });
         }
     });
-    (dir, socket, connections)
+    (dir, socket, connections, on_close)
 }
 
+/// Closed before the request is sent: sending fails (EPIPE).
 #[test]
 fn a_connection_the_agent_closed_while_idle_is_replaced_once() {
-    let (_dir, socket, connections) = closes_the_first_connection();
+    let (_dir, socket, connections, closed) = closes_the_first_connection(Duration::ZERO);
     let mut c = Client::connect(&socket).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    closed.recv().unwrap();
+    let v = c.get("github/token").unwrap();
+    assert_eq!(v.expose_str(), Some("value of github/token"));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+/// Closed with the request unread: the read of the answer fails
+/// (ECONNRESET). (Were the close to come before the send after all, it is
+/// the case above; either way the request is sent once more.)
+#[test]
+fn a_request_the_agent_closed_on_unread_is_sent_again() {
+    let (_dir, socket, connections, _closed) =
+        closes_the_first_connection(Duration::from_millis(300));
+    let mut c = Client::connect(&socket).unwrap();
     let v = c.get("github/token").unwrap();
     assert_eq!(v.expose_str(), Some("value of github/token"));
     assert_eq!(connections.load(Ordering::SeqCst), 2);
@@ -379,10 +406,16 @@ fn a_connection_the_agent_closed_while_idle_is_replaced_once() {
 
 #[tokio::test]
 async fn the_async_client_replaces_a_connection_the_agent_closed_while_idle() {
-    let (_dir, socket, connections) = closes_the_first_connection();
-    let mut c = AsyncClient::connect(&socket).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let v = c.get("github/token").await.unwrap();
-    assert_eq!(v.expose_str(), Some("value of github/token"));
-    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    for after in [Duration::ZERO, Duration::from_millis(300)] {
+        let (_dir, socket, connections, closed) = closes_the_first_connection(after);
+        let mut c = AsyncClient::connect(&socket).await.unwrap();
+        if after.is_zero() {
+            tokio::task::spawn_blocking(move || closed.recv().unwrap())
+                .await
+                .unwrap();
+        }
+        let v = c.get("github/token").await.unwrap();
+        assert_eq!(v.expose_str(), Some("value of github/token"));
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
 }

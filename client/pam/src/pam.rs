@@ -51,9 +51,16 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// The secret, if it was kept for `user`.
+    /// The secret, if it was kept for `user`: the same name, or a name of
+    /// the same uid (a module between auth and session may have rewritten
+    /// PAM_USER to another spelling of the same account).
     pub fn for_user(self, user: &str) -> Option<Secret> {
-        (self.user == user).then_some(self.secret)
+        let same = self.user == user
+            || matches!(
+                (crate::user::lookup(&self.user), crate::user::lookup(user)),
+                (Ok(a), Ok(b)) if a.uid == b.uid
+            );
+        same.then_some(self.secret)
     }
 }
 

@@ -16,8 +16,8 @@
 //! session for alice. `auth` therefore keeps the user name with the
 //! password (and the PIN), and `open_session` and `chauthtok` use them only
 //! while `PAM_USER` still names that user (or another name of its uid);
-//! otherwise they log it (info) and
-//! leave the agent alone. `open_session` never falls back to `PAM_AUTHTOK`
+//! otherwise they log it (info) and leave the agent alone. `open_session`
+//! never falls back to `PAM_AUTHTOK`
 //! itself: without this module's `auth` nothing says whose password it is.
 //!
 //! keyward never decides a login: `auth` and `chauthtok` return `PAM_IGNORE`

@@ -1697,6 +1697,13 @@ mod tests {
         assert_eq!(value(&agent.get("token")), b"v");
     }
 
+    fn account_id(agent: &Agent) -> AccountId {
+        match &*agent.read_state() {
+            State::Unlocked(s) => s.account.id,
+            _ => panic!("not unlocked"),
+        }
+    }
+
     /// A protector marked stale holds an older Secret Key: an unlock does
     /// not use it (that would fail as a wrong password and count against
     /// the user) and says what to do.
@@ -1704,10 +1711,7 @@ mod tests {
     fn a_stale_protector_is_not_asked_and_no_failure_is_counted() {
         let home = tempfile::tempdir().unwrap();
         let agent = unlocked_agent(home.path());
-        let id = match &*agent.read_state() {
-            State::Unlocked(s) => s.account.id,
-            _ => unreachable!(),
-        };
+        let id = account_id(&agent);
         agent
             .edit_vault(|v, path| {
                 v.mark_stale(path, ProtectorKind::File)
@@ -1746,10 +1750,7 @@ mod tests {
     fn settling_an_interrupted_change_refreshes_a_stale_protector() {
         let home = tempfile::tempdir().unwrap();
         let agent = unlocked_agent(home.path());
-        let id = match &*agent.read_state() {
-            State::Unlocked(s) => s.account.id,
-            _ => unreachable!(),
-        };
+        let id = account_id(&agent);
         let old_sk = agent
             .file_protector(&id)
             .fetch(&crate::protect::NoIo)

@@ -109,6 +109,18 @@ fn prompt_kind() -> impl Strategy<Value = PromptKind> {
     ]
 }
 
+/// A listing's entries.
+fn items() -> impl Strategy<Value = Vec<ItemInfo>> {
+    vec(
+        (text(), any::<u64>(), any::<u64>()).prop_map(|(name, created, modified)| ItemInfo {
+            name,
+            created,
+            modified,
+        }),
+        0..4,
+    )
+}
+
 fn status() -> impl Strategy<Value = StatusInfo> {
     (
         state(),
@@ -159,24 +171,8 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Ok),
         status().prop_map(Response::Status),
         secret().prop_map(Response::Value),
-        vec(
-            (text(), any::<u64>(), any::<u64>()).prop_map(|(name, created, modified)| ItemInfo {
-                name,
-                created,
-                modified
-            }),
-            0..4
-        )
-        .prop_map(Response::Items),
-        vec(
-            (text(), any::<u64>(), any::<u64>()).prop_map(|(name, created, modified)| ItemInfo {
-                name,
-                created,
-                modified
-            }),
-            0..4
-        )
-        .prop_map(Response::ItemsPart),
+        items().prop_map(Response::Items),
+        items().prop_map(Response::ItemsPart),
         (text(), secret(), text(), text()).prop_map(
             |(account_id, secret_key, protector, vault_path)| Response::Created {
                 account_id,

@@ -17,6 +17,22 @@ fn long_name(i: usize) -> String {
     format!("{prefix}{}", "x".repeat(MAX_NAME - prefix.len()))
 }
 
+/// A raw connection to the agent at `socket`, past `Hello`.
+fn greeted(socket: &std::path::Path) -> (UnixStream, FrameBuf) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    let mut buf = FrameBuf::new();
+    let hello = Request::Hello {
+        protocol: PROTOCOL_VERSION,
+        client: "cli_edges".into(),
+    };
+    write_frame(&mut s, hello.encode()).unwrap();
+    assert!(matches!(
+        Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
+        Response::HelloOk { .. }
+    ));
+    (s, buf)
+}
+
 #[test]
 fn list_prints_thousands_of_items_with_long_names() {
     const N: usize = 2000;
@@ -40,17 +56,7 @@ fn list_prints_thousands_of_items_with_long_names() {
 
     // On the wire the answer is several frames, each within the cap: parts,
     // then the final `Items`, sent by the agent as they were encoded.
-    let mut s = UnixStream::connect(home.paths.socket()).unwrap();
-    let mut buf = FrameBuf::new();
-    let hello = Request::Hello {
-        protocol: PROTOCOL_VERSION,
-        client: "cli_review".into(),
-    };
-    write_frame(&mut s, hello.encode()).unwrap();
-    assert!(matches!(
-        Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
-        Response::HelloOk { .. }
-    ));
+    let (mut s, mut buf) = greeted(&home.paths.socket());
     write_frame(&mut s, Request::List.encode()).unwrap();
     let mut parts = 0;
     let mut seen = 0;
@@ -216,17 +222,7 @@ fn a_slow_but_steady_reader_gets_a_long_listing() {
         .map(|handed_off| {
             let socket = socket.clone();
             std::thread::spawn(move || {
-                let mut s = UnixStream::connect(&socket).unwrap();
-                let mut buf = FrameBuf::new();
-                let hello = Request::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    client: "slow reader".into(),
-                };
-                write_frame(&mut s, hello.encode()).unwrap();
-                assert!(matches!(
-                    Response::decode(buf.read_frame(&mut s).unwrap()).unwrap(),
-                    Response::HelloOk { .. }
-                ));
+                let (mut s, mut buf) = greeted(&socket);
                 if handed_off {
                     // A request the event loop does not answer itself
                     // moves the connection to a thread of its own.

@@ -46,13 +46,15 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::ChangePassword { old, new } => agent.change_password(&old, &new).await,
         Request::RecoveryCodeNew { password } => agent.recovery_code_new(&password).await,
         Request::RecoveryCodeList => agent.recovery_code_list(),
-        Request::RecoveryCodeRevoke { id } => agent.recovery_code_revoke(&id),
+        Request::RecoveryCodeRevoke { id, password } => {
+            agent.recovery_code_revoke(&id, &password).await
+        }
         Request::Recover { code, new_password } => agent.recover(&code, &new_password).await,
         Request::SecretKeyRotate { password } => agent.rotate_secret_key(&password).await,
         Request::EmergencyKit { password } => agent.emergency_kit(&password).await,
         Request::ProtectorAdd(r) => agent.protector_add(r, io).await,
         Request::ProtectorList => agent.protector_list(),
-        Request::ProtectorRemove { id } => agent.protector_remove(&id).await,
+        Request::ProtectorRemove { id, password } => agent.protector_remove(&id, &password).await,
         Request::SessionEnd { session } => Ok(agent.session_end(session).await),
         Request::Shutdown => {
             agent.lock("shutdown");

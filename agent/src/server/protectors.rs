@@ -82,13 +82,16 @@ impl Agent {
         Ok(Response::Protectors(describe(&file, &self.paths.data_dir)))
     }
 
-    /// `ProtectorAdd`.
+    /// `ProtectorAdd` (re-asks the password: the Secret Key goes somewhere
+    /// new).
     pub async fn protector_add(
         self: &Arc<Self>,
         req: ProtectorAddRequest,
         io: Arc<dyn UnlockIo>,
     ) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(&req.password, "no protector added")
+            .await?;
         let (id, sk) = self.with_session(|s| {
             let sk = s
                 .vault
@@ -175,9 +178,16 @@ impl Agent {
         }
     }
 
-    /// `ProtectorRemove`.
-    pub async fn protector_remove(self: &Arc<Self>, id: &str) -> Result<Response, AgentError> {
+    /// `ProtectorRemove` (re-asks the password: removing one can take away
+    /// the user's way in on this device).
+    pub async fn protector_remove(
+        self: &Arc<Self>,
+        id: &str,
+        password: &keyward_client::Secret,
+    ) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(password, "no protector removed")
+            .await?;
         let file = self.with_session(|s| Ok(s.vault.file().clone()))?;
         // `yubikey:SERIAL` names the card's only slot, if it has one.
         let which = protector_ref(id).or_else(|| {

@@ -24,7 +24,10 @@ use std::sync::Arc;
 impl Agent {
     /// Checks the Master Password against the unlocked vault (one Argon2id
     /// run, on a blocking thread). A wrong one counts as a failed attempt.
-    async fn verify_password_counted(
+    /// Every request that lets the Secret Key or the account key go
+    /// somewhere new, or takes away a way back in, calls this first
+    /// (docs/SECURITY.md, "What each request needs").
+    pub(super) async fn verify_password_counted(
         self: &Arc<Self>,
         password: &Secret,
         what: &str,
@@ -147,8 +150,16 @@ impl Agent {
         ))
     }
 
-    /// `RecoveryCodeRevoke`.
-    pub fn recovery_code_revoke(&self, id: &str) -> Result<Response, AgentError> {
+    /// `RecoveryCodeRevoke` (re-asks the password: revoking takes away a
+    /// way back in).
+    pub async fn recovery_code_revoke(
+        self: &Arc<Self>,
+        id: &str,
+        password: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(password, "no recovery code revoked")
+            .await?;
         self.edit_vault(|v, path| {
             let full = v.revoke_recovery_code(path, id).map_err(|e| match e {
                 vault::ChangeError::NotFound(..) => err(

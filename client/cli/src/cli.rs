@@ -201,10 +201,12 @@ pub enum RecoveryAction {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a recovery code by its id (or a unique prefix).
+    /// Revoke a recovery code by its id (or a unique prefix); asks for the Master Password.
     Revoke {
         /// The code's id, from `keyward recovery-code list`.
         id: String,
+        #[command(flatten)]
+        password: PasswordSource,
     },
 }
 
@@ -230,6 +232,8 @@ pub enum ProtectorAction {
         /// Read the YubiKey management key (hex) from file descriptor N.
         #[arg(long, value_name = "N")]
         management_key_fd: Option<u32>,
+        #[command(flatten)]
+        password: PasswordSource,
         /// Print `{"id", "notes"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -240,10 +244,12 @@ pub enum ProtectorAction {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a protector by its id (from `keyward protector list`).
+    /// Remove a protector by its id (from `keyward protector list`); asks for the Master Password.
     Remove {
         /// e.g. file, keychain, yubikey:12345678:82.
         id: String,
+        #[command(flatten)]
+        password: PasswordSource,
     },
 }
 
@@ -822,8 +828,18 @@ fn recovery_code(autostart: bool, action: RecoveryAction) -> Result<(), CliError
             }
             Ok(())
         }
-        RecoveryAction::Revoke { id } => {
-            c.call(&Request::RecoveryCodeRevoke { id: id.clone() })?;
+        RecoveryAction::Revoke { id, password } => {
+            let pw = password.get(
+                "Master Password",
+                "Confirm with your Master Password to revoke a recovery code.",
+            )?;
+            let spinner = Spinner::start("Checking your password…");
+            let r = c.call(&Request::RecoveryCodeRevoke {
+                id: id.clone(),
+                password: pw,
+            });
+            drop(spinner);
+            r?;
             eprintln!("Recovery code {id} revoked.");
             Ok(())
         }
@@ -1141,6 +1157,7 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
             touch,
             pin_fd,
             management_key_fd,
+            password,
             json,
         } => {
             let kind = match kind {
@@ -1148,6 +1165,10 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
                 ProtectorKindArg::Keychain => "keychain",
                 ProtectorKindArg::File => "file",
             };
+            let pw = password.get(
+                "Master Password",
+                "Confirm with your Master Password to add a protector: it will keep your Secret Key.",
+            )?;
             let req = keyward_client::message::ProtectorAddRequest {
                 kind: kind.into(),
                 serial,
@@ -1157,6 +1178,7 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
                 management_key: management_key_fd
                     .map(|fd| read_fd(fd, "management key"))
                     .transpose()?,
+                password: pw,
             };
             let mut ui = Terminal::new(None);
             ui.working("Enrolling…");
@@ -1213,10 +1235,15 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
             }
             Ok(())
         }
-        ProtectorAction::Remove { id } => {
-            let Response::ProtectorAdded { id, notes } =
-                c.call(&Request::ProtectorRemove { id })?
-            else {
+        ProtectorAction::Remove { id, password } => {
+            let pw = password.get(
+                "Master Password",
+                "Confirm with your Master Password to remove a protector.",
+            )?;
+            let spinner = Spinner::start("Checking your password…");
+            let r = c.call(&Request::ProtectorRemove { id, password: pw });
+            drop(spinner);
+            let Response::ProtectorAdded { id, notes } = r? else {
                 return Err(CliError::msg("unexpected answer from the agent"));
             };
             for n in &notes {

@@ -10,7 +10,7 @@ use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
 
 /// The protocol version this crate speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Longest item name in bytes (UTF-8).
 pub const MAX_NAME: usize = 256;
@@ -100,6 +100,9 @@ pub struct ProtectorAddRequest {
     pub pin: Option<Secret>,
     /// The card's management key (hex), given up front.
     pub management_key: Option<Secret>,
+    /// The Master Password: enrolling a protector puts the Secret Key
+    /// somewhere new, so it is asked for and a wrong one counts.
+    pub password: Secret,
 }
 
 /// A request from a client.
@@ -153,10 +156,12 @@ pub enum Request {
     },
     /// List recovery codes (ids and dates only).
     RecoveryCodeList,
-    /// Revoke a recovery code.
+    /// Revoke a recovery code (re-asks the password).
     RecoveryCodeRevoke {
         /// Its id (hex, or a unique prefix).
         id: String,
+        /// The Master Password.
+        password: Secret,
     },
     /// Recover with a code: new Secret Key, new password.
     Recover {
@@ -179,10 +184,12 @@ pub enum Request {
     ProtectorAdd(ProtectorAddRequest),
     /// List protectors.
     ProtectorList,
-    /// Remove a protector.
+    /// Remove a protector (re-asks the password).
     ProtectorRemove {
         /// Its id.
         id: String,
+        /// The Master Password.
+        password: Secret,
     },
     /// Lock and stop the agent.
     Shutdown,
@@ -209,8 +216,8 @@ impl fmt::Debug for Request {
             Request::Get { name } => write!(f, "Get({name:?})"),
             Request::Set { name, value } => write!(f, "Set({name:?}, {value:?})"),
             Request::Remove { name } => write!(f, "Remove({name:?})"),
-            Request::RecoveryCodeRevoke { id } => write!(f, "RecoveryCodeRevoke({id:?})"),
-            Request::ProtectorRemove { id } => write!(f, "ProtectorRemove({id:?})"),
+            Request::RecoveryCodeRevoke { id, .. } => write!(f, "RecoveryCodeRevoke({id:?})"),
+            Request::ProtectorRemove { id, .. } => write!(f, "ProtectorRemove({id:?})"),
             other => f.write_str(other.name()),
         }
     }
@@ -310,9 +317,10 @@ impl Request {
                 w
             }
             Request::RecoveryCodeList => Writer::new(RECOVERY_CODE_LIST),
-            Request::RecoveryCodeRevoke { id } => {
+            Request::RecoveryCodeRevoke { id, password } => {
                 let mut w = Writer::new(RECOVERY_CODE_REVOKE);
                 w.str(id);
+                w.secret(password);
                 w
             }
             Request::Recover { code, new_password } => {
@@ -339,12 +347,14 @@ impl Request {
                 w.opt(r.touch.as_ref(), |w, s| w.str(s));
                 w.opt(r.pin.as_ref(), Writer::secret);
                 w.opt(r.management_key.as_ref(), Writer::secret);
+                w.secret(&r.password);
                 w
             }
             Request::ProtectorList => Writer::new(PROTECTOR_LIST),
-            Request::ProtectorRemove { id } => {
+            Request::ProtectorRemove { id, password } => {
                 let mut w = Writer::new(PROTECTOR_REMOVE);
                 w.str(id);
+                w.secret(password);
                 w
             }
             Request::Shutdown => Writer::new(SHUTDOWN),
@@ -404,7 +414,10 @@ impl Request {
                 password: r.secret("password")?,
             },
             RECOVERY_CODE_LIST => Request::RecoveryCodeList,
-            RECOVERY_CODE_REVOKE => Request::RecoveryCodeRevoke { id: r.str("id")? },
+            RECOVERY_CODE_REVOKE => Request::RecoveryCodeRevoke {
+                id: r.str("id")?,
+                password: r.secret("password")?,
+            },
             RECOVER => Request::Recover {
                 code: r.secret("code")?,
                 new_password: r.secret("new_password")?,
@@ -422,9 +435,13 @@ impl Request {
                 touch: r.opt("touch", |r| r.str("touch"))?,
                 pin: r.opt("pin", |r| r.secret("pin"))?,
                 management_key: r.opt("management_key", |r| r.secret("management_key"))?,
+                password: r.secret("password")?,
             }),
             PROTECTOR_LIST => Request::ProtectorList,
-            PROTECTOR_REMOVE => Request::ProtectorRemove { id: r.str("id")? },
+            PROTECTOR_REMOVE => Request::ProtectorRemove {
+                id: r.str("id")?,
+                password: r.secret("password")?,
+            },
             SHUTDOWN => Request::Shutdown,
             PROMPT_REPLY => Request::PromptReply {
                 answer: r.opt("answer", |r| r.secret("answer"))?,
@@ -1216,7 +1233,10 @@ pub mod samples {
             },
             Request::RecoveryCodeNew { password: s("pw") },
             Request::RecoveryCodeList,
-            Request::RecoveryCodeRevoke { id: "abcd".into() },
+            Request::RecoveryCodeRevoke {
+                id: "abcd".into(),
+                password: s("pw"),
+            },
             Request::Recover {
                 code: s("RC1-…"),
                 new_password: s("n"),
@@ -1230,9 +1250,13 @@ pub mod samples {
                 touch: Some("cached".into()),
                 pin: Some(s("123456")),
                 management_key: None,
+                password: s("pw"),
             }),
             Request::ProtectorList,
-            Request::ProtectorRemove { id: "file".into() },
+            Request::ProtectorRemove {
+                id: "file".into(),
+                password: s("pw"),
+            },
             Request::Shutdown,
             Request::PromptReply {
                 answer: Some(s("1234")),

@@ -61,7 +61,7 @@ fn request() -> impl Strategy<Value = Request> {
         (secret(), secret()).prop_map(|(old, new)| Request::ChangePassword { old, new }),
         secret().prop_map(|password| Request::RecoveryCodeNew { password }),
         Just(Request::RecoveryCodeList),
-        text().prop_map(|id| Request::RecoveryCodeRevoke { id }),
+        (text(), secret()).prop_map(|(id, password)| Request::RecoveryCodeRevoke { id, password }),
         (secret(), secret())
             .prop_map(|(code, new_password)| Request::Recover { code, new_password }),
         secret().prop_map(|password| Request::SecretKeyRotate { password }),
@@ -72,20 +72,24 @@ fn request() -> impl Strategy<Value = Request> {
             option::of(any::<u8>()),
             option::of(text()),
             opt_secret(),
-            opt_secret()
+            opt_secret(),
+            secret()
         )
-            .prop_map(|(kind, serial, slot, touch, pin, management_key)| {
-                Request::ProtectorAdd(ProtectorAddRequest {
-                    kind,
-                    serial,
-                    slot,
-                    touch,
-                    pin,
-                    management_key,
-                })
-            }),
+            .prop_map(
+                |(kind, serial, slot, touch, pin, management_key, password)| {
+                    Request::ProtectorAdd(ProtectorAddRequest {
+                        kind,
+                        serial,
+                        slot,
+                        touch,
+                        pin,
+                        management_key,
+                        password,
+                    })
+                }
+            ),
         Just(Request::ProtectorList),
-        text().prop_map(|id| Request::ProtectorRemove { id }),
+        (text(), secret()).prop_map(|(id, password)| Request::ProtectorRemove { id, password }),
         Just(Request::Shutdown),
         opt_secret().prop_map(|answer| Request::PromptReply { answer }),
     ]
@@ -296,9 +300,10 @@ proptest! {
     fn secrets_are_flagged_and_never_in_debug(req in request(), resp in response()) {
         let (_, secret) = req.encode();
         let has_secret = match &req {
-            Request::ProtectorAdd(p) => p.pin.is_some() || p.management_key.is_some(),
             Request::PromptReply { answer } => answer.is_some(),
-            Request::Init(_) | Request::Unlock(_) | Request::Set { .. }
+            Request::ProtectorAdd(_) | Request::RecoveryCodeRevoke { .. }
+            | Request::ProtectorRemove { .. }
+            | Request::Init(_) | Request::Unlock(_) | Request::Set { .. }
             | Request::ChangePassword { .. } | Request::RecoveryCodeNew { .. }
             | Request::Recover { .. } | Request::SecretKeyRotate { .. }
             | Request::EmergencyKit { .. } => true,

@@ -215,6 +215,19 @@ impl Home {
         self.run(args).expect_code(0)
     }
 
+    /// Runs `keyward args… --password-stdin` with `password` on standard
+    /// input (for the commands that re-ask the Master Password).
+    pub fn run_pw(&self, args: &[&str], password: &str) -> Run {
+        let mut all = args.to_vec();
+        all.push("--password-stdin");
+        self.run_with(&all, Some(format!("{password}\n").as_bytes()), None)
+    }
+
+    /// [`Self::run_pw`], requiring success.
+    pub fn ok_pw(&self, args: &[&str], password: &str) -> Run {
+        self.run_pw(args, password).expect_code(0)
+    }
+
     /// Creates the account with `password`; returns (account id, Secret Key).
     pub fn init(&self, password: &str) -> (String, String) {
         let r = self

@@ -13,11 +13,19 @@ const PIN: &str = "123456";
 
 fn add_yubikey(home: &Home, serial: Option<u32>, pin: &str) -> keyward_e2e::Run {
     let serial = serial.map(|s| s.to_string());
-    let mut args = vec!["protector", "add", "yubikey", "--pin-fd", "3", "--json"];
+    let mut args = vec![
+        "protector",
+        "add",
+        "yubikey",
+        "--pin-fd",
+        "3",
+        "--json",
+        "--password-stdin",
+    ];
     if let Some(s) = &serial {
         args.extend(["--serial", s]);
     }
-    home.run_with(&args, None, Some(pin.as_bytes()))
+    home.run_with(&args, Some(PW.as_bytes()), Some(pin.as_bytes()))
 }
 
 fn unlock_with_pin(home: &Home, pin: &str, with: Option<&str>) -> keyward_e2e::Run {
@@ -153,8 +161,8 @@ fn yubikeys_enroll_unlock_wrong_pin_blocked_removed_and_two_cards() {
 
     // Without the file protector and without the card, the vault file alone
     // does not open: the Secret Key is sealed for the card.
-    home.ok(&["protector", "remove", "file"]);
-    home.ok(&["protector", "remove", "yubikey:11111111:82"]);
+    home.ok_pw(&["protector", "remove", "file"], PW);
+    home.ok_pw(&["protector", "remove", "yubikey:11111111:82"], PW);
     home.ok(&["lock"]);
     drop(b);
     drop(a);
@@ -205,8 +213,9 @@ fn touch_policy_is_announced_to_the_user() {
             "always",
             "--pin-fd",
             "3",
+            "--password-stdin",
         ],
-        None,
+        Some(PW.as_bytes()),
         Some(PIN.as_bytes()),
     )
     .expect_code(0);

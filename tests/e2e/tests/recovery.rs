@@ -135,7 +135,7 @@ fn the_full_lock_out_story() {
     assert_eq!(home.ok(&["get", "bank/pin"]).stdout, "4321");
 
     // Revoked: refused, and counted.
-    home.ok(&["recovery-code", "revoke", &id[..6]]);
+    home.ok_pw(&["recovery-code", "revoke", &id[..6]], PW);
     home.ok(&["lock"]);
     let r = recover(&home, &code, "fourth").expect_code(6);
     assert!(r.stderr.contains("does not open this vault"), "{r}");

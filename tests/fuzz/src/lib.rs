@@ -166,8 +166,10 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::RecoveryCodeNew { .. }
         | Request::Recover { .. }
         | Request::SecretKeyRotate { .. }
-        | Request::EmergencyKit { .. } => true,
-        Request::ProtectorAdd(p) => p.pin.is_some() || p.management_key.is_some(),
+        | Request::EmergencyKit { .. }
+        | Request::ProtectorAdd(_)
+        | Request::RecoveryCodeRevoke { .. }
+        | Request::ProtectorRemove { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         Request::Hello { .. }
         | Request::Status
@@ -176,9 +178,7 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::List
         | Request::Remove { .. }
         | Request::RecoveryCodeList
-        | Request::RecoveryCodeRevoke { .. }
         | Request::ProtectorList
-        | Request::ProtectorRemove { .. }
         | Request::Shutdown
         | Request::SessionEnd { .. } => false,
     }
@@ -284,7 +284,9 @@ pub fn blind_request(r: &Request) -> Request {
         }
         Request::RecoveryCodeNew { password }
         | Request::SecretKeyRotate { password }
-        | Request::EmergencyKit { password } => *password = blind(password),
+        | Request::EmergencyKit { password }
+        | Request::RecoveryCodeRevoke { password, .. }
+        | Request::ProtectorRemove { password, .. } => *password = blind(password),
         Request::Recover { code, new_password } => {
             *code = blind(code);
             *new_password = blind(new_password);
@@ -292,6 +294,7 @@ pub fn blind_request(r: &Request) -> Request {
         Request::ProtectorAdd(p) => {
             p.pin = blind_opt(&p.pin);
             p.management_key = blind_opt(&p.management_key);
+            p.password = blind(&p.password);
         }
         Request::PromptReply { answer } => *answer = blind_opt(answer),
         _ => {}

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod logind;
 pub mod protectors;
 pub mod recovery;
+mod rollback;
 pub mod state;
 
 use interprocess::local_socket::traits::StreamCommon as _;

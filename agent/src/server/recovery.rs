@@ -168,6 +168,7 @@ impl Agent {
                 ),
                 other => change_error(other),
             })?;
+            self.remember_revoked(&v.account_id(), &full);
             tracing::info!(id = %full, "recovery code revoked");
             Ok(Response::Ok)
         })
@@ -210,6 +211,14 @@ impl Agent {
             // between (they would be lost, or written over the new keys).
             let writer = me.writer();
             let parsed = vault::read(&path).map_err(read_error)?;
+            let id = parsed.vault.account_id;
+            me.refuse_rollback(&id, parsed.vault.generation)?;
+            if me
+                .revoked_codes(&id)
+                .contains(&vault::hex(&code.code_id(&id)))
+            {
+                return Ok(Err(()));
+            }
             let mut v = match vault::unlock_with_recovery_code(parsed, &code) {
                 Ok(v) => v,
                 Err(UnlockError::WrongRecoveryCode) => return Ok(Err(())),
@@ -227,6 +236,7 @@ impl Agent {
                     "could not record the use of the recovery code: {e}"
                 ));
             }
+            me.remember_generation(&id, v.file().generation);
             let sk = v
                 .secret_key()
                 .ok_or_else(|| internal("no Secret Key after recovery"))?;

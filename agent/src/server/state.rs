@@ -421,10 +421,17 @@ impl Agent {
         // the write lock.
         let change = change.write(&path).map_err(|e| error(e.into()))?;
         let mut st = self.state_for_apply(&writer);
-        if let State::Unlocked(s) = &mut *st
-            && !s.vault.apply(change)
-        {
-            lock_to_reread(&mut st);
+        let mut written = None;
+        if let State::Unlocked(s) = &mut *st {
+            if s.vault.apply(change) {
+                written = Some((s.account.id, s.vault.file().generation));
+            } else {
+                lock_to_reread(&mut st);
+            }
+        }
+        drop(st);
+        if let Some((id, generation)) = written {
+            self.remember_generation(&id, generation);
         }
         Ok(())
     }
@@ -450,6 +457,7 @@ impl Agent {
         let generation = copy.file().generation;
         let out = edit(&mut copy, &path);
         if copy.file().generation != generation {
+            self.remember_generation(&copy.account_id(), copy.file().generation);
             let mut st = self.state_for_apply(&writer);
             let old = match &mut *st {
                 State::Unlocked(s) if s.vault.file().generation == generation => {
@@ -889,6 +897,7 @@ impl Agent {
             }
             return Err(e);
         }
+        self.remember_generation(&id, v.file().generation);
         let account = Account {
             id,
             vault_path: path.clone(),
@@ -1204,11 +1213,13 @@ impl Agent {
         if let Some(note) = self.check_generation(&account.id, v.file().generation) {
             notes.push(note);
         }
+        self.revoke_again(&mut v, &account.vault_path, &mut notes);
         if let Some(which) = protector_ref(&protector)
             && let Err(e) = v.touch_protector(&account.vault_path, which, now)
         {
             tracing::warn!("cannot record protector use: {e}");
         }
+        self.remember_generation(&account.id, v.file().generation);
         let resp = self.unlocked_response(&account.id, &protector, notes);
         self.install_unless_locked(
             &writer,
@@ -1280,43 +1291,6 @@ impl Agent {
         KeychainProtector::new(*id)
             .store(sk)
             .map_err(|e| e.to_string())
-    }
-
-    fn generation_file(&self, id: &AccountId) -> PathBuf {
-        self.paths.state_dir.join(format!("generation-{id}"))
-    }
-
-    fn remember_generation(&self, id: &AccountId, generation: u64) {
-        let path = self.generation_file(id);
-        let seen = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if generation > seen {
-            let _ = crate::vault::store::ensure_private_dir(&self.paths.state_dir, self.uid);
-            if let Err(e) =
-                crate::vault::store::write_atomic(&path, generation.to_string().as_bytes())
-            {
-                tracing::warn!("cannot record the vault generation: {e}");
-            }
-        }
-    }
-
-    /// Warns if the vault is older than one this agent saw (rollback), and
-    /// records the generation.
-    fn check_generation(&self, id: &AccountId, generation: u64) -> Option<String> {
-        let seen = std::fs::read_to_string(self.generation_file(id))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        self.remember_generation(id, generation);
-        (generation < seen).then(|| {
-            format!(
-                "WARNING: this vault (write generation {generation}) is older than one keyward opened before \
-                 (generation {seen}): it was restored from a backup or rolled back. Items changed since may be \
-                 missing, and revoked recovery codes may work again; see docs/SECURITY.md, \"Rollback\""
-            )
-        })
     }
 
     // ------------------------------------------------------------------ password

@@ -111,6 +111,19 @@ pub fn check_private_dir(dir: &Path, uid: u32) -> Result<(), DirError> {
 /// Replaces `path` with `bytes` atomically and durably; the file is 0600.
 /// On any error the old file is untouched and no temp file is left behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, true)
+}
+
+/// [`write_atomic`] without the fsyncs: atomic for every reader and across
+/// the writer being killed (the page cache survives a process), but a
+/// power cut may leave the old file. For small bookkeeping written on a hot
+/// path after a durable write (the rollback mark, written after every
+/// vault write), where losing the last update errs on the safe side.
+pub fn write_replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -138,15 +151,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        #[cfg(test)]
-        before_sync::run();
-        f.sync_all()?;
+        if sync {
+            #[cfg(test)]
+            before_sync::run();
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
         return result;
+    }
+    if !sync {
+        return Ok(());
     }
     // The new file is in place and every reader sees it: an error now must
     // not be reported as "nothing written" (callers would roll back memory

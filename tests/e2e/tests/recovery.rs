@@ -135,7 +135,7 @@ fn the_full_lock_out_story() {
     assert_eq!(home.ok(&["get", "bank/pin"]).stdout, "4321");
 
     // Revoked: refused, and counted.
-    home.ok_pw(&["recovery-code", "revoke", &id[..6]], PW);
+    home.ok_pw(&["recovery-code", "revoke", &id[..6]], "third password");
     home.ok(&["lock"]);
     let r = recover(&home, &code, "fourth").expect_code(6);
     assert!(r.stderr.contains("does not open this vault"), "{r}");
@@ -418,4 +418,70 @@ fn sigkill_during_recover_rotate_and_change_password_never_locks_the_user_out() 
         }
     }
     eprintln!("outcomes after SIGKILL: {outcomes:?}");
+}
+
+/// The vault file of `home`'s account.
+fn vault_file(home: &Home) -> std::path::PathBuf {
+    std::fs::read_dir(&home.paths.data_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "kwv"))
+        .unwrap()
+}
+
+/// Issue 19, reproduction 2a: copy the vault, revoke a recovery code, lock,
+/// put the old copy back. `recover` with the revoked code used to succeed
+/// (and its writes pushed the generation past the mark, so no warning was
+/// ever shown). Now it is refused; an unlock warns and revokes the code again.
+#[test]
+fn a_rolled_back_vault_does_not_bring_back_a_revoked_recovery_code() {
+    let home = Home::new();
+    home.init(PW);
+    let (id, code) = new_code(&home, PW);
+    let path = vault_file(&home);
+    let old = std::fs::read(&path).unwrap();
+    home.ok_pw(&["recovery-code", "revoke", &id], PW);
+    home.ok(&["lock"]);
+    std::fs::write(&path, &old).unwrap();
+
+    let r = recover(&home, &code, "an attacker's password");
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("older than one keyward opened"), "{r}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        old,
+        "recover wrote the vault"
+    );
+
+    // The owner's unlock still works, warns, and revokes the code again.
+    let r = home.unlock(PW).expect_code(0);
+    assert!(r.stderr.contains("WARNING"), "{r}");
+    assert!(r.stderr.contains(&format!("recovery code {id}")), "{r}");
+    let codes = home.ok(&["recovery-code", "list", "--json"]).json();
+    assert_eq!(codes.as_array().unwrap().len(), 0, "{codes}");
+    // Later writes push the generation past the mark: the code stays dead.
+    home.ok(&["lock"]);
+    recover(&home, &code, "an attacker's password").expect_code(6);
+}
+
+/// Issue 19, reproduction 2b: revoke a code and kill -9 the agent (the mark
+/// used to be written only at unlock and lock), then put an older copy back.
+#[test]
+fn a_revocation_survives_a_killed_agent_and_a_rolled_back_vault() {
+    let home = Home::new();
+    home.init(PW);
+    let (id, code) = new_code(&home, PW);
+    let path = vault_file(&home);
+    let old = std::fs::read(&path).unwrap();
+    home.ok_pw(&["recovery-code", "revoke", &id], PW);
+    let pid = home.agent_pid().unwrap();
+    signal(pid, rustix::process::Signal::KILL);
+    home.wait_for(Duration::from_secs(10), "the agent to die", || {
+        home.agent_pid().is_none()
+    });
+    std::fs::write(&path, &old).unwrap();
+    let r = recover(&home, &code, "an attacker's password");
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("older than one keyward opened"), "{r}");
 }

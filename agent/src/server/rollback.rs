@@ -1,0 +1,151 @@
+//! Rollback: what this device remembers so that an older copy of the vault
+//! put in place of the current one (by an attacker, or a restored backup) is
+//! noticed, and cannot bring back a recovery code revoked here.
+//!
+//! Two small files in the state directory, per account:
+//! - `generation-<ID>`: the highest vault generation this device has seen.
+//!   Raised after every successful vault write, before the request is
+//!   answered, and at every unlock. A vault older than it is refused by
+//!   `recover` and opened by `unlock` with a warning.
+//! - `revoked-<ID>`: the ids of the recovery codes revoked on this device
+//!   (16 hex digits a line). `recover` refuses them whatever the vault says,
+//!   and an unlock that finds one of them in the vault revokes it again.
+//!
+//! Both live in the state directory, which an attacker who can only replace
+//! the vault file (a synced folder, a backup) does not control. Code running
+//! as the user can change them too (docs/SECURITY.md §13, "Rollback").
+
+use super::state::{Agent, err};
+use crate::account::AccountId;
+use crate::vault::{self, store};
+use keyward_client::message::{AgentError, ErrorCode};
+use std::path::PathBuf;
+
+impl Agent {
+    fn generation_file(&self, id: &AccountId) -> PathBuf {
+        self.paths.state_dir.join(format!("generation-{id}"))
+    }
+
+    fn revoked_file(&self, id: &AccountId) -> PathBuf {
+        self.paths.state_dir.join(format!("revoked-{id}"))
+    }
+
+    /// The highest generation of `id`'s vault this device has seen (0: none).
+    pub(super) fn seen_generation(&self, id: &AccountId) -> u64 {
+        std::fs::read_to_string(self.generation_file(id))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
+    /// Raises the mark to `generation` (never lowers it). Called after every
+    /// successful vault write, before the answer goes out: written without
+    /// an fsync (it follows a durable vault write; a power cut that loses it
+    /// leaves an older mark, which only weakens the check, never raises a
+    /// false alarm).
+    pub(super) fn remember_generation(&self, id: &AccountId, generation: u64) {
+        if generation <= self.seen_generation(id) {
+            return;
+        }
+        let _ = store::ensure_private_dir(&self.paths.state_dir, self.uid);
+        if let Err(e) = store::write_replace_unsynced(
+            &self.generation_file(id),
+            generation.to_string().as_bytes(),
+        ) {
+            tracing::warn!("cannot record the vault generation: {e}");
+        }
+    }
+
+    /// For `unlock`: a warning if the vault is older than one this device
+    /// saw (rollback); records the generation.
+    pub(super) fn check_generation(&self, id: &AccountId, generation: u64) -> Option<String> {
+        let seen = self.seen_generation(id);
+        self.remember_generation(id, generation);
+        (generation < seen).then(|| {
+            format!(
+                "WARNING: this vault (write generation {generation}) is older than one keyward opened before \
+                 (generation {seen}): it was restored from a backup or rolled back. Items changed since may be \
+                 missing; see docs/SECURITY.md, \"Rollback\""
+            )
+        })
+    }
+
+    /// For `recover`: refuses a vault older than one this device saw (a
+    /// recovery code revoked since must not come back with an old copy).
+    pub(super) fn refuse_rollback(
+        &self,
+        id: &AccountId,
+        generation: u64,
+    ) -> Result<(), AgentError> {
+        let seen = self.seen_generation(id);
+        if generation < seen {
+            return Err(err(
+                ErrorCode::Corrupt,
+                format!(
+                    "not recovering: this vault (write generation {generation}) is older than one keyward \
+                     opened before on this device (generation {seen}), so it was rolled back or restored \
+                     from a backup, and a recovery code revoked since would work again. Put the newest \
+                     copy of the vault back, or unlock with your Master Password (it warns, and keeps \
+                     working)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The recovery code ids revoked on this device.
+    pub(super) fn revoked_codes(&self, id: &AccountId) -> Vec<String> {
+        std::fs::read_to_string(self.revoked_file(id))
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() == 16 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Adds `code_id` (16 hex digits) to the codes revoked on this device.
+    pub(super) fn remember_revoked(&self, id: &AccountId, code_id: &str) {
+        let mut all = self.revoked_codes(id);
+        if all.iter().any(|c| c == code_id) {
+            return;
+        }
+        all.push(code_id.to_owned());
+        let mut text = all.join("\n");
+        text.push('\n');
+        let _ = store::ensure_private_dir(&self.paths.state_dir, self.uid);
+        if let Err(e) = store::write_atomic(&self.revoked_file(id), text.as_bytes()) {
+            tracing::warn!("cannot record the revoked recovery code: {e}");
+        }
+    }
+
+    /// For `unlock`: revokes again every recovery code of `v` that was
+    /// revoked on this device (an older copy of the vault brought it back).
+    pub(super) fn revoke_again(
+        &self,
+        v: &mut vault::Unlocked,
+        path: &std::path::Path,
+        notes: &mut Vec<String>,
+    ) {
+        let revoked = self.revoked_codes(&v.account_id());
+        let back: Vec<String> = v
+            .file()
+            .recovery_wraps
+            .iter()
+            .map(|w| vault::hex(&w.code_id))
+            .filter(|h| revoked.contains(h))
+            .collect();
+        for code in back {
+            match v.revoke_recovery_code(path, &code) {
+                Ok(_) => notes.push(format!(
+                    "recovery code {code} was revoked on this device but is back in the vault (an \
+                     older copy): revoked it again"
+                )),
+                Err(e) => notes.push(format!(
+                    "recovery code {code} was revoked on this device but is back in the vault, and \
+                     could not be revoked again ({e}): run `keyward recovery-code revoke {code}`"
+                )),
+            }
+        }
+    }
+}

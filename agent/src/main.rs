@@ -101,14 +101,14 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let uid = harden::euid();
-    let paths = Paths::from_env().map_err(|e| e.to_string())?;
+    let mut paths = Paths::from_env().map_err(|e| e.to_string())?;
     let config = Config::load(&paths.config_file()).map_err(|e| e.to_string())?;
     harden::raise_fd_limit();
     // Socket activation first: the descriptors must be taken before anything
     // else could open files.
     let activated = harden::take_activated_listener()
         .map_err(|e| format!("invalid socket from the service manager: {e}"))?;
-    let lock = listener::take_instance_lock(&paths, uid).map_err(|e| e.to_string())?;
+    let lock = listener::take_instance_lock(&mut paths, uid).map_err(|e| e.to_string())?;
     let (std_listener, socket, owned_socket) = match activated {
         Some(l) => {
             let path = l

@@ -154,9 +154,13 @@ pub enum Command {
     EmergencyKit {
         #[command(flatten)]
         password: PasswordSource,
-        /// The file to write (created 0600). Text goes to standard output without it.
+        /// The file to write (created 0600, never through a symbolic link). Text goes to
+        /// standard output without it.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Replace FILE if it exists (the new kit is written beside it, then renamed over it).
+        #[arg(long)]
+        force: bool,
         /// pdf or text.
         #[arg(long, default_value = "pdf", value_name = "FORMAT")]
         format: KitFormat,
@@ -486,8 +490,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::EmergencyKit {
             password,
             out,
+            force,
             format,
-        } => emergency_kit(autostart, &password, out.as_deref(), format),
+        } => emergency_kit(autostart, &password, out.as_deref(), format, force),
         Command::SecretKey {
             action: SecretKeyAction::Rotate { password, json },
         } => rotate(autostart, &password, json),
@@ -720,7 +725,7 @@ fn write_kit_after_init(
     kit: &crate::kit::Kit<'_>,
     where_shown: &str,
 ) -> Result<(), CliError> {
-    write_kit(path, kit, KitFormat::Pdf).map_err(|e| {
+    write_kit(path, kit, KitFormat::Pdf, false).map_err(|e| {
         CliError::msg(format!(
             "your account {} was created and its Secret Key is {where_shown}, but the \
              Emergency Kit was not written: {}. Write the Secret Key down now, then write \
@@ -737,30 +742,21 @@ fn unix_now() -> u64 {
 }
 
 /// Writes the kit to `path`, readable only by you (it holds the Secret Key).
-fn write_kit(path: &Path, kit: &crate::kit::Kit<'_>, format: KitFormat) -> Result<(), CliError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+/// Never through a symbolic link, and never into an existing file unless
+/// `force` (see [`crate::files`]).
+fn write_kit(
+    path: &Path,
+    kit: &crate::kit::Kit<'_>,
+    format: KitFormat,
+    force: bool,
+) -> Result<(), CliError> {
     let mut bytes = match format {
         KitFormat::Pdf => crate::kit::pdf(kit)?,
         KitFormat::Text => crate::kit::text(kit).into_bytes(),
     };
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        });
+    let result = crate::files::write_new_private(path, &bytes, force);
     zeroize::Zeroize::zeroize(&mut bytes);
-    result.map_err(|e| {
-        CliError::msg(format!(
-            "cannot write the Emergency Kit to {}: {e}",
-            path.display()
-        ))
-    })
+    result.map_err(|e| CliError::msg(format!("cannot write the Emergency Kit: {e}")))
 }
 
 fn recovery_code(autostart: bool, action: RecoveryAction) -> Result<(), CliError> {
@@ -924,7 +920,19 @@ fn emergency_kit(
     password: &PasswordSource,
     out: Option<&Path>,
     format: KitFormat,
+    force: bool,
 ) -> Result<(), CliError> {
+    // Said before the password is asked for (and checked again, race-free,
+    // when the file is created).
+    if let Some(path) = out
+        && !force
+        && std::fs::symlink_metadata(path).is_ok()
+    {
+        return Err(CliError::with(
+            exit::INVALID,
+            crate::files::CreateError::Exists(path.to_owned()).to_string(),
+        ));
+    }
     if format == KitFormat::Pdf && out.is_none() {
         return Err(CliError::with(
             exit::INVALID,
@@ -955,7 +963,7 @@ fn emergency_kit(
     };
     match out {
         Some(path) => {
-            write_kit(path, &kit, format)?;
+            write_kit(path, &kit, format, force)?;
             eprintln!(
                 "Emergency Kit written to {} (readable only by you). Print it, keep the paper somewhere safe, then delete the file.",
                 path.display()

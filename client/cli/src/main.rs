@@ -7,6 +7,7 @@
 
 mod cli;
 mod connect;
+mod files;
 mod input;
 mod kit;
 mod output;

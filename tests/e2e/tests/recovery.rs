@@ -485,3 +485,48 @@ fn a_revocation_survives_a_killed_agent_and_a_rolled_back_vault() {
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("older than one keyward opened"), "{r}");
 }
+
+/// Issue 19, reproduction 3: another user plants a link where the kit is
+/// about to be written and holds its target open. The kit is never written
+/// through it; `--force` replaces the link itself.
+#[test]
+fn the_emergency_kit_is_never_written_through_a_planted_link() {
+    let home = Home::new();
+    home.init(PW);
+    let target = home.path().join("planted");
+    std::fs::write(&target, b"").unwrap();
+    let link = home.path().join("kit.txt");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let link_s = link.to_str().unwrap();
+    let args = [
+        "emergency-kit",
+        "--format",
+        "text",
+        "--password-fd",
+        "3",
+        "--out",
+        link_s,
+    ];
+    let r = home.run_with(&args, None, Some(PW.as_bytes()));
+    assert_ne!(r.code, 0, "{r}");
+    assert!(
+        r.stderr.contains("already exists") && r.stderr.contains("--force"),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"",
+        "written through the link"
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    home.run_with(&forced, None, Some(PW.as_bytes()))
+        .expect_code(0);
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"",
+        "written through the link"
+    );
+    assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(std::fs::read_to_string(&link).unwrap().contains("K1-"));
+}

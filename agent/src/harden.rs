@@ -319,11 +319,19 @@ impl<T: Zeroize + Default> Drop for LockedBox<T> {
 /// fewer page faults and far fewer TLB misses on Argon2's random accesses),
 /// zero-filled by the kernel (no memset up front), wiped and unmapped on drop
 /// so the memory goes straight back to the system.
+///
+/// Locked in memory (`mlock`) where `RLIMIT_MEMLOCK` allows it, so that
+/// Argon2's state (which, with the password, is enough to finish the
+/// derivation) never goes to swap. The usual unprivileged limit (8 MiB on
+/// Debian 12) is below the default 64 MiB: then the memory is used
+/// unlocked, as before; it is excluded from core dumps either way and
+/// wiped as soon as the derivation ends (docs/SECURITY.md §13).
 pub struct ArgonMemory {
     base: *mut libc::c_void,
     map_len: usize,
     blocks: NonNull<argon2::Block>,
     count: usize,
+    locked: bool,
 }
 
 // SAFETY: ArgonMemory owns its mapping exclusively.
@@ -352,14 +360,30 @@ impl ArgonMemory {
             libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE);
             libc::madvise(base, map_len, libc::MADV_DONTDUMP);
         }
+        // SAFETY: a range inside our mapping. mlock faults the pages in
+        // (huge pages, after the hint above) and fails cleanly (ENOMEM,
+        // EPERM) past RLIMIT_MEMLOCK, leaving the mapping as it was.
+        let locked = unsafe { libc::mlock(start.cast(), bytes) } == 0;
+        if !locked {
+            tracing::debug!(
+                bytes,
+                "Argon2id memory not locked (RLIMIT_MEMLOCK): it could be swapped out while in use"
+            );
+        }
         Ok(Self {
             base,
             map_len,
+            locked,
             // SAFETY: start is inside a successful mapping, hence non-null; it
             // is 2 MiB-aligned or page-aligned, more than Block's 64 bytes.
             blocks: unsafe { NonNull::new_unchecked(start.cast()) },
             count,
         })
+    }
+
+    /// Whether the blocks are locked in memory.
+    pub fn is_locked(&self) -> bool {
+        self.locked
     }
 
     /// The blocks (all zero until written).
@@ -378,6 +402,7 @@ impl Drop for ArgonMemory {
         // pointer escapes to munmap, an opaque call.
         unsafe {
             std::ptr::write_bytes(self.blocks.as_ptr(), 0, self.count);
+            // munmap unlocks what mlock locked.
             libc::munmap(self.base, self.map_len);
         }
     }
@@ -458,6 +483,40 @@ mod tests {
         assert_eq!(k.map_len % page_size(), 0);
         assert!(k.map_len >= 5032);
         drop(k);
+    }
+
+    /// Whether this process may lock `bytes` more (root, or a soft
+    /// RLIMIT_MEMLOCK with room to spare).
+    fn may_lock(bytes: u64) -> bool {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we own.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0;
+        euid() == 0 || (ok && lim.rlim_cur >= bytes * 4)
+    }
+
+    /// Issue 19, item 7: Argon2id's working memory is locked where the
+    /// limit allows, and left unlocked (the derivation still runs) where
+    /// it does not.
+    #[test]
+    fn argon_memory_is_locked_where_the_limit_allows() {
+        let blocks = 1024; // 1 MiB
+        let mut m = ArgonMemory::new(blocks).unwrap();
+        if may_lock(1 << 20) {
+            assert!(m.is_locked(), "1 MiB within the limit was not locked");
+        }
+        m.blocks()[blocks - 1].as_mut()[0] = 7;
+        drop(m);
+        // Past any limit an unprivileged process has: still usable.
+        if euid() != 0 {
+            let mut big = ArgonMemory::new(1 << 20).unwrap(); // 1 GiB, lazily mapped
+            if !may_lock(1 << 30) {
+                assert!(!big.is_locked());
+            }
+            big.blocks()[0].as_mut()[0] = 1;
+        }
     }
 
     #[test]

@@ -37,7 +37,25 @@ fn fast_get() -> Option<cli::Cli> {
     })
 }
 
+/// What the agent does at start, for the CLI's lifetime: it holds typed
+/// passwords, PINs, recovery codes and values it was given or fetched.
+/// Not dumpable (another process of the user cannot read its memory or
+/// attach to it), and no core file. `execve` of another program (the
+/// agent it starts, `$EDITOR`) resets the flag for that program.
+fn harden() {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit};
+    let _ = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable);
+    let _ = rustix::process::setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+}
+
 fn main() -> ExitCode {
+    harden();
     let args = fast_get().unwrap_or_else(cli::Cli::parse);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

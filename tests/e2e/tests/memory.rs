@@ -203,6 +203,20 @@ fn the_agent_is_not_dumpable_and_refuses_ptrace() {
     while !sock.exists() && start.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The CLI, as it waits for a password on its standard input (issue 19,
+    // item 7: it was dumpable while holding what the user typed).
+    let mut cli = as_nobody(&[
+        keyward_e2e::keyward_bin().to_str().unwrap(),
+        "--no-autostart",
+        "init",
+        "--password-stdin",
+    ])
+    .env("KEYWARD_HOME", &home)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let (apid, cpid) = (agent.id(), control.id());
     let read = |pid: u32, file: &str| {
         as_nobody(&["cat", &format!("/proc/{pid}/{file}")])
@@ -219,6 +233,13 @@ fn the_agent_is_not_dumpable_and_refuses_ptrace() {
     let agent_environ = read(apid, "environ");
     let agent_mem = read(apid, "mem");
     let agent_attach = attach(apid);
+    // The CLI is up (reading its standard input) by the time it is looked at.
+    let cli_cmdline = read(cli.id(), "cmdline");
+    let cli_environ = read(cli.id(), "environ");
+    let cli_mem = read(cli.id(), "mem");
+    let cli_attach = attach(cli.id());
+    let _ = cli.kill();
+    let _ = cli.wait();
     let _ = agent.kill();
     let _ = control.kill();
     let _ = agent.wait();
@@ -241,5 +262,15 @@ fn the_agent_is_not_dumpable_and_refuses_ptrace() {
     assert!(
         agent_attach.starts_with("-1 1"),
         "PTRACE_ATTACH to the agent must fail with EPERM, got {agent_attach:?}"
+    );
+    // The CLI likewise (its command line stays readable, as for any process).
+    assert!(cli_cmdline.status.success(), "the CLI is not running");
+    assert!(
+        !cli_environ.status.success() && !cli_mem.status.success(),
+        "a same-uid process read the CLI's environment or memory: it is dumpable"
+    );
+    assert!(
+        cli_attach.starts_with("-1 1"),
+        "PTRACE_ATTACH to the CLI must fail with EPERM, got {cli_attach:?}"
     );
 }

@@ -282,8 +282,8 @@ fn sigkill_during_every_kind_of_write_never_corrupts_the_vault() {
         &["set", "item"],
         &["rm", "item"],
         &["recovery-code", "new", "--password-fd", "3"],
-        &["protector", "remove", "file"],
-        &["protector", "add", "file"],
+        &["protector", "remove", "file", "--password-fd", "3"],
+        &["protector", "add", "file", "--password-fd", "3"],
         &["set", "other"],
     ];
     let pw_file = home.path().join("pw");
@@ -334,7 +334,7 @@ fn sigkill_during_every_kind_of_write_never_corrupts_the_vault() {
         );
         home.ok(&["list"]);
         home.ok(&["recovery-code", "list"]);
-        home.ok(&["protector", "add", "file"]);
+        home.ok_pw(&["protector", "add", "file"], PW);
     }
 }
 

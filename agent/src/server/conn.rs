@@ -11,8 +11,10 @@
 //!   `client_idle_timeout_seconds`; once a request has started, the rest of it
 //!   must arrive within `request_timeout_seconds` (a client trickling bytes is
 //!   cut off). A slow client holds only its own thread.
-//! - An oversized or malformed frame gets an error reply, then the connection
-//!   is closed; the agent carries on.
+//! - An oversized or malformed frame, or a request out of order (a second
+//!   `Hello`, a `PromptReply` with no `Prompt` waiting, anything but a
+//!   `PromptReply` while one waits), gets an error reply (code 1 or 2), then
+//!   the connection is closed; the agent carries on.
 
 use super::state::Agent;
 use crate::protect::UnlockIo;
@@ -181,12 +183,25 @@ impl UnlockIo for ConnIo {
         }
         match w.read(self.prompt_timeout) {
             ReadOutcome::Request(Request::PromptReply { answer }) => answer,
+            ReadOutcome::Request(other) => {
+                // Out of order, as a stray `PromptReply` is elsewhere: the
+                // prompt is cancelled and the connection closed.
+                w.send(&Response::error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "only a PromptReply may answer a Prompt, not {}",
+                        other.name()
+                    ),
+                ));
+                w.broken = true;
+                None
+            }
             ReadOutcome::Refuse(r) => {
                 w.send(&r);
                 w.broken = true;
                 None
             }
-            _ => {
+            ReadOutcome::Close => {
                 w.broken = true;
                 None
             }
@@ -258,12 +273,73 @@ pub fn serve(
             Some(resp) => resp,
             None => runtime.block_on(super::dispatch::dispatch(agent.clone(), req, io.clone())),
         };
-        if !lock().send(&resp) {
+        if !lock().send(&resp) || super::dispatch::closes_connection(&resp) {
             return;
         }
         if shutdown {
             agent.shutdown.notify_one();
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_client::frame::write_frame;
+
+    fn io_over(stream: UnixStream) -> ConnIo {
+        ConnIo {
+            wire: Arc::new(Mutex::new(Wire {
+                stream,
+                buf: FrameBuf::new(),
+                request_timeout: Duration::from_secs(5),
+                read_timeout: None,
+                write_timeout: None,
+                broken: false,
+            })),
+            prompt_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn next(client: &mut UnixStream, buf: &mut FrameBuf) -> Option<Response> {
+        buf.read_frame(client)
+            .ok()
+            .map(|p| Response::decode(p).unwrap())
+    }
+
+    #[test]
+    fn only_a_prompt_reply_answers_a_prompt() {
+        // The answer.
+        let (mut client, agent_side) = UnixStream::pair().unwrap();
+        let io = io_over(agent_side);
+        let answer = Some(Secret::from_slice(b"123456"));
+        write_frame(&mut client, Request::PromptReply { answer }.encode()).unwrap();
+        let got = io.prompt(PromptKind::Pin, "PIN?");
+        assert_eq!(got.as_ref().map(|s| s.expose()), Some(&b"123456"[..]));
+        assert!(!io.wire().broken);
+
+        // Anything else: Error code 1, the prompt is cancelled, and nothing
+        // more is sent (the connection is closed).
+        let (mut client, agent_side) = UnixStream::pair().unwrap();
+        let io = io_over(agent_side);
+        write_frame(&mut client, Request::Status.encode()).unwrap();
+        assert!(io.prompt(PromptKind::Pin, "PIN?").is_none());
+        assert!(io.wire().broken);
+        io.notice("not sent");
+        drop(io);
+        let mut buf = FrameBuf::new();
+        assert!(matches!(
+            next(&mut client, &mut buf),
+            Some(Response::Prompt { .. })
+        ));
+        match next(&mut client, &mut buf) {
+            Some(Response::Error(e)) => assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            next(&mut client, &mut buf).is_none(),
+            "more after the error"
+        );
     }
 }

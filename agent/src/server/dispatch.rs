@@ -5,9 +5,35 @@ use crate::protect::UnlockIo;
 use keyward_client::message::{AgentError, ErrorCode, Request, Response};
 use std::sync::Arc;
 
+const HELLO_AGAIN: &str = "Hello is only valid once, first";
+const STRAY_PROMPT_REPLY: &str = "PromptReply is only valid as the answer to a Prompt";
+
+/// A request that is valid nowhere it can arrive once the connection is
+/// greeted: a second `Hello`, or a `PromptReply` with no `Prompt` waiting
+/// (one that answers a `Prompt` is read by the prompt itself). Its answer is
+/// `Error` code 1, after which the connection is closed (docs/PROTOCOL.md §7).
+pub fn out_of_order(req: &Request) -> Option<AgentError> {
+    let message = match req {
+        Request::Hello { .. } => HELLO_AGAIN,
+        Request::PromptReply { .. } => STRAY_PROMPT_REPLY,
+        _ => return None,
+    };
+    Some(AgentError::new(ErrorCode::BadRequest, message))
+}
+
+/// Whether the connection is closed once `resp` is sent: after every `Error`
+/// code 1 (bad request), as PROTOCOL.md §7 says.
+pub fn closes_connection(resp: &Response) -> bool {
+    matches!(resp, Response::Error(e) if e.code == ErrorCode::BadRequest)
+}
+
 /// The frequent, quick requests, answered where they arrive (the event loop
-/// or a connection thread); `None` for the rest, which go to [`dispatch`].
+/// or a connection thread), and the out-of-order ones ([`out_of_order`]);
+/// `None` for the rest, which go to [`dispatch`].
 pub fn quick(agent: &Agent, req: &Request) -> Option<Response> {
+    if let Some(e) = out_of_order(req) {
+        return Some(Response::Error(e));
+    }
     Some(match req {
         Request::Get { name } => agent.get(name).unwrap_or_else(Response::Error),
         Request::Status => Response::Status(agent.status()),
@@ -21,6 +47,9 @@ pub fn quick(agent: &Agent, req: &Request) -> Option<Response> {
 /// change, holds the state); `None` otherwise,
 /// and the request goes to a thread that may wait.
 pub fn quick_now(agent: &Agent, req: &Request) -> Option<Response> {
+    if let Some(e) = out_of_order(req) {
+        return Some(Response::Error(e));
+    }
     Some(match req {
         Request::Get { name } => agent.try_get(name)?.unwrap_or_else(Response::Error),
         Request::Status => Response::Status(agent.try_status()?),
@@ -60,14 +89,11 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
             agent.lock("shutdown");
             Ok(Response::Ok)
         }
-        Request::Hello { .. } => Err(AgentError::new(
-            ErrorCode::BadRequest,
-            "Hello is only valid once, first",
-        )),
-        Request::PromptReply { .. } => Err(AgentError::new(
-            ErrorCode::BadRequest,
-            "PromptReply is only valid as the answer to a Prompt",
-        )),
+        // (Answered by `quick` before they get here.)
+        Request::Hello { .. } => Err(AgentError::new(ErrorCode::BadRequest, HELLO_AGAIN)),
+        Request::PromptReply { .. } => {
+            Err(AgentError::new(ErrorCode::BadRequest, STRAY_PROMPT_REPLY))
+        }
     };
     result.unwrap_or_else(Response::Error)
 }

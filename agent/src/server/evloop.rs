@@ -20,8 +20,9 @@
 //! - once a request has started, the rest of it must arrive within
 //!   `request_timeout_seconds` (a client trickling bytes is cut off), and an
 //!   answer the client does not read within that time closes the connection;
-//! - an oversized or malformed frame gets an error answer, then the
-//!   connection is closed.
+//! - an oversized or malformed frame, or a request out of order (a second
+//!   `Hello`, a `PromptReply` with no `Prompt`), gets an error answer, then
+//!   the connection is closed.
 //!
 //! Deadlines are checked once a second, so each may run up to a second late.
 
@@ -436,7 +437,15 @@ impl Loop {
             }
             tracing::debug!(request = req.name(), "request");
             match super::dispatch::quick_now(&self.agent, &req) {
-                Some(resp) => conn.send(&resp),
+                Some(resp) => {
+                    conn.send(&resp);
+                    if super::dispatch::closes_connection(&resp) {
+                        // Out of order (a second `Hello`, a stray
+                        // `PromptReply`): nothing after it is read.
+                        conn.closing = true;
+                        break;
+                    }
+                }
                 None => return self.hand_off(key, req),
             }
         }

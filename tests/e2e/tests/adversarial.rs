@@ -4,7 +4,7 @@
 //! input on every path.
 
 use keyward_client::frame::{FrameBuf, write_frame};
-use keyward_client::message::{PROTOCOL_VERSION, Request, Response};
+use keyward_client::message::{ErrorCode, PROTOCOL_VERSION, Request, Response};
 use keyward_e2e::{Home, require, signal};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -640,4 +640,63 @@ fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let mut b = [0u8; 16];
     assert!(matches!(std::io::Read::read(&mut s, &mut b), Ok(0)));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+/// A second `Hello`, or a `PromptReply` with no `Prompt` waiting, is out of
+/// order: `Error` (code 1, bad request), then the connection is closed
+/// (docs/PROTOCOL.md §7), on the event loop and on a connection thread alike.
+#[test]
+fn out_of_order_requests_get_bad_request_and_the_connection_is_closed() {
+    let home = Home::new();
+    home.ok(&["status"]); // starts the agent
+    let socket = home.paths.socket();
+    let out_of_order = [
+        ("a second Hello", hello_frame()),
+        (
+            "a bare PromptReply (cancel)",
+            Request::PromptReply { answer: None }.encode(),
+        ),
+        (
+            "a bare PromptReply (answer)",
+            Request::PromptReply {
+                answer: Some(keyward_client::Secret::from_slice(b"123456")),
+            }
+            .encode(),
+        ),
+    ];
+    for (what, frame) in out_of_order {
+        for handed_off in [false, true] {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            let mut buf = FrameBuf::new();
+            write_frame(&mut s, hello_frame()).unwrap();
+            assert!(matches!(
+                read_answer(&mut s, &mut buf),
+                Response::HelloOk { .. }
+            ));
+            if handed_off {
+                // `Lock` is not a quick request: it moves the connection to a
+                // thread of its own, which serves what follows.
+                write_frame(&mut s, Request::Lock.encode()).unwrap();
+                assert!(matches!(read_answer(&mut s, &mut buf), Response::Ok));
+            }
+            // The request after it is never answered.
+            let mut burst = frame.0.clone();
+            burst.extend_from_slice(&Request::Status.encode().0);
+            s.write_all(&burst).unwrap();
+            match read_answer(&mut s, &mut buf) {
+                Response::Error(e) => assert_eq!(
+                    e.code,
+                    ErrorCode::BadRequest,
+                    "{what} (handed off: {handed_off}): {e:?}"
+                ),
+                other => panic!("{what} (handed off: {handed_off}): {other:?}"),
+            }
+            assert_eq!(buf.buffered(), 0, "{what}: more after the error");
+            assert_eq!(
+                drain_until_closed(&mut s),
+                0,
+                "{what} (handed off: {handed_off}): more after the error"
+            );
+        }
+    }
 }

@@ -8,7 +8,13 @@ use crate::kdf::hkdf32;
 use crate::secret::{Key32, SecretString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use zeroize::Zeroize;
+
+/// The Unicode version of the normalisation tables keyward uses (and of the
+/// `General_Category` table that decides what is assigned). Pinned in
+/// docs/SECURITY.md §1; a test fails when a dependency upgrade moves it.
+pub const UNICODE_VERSION: (u8, u8, u8) = unicode_normalization::UNICODE_VERSION;
 
 /// HKDF info for the Argon2id salt.
 pub const INFO_ARGON_SALT: &[u8] = b"keyward/v1 argon2id-salt";
@@ -19,6 +25,17 @@ pub enum PasswordError {
     /// Nothing left after trimming.
     #[error("the Master Password is empty: choose one (a few unrelated words make a strong one)")]
     Empty,
+    /// A new password holds a code point that its Unicode version has not
+    /// assigned: a later version could give it a decomposition, and the
+    /// same typed password would then derive another key.
+    #[error(
+        "the new Master Password holds a character that Unicode {}.{} has not assigned yet (an \
+         unassigned code point or a noncharacter): a later Unicode could change how it is \
+         read and lock you out, so choose a password without it",
+        UNICODE_VERSION.0,
+        UNICODE_VERSION.1
+    )]
+    Unassigned,
     /// Parameters too weak for a new account.
     #[error(
         "Argon2id parameters too weak for a new account: m = {m_kib} KiB, t = {t} \
@@ -138,6 +155,21 @@ impl Password {
         Ok(Self(SecretString::new(normalized)))
     }
 
+    /// [`Self::new`] for a password being chosen (account creation, a
+    /// password change, a recovery): also refuses code points unassigned in
+    /// [`UNICODE_VERSION`]. By Unicode's stability policy the normalisation
+    /// of every assigned character never changes, so a password accepted
+    /// here opens the vault under every later version.
+    pub fn new_chosen(raw: &str) -> Result<Self, PasswordError> {
+        if raw
+            .chars()
+            .any(|c| c.general_category() == GeneralCategory::Unassigned)
+        {
+            return Err(PasswordError::Unassigned);
+        }
+        Self::new(raw)
+    }
+
     /// The normalised UTF-8 bytes that Argon2id consumes.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.expose().as_bytes()
@@ -226,6 +258,59 @@ mod tests {
         );
         // Inner white space is kept.
         assert_eq!(Password::new(" a b ").unwrap().as_bytes(), b"a b");
+    }
+
+    /// Issue 19, item 8: U+0378 is unassigned; U+1CCD6 was assigned in
+    /// Unicode 16 (a compatibility decomposition to "A" from 16 on, none
+    /// under 15.1): a password with an unassigned character is refused when
+    /// chosen, still accepted when opening (an existing vault keeps working).
+    #[test]
+    fn new_passwords_refuse_unassigned_code_points() {
+        for pw in ["abc\u{378}def", "\u{FFFF}x", "x\u{10FFFF}", "\u{E0080}y"] {
+            assert_eq!(
+                Password::new_chosen(pw).unwrap_err(),
+                PasswordError::Unassigned,
+                "{pw:?}"
+            );
+            assert!(Password::new(pw).is_ok(), "{pw:?}");
+        }
+        let msg = PasswordError::Unassigned.to_string();
+        assert!(msg.contains(&format!(
+            "Unicode {}.{}",
+            UNICODE_VERSION.0, UNICODE_VERSION.1
+        )));
+        // Assigned characters, including ones newer than Unicode 15, and
+        // private-use ones (assigned, and never decomposed), are fine.
+        for pw in ["caf\u{e9}", "\u{1CCD6}bc", "\u{E000}pw", "\u{1F511} key"] {
+            assert!(Password::new_chosen(pw).is_ok(), "{pw:?}");
+        }
+        assert_eq!(Password::new_chosen("\u{1CCD6}").unwrap().as_bytes(), b"A");
+    }
+
+    /// The Unicode version named in docs/SECURITY.md §1 is the one of the
+    /// tables in the dependency tree: normalisation and General_Category
+    /// agree, and an upgrade that moves them fails here until the document
+    /// (and so every implementation) moves with them.
+    #[test]
+    fn the_unicode_version_is_the_one_the_spec_names() {
+        assert_eq!(
+            (
+                u64::from(UNICODE_VERSION.0),
+                u64::from(UNICODE_VERSION.1),
+                u64::from(UNICODE_VERSION.2)
+            ),
+            unicode_properties::UNICODE_VERSION,
+            "unicode-normalization and unicode-properties use different Unicode versions"
+        );
+        let spec =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SECURITY.md"))
+                .unwrap();
+        let (a, b, c) = UNICODE_VERSION;
+        let named = format!("**Unicode {a}.{b}.{c}**");
+        assert!(
+            spec.contains(&named),
+            "docs/SECURITY.md §1 must pin {named}, the version of the tables keyward uses"
+        );
     }
 
     #[test]

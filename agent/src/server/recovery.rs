@@ -9,8 +9,8 @@
 //! opens with the old credentials or the new ones.
 
 use super::state::{
-    Account, Agent, Session, State, change_error, err, internal, no_account_error, password_from,
-    read_error,
+    Account, Agent, Session, State, change_error, err, internal, new_password_from,
+    no_account_error, password_from, read_error,
 };
 use crate::account::recovery::RecoveryCode;
 use crate::account::secret_key::SecretKey;
@@ -200,7 +200,7 @@ impl Agent {
         if let Some(e) = self.backoff_error("not recovering") {
             return Err(e);
         }
-        let new_password = password_from(new_password)?;
+        let new_password = new_password_from(new_password)?;
         let params = self.config.kdf_params();
         let now = self.clock.unix_now();
         let me = self.clone();

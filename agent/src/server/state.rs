@@ -263,6 +263,15 @@ pub(super) fn password_from(secret: &Secret) -> Result<Password, AgentError> {
     Password::new(s).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))
 }
 
+/// [`password_from`] for a password being chosen: also refuses characters
+/// unassigned in keyward's Unicode version (docs/SECURITY.md §4).
+pub(super) fn new_password_from(secret: &Secret) -> Result<Password, AgentError> {
+    let s = secret
+        .expose_str()
+        .ok_or_else(|| err(ErrorCode::InvalidInput, "the password is not valid UTF-8"))?;
+    Password::new_chosen(s).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))
+}
+
 pub(super) fn change_error(e: ChangeError) -> AgentError {
     match e {
         ChangeError::Io(io) => err(
@@ -820,7 +829,7 @@ impl Agent {
                 ));
             }
         };
-        let password = password_from(&req.password)?;
+        let password = new_password_from(&req.password)?;
         crate::vault::store::ensure_private_dir(&self.paths.data_dir, self.uid)
             .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
         let params = self.config.kdf_params();
@@ -1303,7 +1312,7 @@ impl Agent {
     ) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
         let old = password_from(old)?;
-        let new = password_from(new)?;
+        let new = new_password_from(new)?;
         if let Some(e) = self.backoff_error("not changing the password") {
             return Err(e);
         }

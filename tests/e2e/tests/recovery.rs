@@ -530,3 +530,38 @@ fn the_emergency_kit_is_never_written_through_a_planted_link() {
     assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(std::fs::read_to_string(&link).unwrap().contains("K1-"));
 }
+
+/// Issue 19, item 8: a new Master Password with a character that keyward's
+/// Unicode version has not assigned is refused wherever one is chosen
+/// (init, change-password, recover), and nothing changes.
+#[test]
+fn new_passwords_with_unassigned_characters_are_refused_everywhere() {
+    let bad = "horse battery \u{378} staple";
+    let home = Home::new();
+    let r = home.run_with(&["init", "--password-fd", "3"], None, Some(bad.as_bytes()));
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("has not assigned"), "{r}");
+    assert_eq!(home.status()["state"], "uninitialized");
+
+    home.init(PW);
+    let (_, code) = new_code(&home, PW);
+    let r = home.run_with(
+        &[
+            "change-password",
+            "--password-fd",
+            "3",
+            "--new-password-fd",
+            "0",
+        ],
+        Some(format!("{bad}\n").as_bytes()),
+        Some(PW.as_bytes()),
+    );
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("has not assigned"), "{r}");
+    home.ok(&["lock"]);
+    let r = recover(&home, &code, bad);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("has not assigned"), "{r}");
+    // The old password still opens: nothing was changed.
+    home.unlock(PW).expect_code(0);
+}

@@ -237,6 +237,7 @@ impl Agent {
                 ));
             }
             me.remember_generation(&id, v.file().generation);
+            me.remember_wrap_costs(v.file());
             let sk = v
                 .secret_key()
                 .ok_or_else(|| internal("no Secret Key after recovery"))?;

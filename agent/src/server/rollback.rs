@@ -1,8 +1,11 @@
-//! Rollback: what this device remembers so that an older copy of the vault
-//! put in place of the current one (by an attacker, or a restored backup) is
-//! noticed, and cannot bring back a recovery code revoked here.
+//! What this device remembers about its vault, so that someone who can only
+//! write the vault file cannot turn it against the user: an older copy put
+//! in place of the current one (by an attacker, or a restored backup) is
+//! noticed and cannot bring back a recovery code revoked here, and a
+//! password wrap whose Argon2id cost was changed is refused before it is
+//! used, without counting as a failed attempt.
 //!
-//! Two small files in the state directory, per account:
+//! Three small files in the state directory, per account:
 //! - `generation-<ID>`: the highest vault generation this device has seen.
 //!   Raised after every successful vault write, before the request is
 //!   answered, and at every unlock. A vault older than it is refused by
@@ -10,6 +13,13 @@
 //! - `revoked-<ID>`: the ids of the recovery codes revoked on this device
 //!   (16 hex digits a line). `recover` refuses them whatever the vault says,
 //!   and an unlock that finds one of them in the vault revokes it again.
+//! - `kdf-<ID>`: the Argon2id parameters of the password wraps this device
+//!   wrote or opened (`slot m t p` a line, the last 32 slots). A wrap named
+//!   there with other parameters was altered: raised, it would cost minutes
+//!   of Argon2id; changed at all, the right password would fail as wrong
+//!   and cost the user back-off. The unlock stops before any derivation.
+//!   A slot this device never saw (made elsewhere, or before this record
+//!   existed) is used as it is.
 //!
 //! Both live in the state directory, which an attacker who can only replace
 //! the vault file (a synced folder, a backup) does not control. Code running
@@ -17,11 +27,83 @@
 
 use super::state::{Agent, err};
 use crate::account::AccountId;
+use crate::account::password::KdfParams;
+use crate::vault::format::VaultFile;
 use crate::vault::{self, store};
 use keyward_client::message::{AgentError, ErrorCode};
 use std::path::PathBuf;
 
+/// How many password wraps' parameters are remembered (one is in force;
+/// each password change or Secret Key change adds one).
+const KDF_SLOTS: usize = 32;
+
 impl Agent {
+    fn kdf_file(&self, id: &AccountId) -> PathBuf {
+        self.paths.state_dir.join(format!("kdf-{id}"))
+    }
+
+    /// The remembered (slot id, parameters), oldest first.
+    fn remembered_costs(&self, id: &AccountId) -> Vec<(String, KdfParams)> {
+        std::fs::read_to_string(self.kdf_file(id))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                let slot = f.next()?.to_owned();
+                let mut n = || f.next()?.parse::<u32>().ok();
+                let (m_kib, t, p) = (n()?, n()?, n()?);
+                Some((slot, KdfParams { m_kib, t, p }))
+            })
+            .collect()
+    }
+
+    /// Remembers the parameters of every password wrap of `file`, a vault
+    /// this agent wrote or whose MAC it verified.
+    pub(super) fn remember_wrap_costs(&self, file: &VaultFile) {
+        let id = file.account_id;
+        let mut all = self.remembered_costs(&id);
+        let before = all.clone();
+        for w in &file.password_wraps {
+            all.retain(|(slot, _)| slot != &w.slot_id);
+            all.push((w.slot_id.clone(), w.params));
+        }
+        if all == before {
+            return;
+        }
+        let skip = all.len().saturating_sub(KDF_SLOTS);
+        let text: String = all[skip..]
+            .iter()
+            .map(|(slot, k)| format!("{slot} {} {} {}\n", k.m_kib, k.t, k.p))
+            .collect();
+        let _ = store::ensure_private_dir(&self.paths.state_dir, self.uid);
+        if let Err(e) = store::write_replace_unsynced(&self.kdf_file(&id), text.as_bytes()) {
+            tracing::warn!("cannot record the password wraps' parameters: {e}");
+        }
+    }
+
+    /// Before any Argon2id: refuses a vault in which a password wrap this
+    /// device knows has other parameters than it had. Not a failed attempt.
+    pub(super) fn check_wrap_costs(&self, file: &VaultFile) -> Result<(), AgentError> {
+        let known = self.remembered_costs(&file.account_id);
+        for w in &file.password_wraps {
+            if let Some((_, k)) = known.iter().find(|(slot, _)| slot == &w.slot_id)
+                && *k != w.params
+            {
+                return Err(err(
+                    ErrorCode::Corrupt,
+                    format!(
+                        "the vault was tampered with: its password wrap {} now asks for Argon2id with \
+                         m = {} KiB, t = {}, p = {}, but keyward made it with m = {} KiB, t = {}, \
+                         p = {}. Nothing was tried and no failed attempt was counted; restore the \
+                         vault from a backup (docs/SECURITY.md §13)",
+                        w.slot_id, w.params.m_kib, w.params.t, w.params.p, k.m_kib, k.t, k.p
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn generation_file(&self, id: &AccountId) -> PathBuf {
         self.paths.state_dir.join(format!("generation-{id}"))
     }

@@ -467,6 +467,7 @@ impl Agent {
         let out = edit(&mut copy, &path);
         if copy.file().generation != generation {
             self.remember_generation(&copy.account_id(), copy.file().generation);
+            self.remember_wrap_costs(copy.file());
             let mut st = self.state_for_apply(&writer);
             let old = match &mut *st {
                 State::Unlocked(s) if s.vault.file().generation == generation => {
@@ -907,6 +908,7 @@ impl Agent {
             return Err(e);
         }
         self.remember_generation(&id, v.file().generation);
+        self.remember_wrap_costs(v.file());
         let account = Account {
             id,
             vault_path: path.clone(),
@@ -1159,6 +1161,7 @@ impl Agent {
         }
         let password = Arc::new(password_from(&req.password)?);
         let mut parsed = vault::read(&account.vault_path).map_err(read_error)?;
+        self.check_wrap_costs(&parsed.vault)?;
         let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
         let sk = Arc::new(sk);
         let mut reads = 1;
@@ -1201,6 +1204,7 @@ impl Agent {
                 ));
             }
             reads += 1;
+            self.check_wrap_costs(&now.vault)?;
             parsed = now;
         };
         if let Err(e) = self.attempts().reset() {
@@ -1229,6 +1233,7 @@ impl Agent {
             tracing::warn!("cannot record protector use: {e}");
         }
         self.remember_generation(&account.id, v.file().generation);
+        self.remember_wrap_costs(v.file());
         let resp = self.unlocked_response(&account.id, &protector, notes);
         self.install_unless_locked(
             &writer,

@@ -565,3 +565,48 @@ fn new_passwords_with_unassigned_characters_are_refused_everywhere() {
     // The old password still opens: nothing was changed.
     home.unlock(PW).expect_code(0);
 }
+
+/// Raises the Argon2id memory of the vault's first password wrap to
+/// `m_kib`, recomputing the file checksum (as anyone who can write the file
+/// can). Records start at byte 44; a password wrap is written first:
+/// type, len, slot_len, slot, salt16, then m (u32, big-endian).
+fn set_first_wrap_memory(path: &std::path::Path, m_kib: u32) {
+    use sha2::Digest;
+    let mut b = std::fs::read(path).unwrap();
+    assert_eq!(b[44], 0x01, "the first record is a password wrap");
+    let slot_len = usize::from(b[49]);
+    let m = 50 + slot_len + 16;
+    b[m..m + 4].copy_from_slice(&m_kib.to_be_bytes());
+    let n = b.len() - 32;
+    let sum = sha2::Sha256::digest(&b[..n]);
+    b[n..].copy_from_slice(&sum);
+    std::fs::write(path, b).unwrap();
+}
+
+/// Issue 19, item 9/"a wrap's cost": someone who can write the vault file
+/// raises a password wrap's Argon2id cost. The right password used to fail
+/// as wrong (after minutes of Argon2id at the load limit) and count towards
+/// the back-off; now the unlock stops before any derivation, says the vault
+/// was tampered with, and counts nothing.
+#[test]
+fn an_altered_argon2id_cost_is_tampering_and_costs_no_attempt() {
+    let home = Home::new();
+    home.init(PW);
+    home.ok(&["lock"]);
+    home.unlock(PW).expect_code(0); // this device has seen the wrap
+    home.ok(&["lock"]);
+    let path = vault_file(&home);
+    set_first_wrap_memory(&path, 4 * 1024 * 1024);
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let r = home.unlock(PW);
+        assert_ne!(r.code, 0, "{r}");
+        assert!(r.stderr.contains("tampered"), "{r}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "4 GiB of Argon2id ran: {:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(home.status()["backoff_seconds"], 0, "attempts were counted");
+}

@@ -105,6 +105,12 @@ impl Attempts {
 
     fn save(&self) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&self.disk).map_err(std::io::Error::other)?;
+        // The state directory may not exist yet (an agent started by
+        // socket activation, before anything else wrote there).
+        if let Some(dir) = self.path.parent().filter(|d| !d.exists()) {
+            crate::vault::store::ensure_private_dir(dir, crate::harden::euid())
+                .map_err(std::io::Error::other)?;
+        }
         crate::vault::store::write_atomic(&self.path, &bytes)
     }
 }
@@ -149,6 +155,16 @@ mod tests {
         assert_eq!(a.remaining(t0 + 4, Instant::now()), Duration::ZERO);
         a.reset().unwrap();
         assert_eq!(Attempts::load(&path, t0).failures(), 0);
+    }
+
+    /// A failure is kept even when the state directory does not exist yet.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_kept_without_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("attempts");
+        let mut a = Attempts::load(&path, 10);
+        a.record_failure(10, Instant::now()).unwrap();
+        assert_eq!(Attempts::load(&path, 10).failures(), 1);
     }
 
     #[test]

@@ -38,10 +38,7 @@ pub fn connect(paths: &Paths, autostart: bool) -> Result<Client, CliError> {
     let uid = keyward_client::paths::current_uid();
     let socket = paths.socket();
     let name = concat!("keyward ", env!("CARGO_PKG_VERSION"));
-    let taken = (!paths.follows_pointer())
-        .then(|| paths.default_runtime_taken(uid))
-        .flatten();
-    match taken {
+    match paths.runtime_dir_taken(uid) {
         Some(why) if !autostart => {
             return Err(CliError::with(
                 exit::NO_AGENT,
@@ -89,18 +86,6 @@ pub fn open_log(log: &Path) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// The runtime directory as it is now: the agent just started may have
-/// made a private replacement and recorded it in the runtime pointer.
-fn current(paths: &Paths, uid: u32) -> Paths {
-    let mut now = paths.clone();
-    now.runtime_dir = now
-        .shared_tmp_default
-        .clone()
-        .unwrap_or_else(|| paths.runtime_dir.clone());
-    now.follow_runtime_pointer(uid);
-    now
-}
-
 fn start_and_connect(paths: &Paths, uid: u32) -> Result<Client, String> {
     let log = paths.log_file();
     let log_file =
@@ -123,10 +108,13 @@ fn start_and_connect(paths: &Paths, uid: u32) -> Result<Client, String> {
         })?;
     let start = Instant::now();
     loop {
-        let now = current(paths, uid);
+        // The agent just started may have made a private replacement for a
+        // taken default directory, and recorded it in the runtime pointer.
+        let mut now = paths.clone();
+        now.refresh_runtime_dir(uid);
         let socket = now.socket();
         // Nothing is talked to in a taken default directory.
-        let usable = now.follows_pointer() || now.default_runtime_taken(uid).is_none();
+        let usable = now.runtime_dir_taken(uid).is_none();
         match usable.then(|| Client::connect(&socket)) {
             None | Some(Err(ClientError::NotRunning { .. })) => {}
             Some(Err(e)) => return Err(e.to_string()),

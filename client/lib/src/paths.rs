@@ -236,6 +236,27 @@ impl Paths {
         (dir.is_absolute() && check_private_dir(&dir, uid).is_ok()).then_some(dir)
     }
 
+    /// Why `runtime_dir` must not be used by `uid`: the default in the
+    /// shared temporary directory, taken by someone else, and no valid
+    /// pointer followed. Nothing in such a directory is talked to: a
+    /// client treats it as "no agent", the agent makes a replacement.
+    pub fn runtime_dir_taken(&self, uid: u32) -> Option<String> {
+        if self.follows_pointer() {
+            return None;
+        }
+        self.default_runtime_taken(uid)
+    }
+
+    /// Computes the runtime directory again from the default and the
+    /// runtime pointer as they are now (after starting an agent, which may
+    /// have written the pointer); returns whether the pointer was followed.
+    pub fn refresh_runtime_dir(&mut self, uid: u32) -> bool {
+        if let Some(default) = &self.shared_tmp_default {
+            self.runtime_dir = default.clone();
+        }
+        self.follow_runtime_pointer(uid)
+    }
+
     /// Uses the directory named by a valid runtime pointer as the runtime
     /// directory; returns whether it did. Call it as the user (the PAM
     /// module: in its child, after dropping to the user), never as root for
@@ -371,6 +392,15 @@ mod tests {
         assert_eq!(q.runtime_dir, fresh);
         assert_eq!(q.socket(), fresh.join("agent.sock"));
         assert!(q.follows_pointer());
+        assert_eq!(q.runtime_dir_taken(uid), None);
+        // Gone again: refreshing falls back to the default.
+        std::fs::remove_dir(&fresh).unwrap();
+        assert!(!q.refresh_runtime_dir(uid));
+        assert_eq!(q.runtime_dir, p.runtime_dir);
+        std::fs::create_dir(&fresh).unwrap();
+        mode(&fresh, 0o700);
+        assert!(q.refresh_runtime_dir(uid));
+        assert_eq!(q.runtime_dir, fresh);
 
         let ignored = |why: &str| {
             let mut q = p.clone();

@@ -34,6 +34,8 @@ pub struct Finished {
     /// The child's exit status, if it was reaped (`None` when the host reaps
     /// children itself or the child could not be reaped in time).
     pub status: Option<i32>,
+    /// What the child answered ([`Reporter::answer`]), in order.
+    pub answers: Vec<String>,
 }
 
 /// Exit codes of the child.
@@ -71,6 +73,13 @@ impl Reporter {
         line.extend_from_slice(text.as_bytes());
         line.push(b'\n');
         let _ = rustix::io::write(&self.fd, &line);
+    }
+
+    /// Sends the parent a short answer to its question (a word such as
+    /// `yes`; never a secret), apart from the log lines.
+    pub fn answer(&mut self, word: &str) {
+        let word: String = word.chars().filter(|c| !c.is_control()).take(64).collect();
+        let _ = rustix::io::write(&self.fd, format!("A{word}\n").as_bytes());
     }
 }
 
@@ -306,10 +315,12 @@ fn parent_wait(read: OwnedFd, pid: libc::pid_t, deadline: Instant) -> Finished {
         pid,
         Duration::from_millis(if timed_out { 1000 } else { 2000 }),
     );
+    let (lines, answers) = parse_lines(&buf);
     Finished {
-        lines: parse_lines(&buf),
+        lines,
         timed_out,
         status,
+        answers,
     }
 }
 
@@ -338,18 +349,24 @@ fn reap(pid: libc::pid_t, limit: Duration) -> Option<i32> {
     }
 }
 
-fn parse_lines(buf: &[u8]) -> Vec<Line> {
-    String::from_utf8_lossy(buf)
-        .lines()
-        .filter_map(|l| {
-            let mut chars = l.chars();
-            let p = chars.next()?.to_digit(10)?;
-            Some(Line {
+/// The child's log lines (a priority digit, then the message) and its
+/// answers (`A`, then the word).
+fn parse_lines(buf: &[u8]) -> (Vec<Line>, Vec<String>) {
+    let (mut lines, mut answers) = (Vec::new(), Vec::new());
+    for l in String::from_utf8_lossy(buf).lines() {
+        if let Some(word) = l.strip_prefix('A') {
+            answers.push(word.to_owned());
+            continue;
+        }
+        let mut chars = l.chars();
+        if let Some(p) = chars.next().and_then(|c| c.to_digit(10)) {
+            lines.push(Line {
                 priority: p as libc::c_int,
                 message: chars.as_str().to_owned(),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    (lines, answers)
 }
 
 #[cfg(test)]
@@ -359,7 +376,8 @@ mod tests {
     #[test]
     fn lines_round_trip() {
         let _serial = crate::test_serial();
-        let lines = parse_lines(b"5unlocked\n4the password differs\nnot a line\n");
+        let (lines, answers) = parse_lines(b"5unlocked\nAyes\n4the password differs\nnot a line\n");
+        assert_eq!(answers, ["yes"]);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].priority, 5);
         assert_eq!(lines[0].message, "unlocked");
@@ -389,9 +407,11 @@ mod tests {
         let acc = me();
         let f = run_as(&acc, Duration::from_secs(5), |rep, _| {
             rep.say(libc::LOG_NOTICE, "hello\nworld");
+            rep.answer("no\nAyes");
         })
         .unwrap();
         assert!(!f.timed_out);
+        assert_eq!(f.answers, ["noAyes"]);
         assert_eq!(f.lines.len(), 1, "{f:?}");
         assert_eq!(f.lines[0].message, "hello world");
 

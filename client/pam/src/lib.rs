@@ -89,13 +89,12 @@ pub mod work;
 use keyward_client::Paths;
 use options::{LockOnClose, Options};
 use pam::{
-    Handle, LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, PAM_IGNORE, PAM_SUCCESS,
-    PAM_UPDATE_AUTHTOK, RawHandle, Stash,
+    Handle, LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, PAM_DELETE_CRED, PAM_IGNORE,
+    PAM_REFRESH_CRED, PAM_REINITIALIZE_CRED, PAM_SUCCESS, PAM_UPDATE_AUTHTOK, RawHandle, Stash,
 };
 use std::collections::HashMap;
 use std::ffi::{CStr, OsString, c_char, c_int};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use work::{Job, Target};
 
@@ -133,18 +132,19 @@ pub unsafe extern "C" fn pam_sm_authenticate(
     unsafe { entry(pamh, flags, argc, argv, PAM_IGNORE, authenticate) }
 }
 
-/// `pam_sm_setcred`: nothing to do.
+/// `pam_sm_setcred`: drops what `auth` kept once no session can use it.
 ///
 /// # Safety
 /// Called by libpam with its handle and the module arguments.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pam_sm_setcred(
-    _pamh: *mut RawHandle,
-    _flags: c_int,
-    _argc: c_int,
-    _argv: *const *const c_char,
+    pamh: *mut RawHandle,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
 ) -> c_int {
-    PAM_IGNORE
+    // SAFETY: forwarded from libpam unchanged.
+    unsafe { entry(pamh, flags, argc, argv, PAM_IGNORE, setcred) }
 }
 
 /// `pam_sm_open_session`: unlocks the agent.
@@ -312,16 +312,20 @@ fn ask_pin(h: &mut Handle<'_>, opts: &Options, user: &str) {
     let Ok(t) = target(h, opts, &account) else {
         return;
     };
-    if !t.paths.data_dir.is_dir() {
-        let log = Log {
-            h,
-            debug: opts.debug,
-        };
-        log.say(
-            LOG_DEBUG,
-            &format!("{user} does not use keyward: no YubiKey PIN asked"),
-        );
-        return;
+    let log = Log {
+        h,
+        debug: opts.debug,
+    };
+    match uses_keyward(&log, opts, &account, t) {
+        Some(true) => {}
+        Some(false) => {
+            log.say(
+                LOG_DEBUG,
+                &format!("{user} does not use keyward: no YubiKey PIN asked"),
+            );
+            return;
+        }
+        None => return,
     }
     let pin = h.ask_secret("YubiKey PIN for keyward (Enter to skip): ");
     let kept = pin.is_some_and(|pin| h.stash(Stash::Pin, user, pin));
@@ -337,6 +341,44 @@ fn ask_pin(h: &mut Handle<'_>, opts: &Options, user: &str) {
             "no YubiKey PIN given"
         },
     );
+}
+
+/// Whether `account` uses keyward (has a keyward data directory), looked at
+/// by a child running as the user, within `timeout=`: the data directory
+/// is under the user's home, where a link may lead into a directory only
+/// root can read (root's answer would tell the user what is there) or onto
+/// a hung network mount. `None` when that could not be told (logged).
+fn uses_keyward(
+    log: &Log<'_, '_>,
+    opts: &Options,
+    account: &user::Account,
+    t: Target,
+) -> Option<bool> {
+    let f = match child::run_as(account, opts.timeout, move |rep, _| {
+        rep.answer(if work::uses_keyward(&t) { "yes" } else { "no" });
+    }) {
+        Ok(f) => f,
+        Err(e) => {
+            log.say(LOG_WARNING, &format!("{}: {e}", account.name));
+            return None;
+        }
+    };
+    for line in &f.lines {
+        log.say(line.priority, &line.message);
+    }
+    if f.timed_out {
+        log.say(
+            LOG_WARNING,
+            &format!(
+                "could not tell within {} s whether {} uses keyward (the home directory did not \
+                 answer); no YubiKey PIN asked, the login goes on",
+                opts.timeout.as_secs(),
+                account.name
+            ),
+        );
+        return None;
+    }
+    f.answers.first().map(|a| a == "yes")
 }
 
 fn open_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
@@ -385,6 +427,37 @@ fn user_changed(authenticated: &str, user: &str) -> String {
          for {user}): {authenticated}'s password is not used for {user}; the keyward agent of \
          {user} is left as it is"
     )
+}
+
+/// `setcred` with `PAM_REFRESH_CRED` or `PAM_REINITIALIZE_CRED` (a screen
+/// locker that re-authenticates the user of an open session; `login` after
+/// its session is open) or `PAM_DELETE_CRED` (the end): no session will be
+/// opened with what `auth` kept, so it is wiped now rather than at
+/// `pam_end`. `PAM_ESTABLISH_CRED` keeps it: applications call it before
+/// or after `open_session`.
+fn setcred(h: &mut Handle<'_>, opts: &Options, flags: c_int) -> c_int {
+    if !setcred_ends_the_keeping(flags) {
+        return PAM_IGNORE;
+    }
+    let kept = h.has_stash(Stash::Password) || h.has_stash(Stash::Pin);
+    h.clear_stash(Stash::Password);
+    h.clear_stash(Stash::Pin);
+    if kept {
+        let log = Log {
+            h,
+            debug: opts.debug,
+        };
+        log.say(
+            LOG_DEBUG,
+            "setcred without a session to come: wiped the kept login password",
+        );
+    }
+    PAM_IGNORE
+}
+
+/// Whether `pam_setcred(flags)` means no session will use the kept secrets.
+fn setcred_ends_the_keeping(flags: c_int) -> bool {
+    flags & (PAM_REFRESH_CRED | PAM_REINITIALIZE_CRED | PAM_DELETE_CRED) != 0
 }
 
 fn close_session(h: &mut Handle<'_>, opts: &Options, _flags: c_int) -> c_int {
@@ -490,12 +563,8 @@ fn run_job(log: &Log<'_, '_>, opts: &Options, user: &str, job: Job) {
             return;
         }
     };
-    log.say(
-        LOG_DEBUG,
-        &format!("socket of {user}: {}", target.paths.socket().display()),
-    );
     let result = child::run_as(&account, opts.timeout, move |rep, deadline| {
-        work::run(&target, job, rep, deadline);
+        work::run(target, job, rep, deadline);
     });
     match result {
         Ok(f) => {
@@ -525,7 +594,9 @@ fn run_job(log: &Log<'_, '_>, opts: &Options, user: &str, job: Job) {
 /// The user's paths and the agent's environment, as the session will see
 /// them: `HOME` from the passwd entry; `KEYWARD_HOME`, `XDG_*` and `TMPDIR`
 /// from the PAM environment; `XDG_RUNTIME_DIR`, when unset there, is
-/// `/run/user/UID` if that directory exists and belongs to the user.
+/// `/run/user/UID` if that directory exists and belongs to the user (looked
+/// at by the child, as the user: [`work::Target::settle`]). Nothing is
+/// looked at here.
 fn target(h: &Handle<'_>, opts: &Options, acc: &user::Account) -> Result<Target, String> {
     target_from(|name| h.env(name), opts, acc)
 }
@@ -558,12 +629,10 @@ fn target_from(
             vars.insert(name, v.into());
         }
     }
-    if !vars.contains_key("XDG_RUNTIME_DIR") {
-        let run = PathBuf::from(format!("/run/user/{}", acc.uid));
-        if std::fs::symlink_metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == acc.uid) {
-            vars.insert("XDG_RUNTIME_DIR", run.into_os_string());
-        }
-    }
+    // Whether /run/user/UID is the user's is looked at in the child, as the
+    // user (`Target::settle`): nothing of the user's is looked at as root.
+    let run_user = (!vars.contains_key("XDG_RUNTIME_DIR"))
+        .then(|| PathBuf::from(format!("/run/user/{}", acc.uid)));
     let paths = Paths::from_vars(|k| vars.get(k).cloned(), acc.uid).map_err(|e| e.to_string())?;
     let mut agent_env: Vec<(String, OsString)> = vec![
         ("USER".into(), acc.name.clone().into()),
@@ -578,6 +647,7 @@ fn target_from(
         agent: opts.agent_program(),
         agent_env,
         auto_start: opts.auto_start,
+        run_user,
     })
 }
 
@@ -770,6 +840,11 @@ mod tests {
         );
         assert!(t.agent_env.iter().all(|(k, _)| k != "TMPDIR"));
         assert_eq!(agent_paths(&t), t.paths);
+        // /run/user/UID is only a candidate: the child looks at it, as the user.
+        assert_eq!(
+            t.run_user.as_deref(),
+            Some(std::path::Path::new("/run/user/3999999917"))
+        );
         // A runtime directory wins over TMPDIR, for both.
         let t = target_from(
             |k| match k {
@@ -786,5 +861,20 @@ mod tests {
             PathBuf::from("/run/user/3999999917/keyward/agent.sock")
         );
         assert_eq!(agent_paths(&t), t.paths);
+        assert_eq!(t.run_user, None);
+    }
+
+    #[test]
+    fn only_setcred_without_a_session_to_come_wipes_the_kept_password() {
+        use pam::PAM_ESTABLISH_CRED;
+        const PAM_SILENT: c_int = 0x8000;
+        // login, su, sshd, gdm: ESTABLISH before or after open_session.
+        assert!(!setcred_ends_the_keeping(PAM_ESTABLISH_CRED));
+        assert!(!setcred_ends_the_keeping(PAM_ESTABLISH_CRED | PAM_SILENT));
+        // Screen lockers, the end of a session.
+        for f in [PAM_REFRESH_CRED, PAM_REINITIALIZE_CRED, PAM_DELETE_CRED] {
+            assert!(setcred_ends_the_keeping(f));
+            assert!(setcred_ends_the_keeping(f | PAM_SILENT));
+        }
     }
 }

@@ -27,6 +27,15 @@ pub const PAM_PRELIM_CHECK: c_int = 0x4000;
 /// The second pass of `pam_chauthtok`: the token is changed now.
 pub const PAM_UPDATE_AUTHTOK: c_int = 0x2000;
 
+/// `pam_sm_setcred` flags (`_pam_types.h`): set up the credentials.
+pub const PAM_ESTABLISH_CRED: c_int = 0x0002;
+/// Delete them (the end of the session).
+pub const PAM_DELETE_CRED: c_int = 0x0004;
+/// Set them up afresh (a screen locker; `login` after opening the session).
+pub const PAM_REINITIALIZE_CRED: c_int = 0x0008;
+/// Extend their lifetime (a screen locker).
+pub const PAM_REFRESH_CRED: c_int = 0x0010;
+
 /// syslog priorities used by the module.
 pub use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
 
@@ -209,6 +218,15 @@ impl Handle<'_> {
         // SAFETY: `self.raw` is live; replacing the data with null makes
         // libpam call `drop_stash` for the old value (if any) and store nothing.
         unsafe { pam_set_data(self.raw, which.name().as_ptr(), std::ptr::null_mut(), None) };
+    }
+
+    /// Whether a secret is stashed under `which` (nothing is copied).
+    pub fn has_stash(&self, which: Stash) -> bool {
+        let mut ptr: *const c_void = std::ptr::null();
+        // SAFETY: `self.raw` is live and `ptr` a valid out-pointer; the data
+        // is not read.
+        let rc = unsafe { pam_get_data(self.raw, which.name().as_ptr(), &mut ptr) };
+        rc == PAM_SUCCESS && !ptr.is_null()
     }
 
     /// A secret `auth` stashed, with its user, copied.

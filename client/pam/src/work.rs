@@ -36,6 +36,43 @@ pub struct Target {
     pub agent_env: Vec<(String, OsString)>,
     /// Whether to start the agent when none runs.
     pub auto_start: bool,
+    /// `/run/user/UID`, when the PAM environment has no `XDG_RUNTIME_DIR`:
+    /// the runtime directory to use if it is the user's (looked at in the
+    /// child, as the user, by [`Target::settle`]).
+    pub run_user: Option<PathBuf>,
+}
+
+impl Target {
+    /// Looks at the user's directories, as the user (in the child, after
+    /// dropping privileges): `/run/user/UID` as the `XDG_RUNTIME_DIR` the
+    /// agent gets, if it is the user's directory and the PAM environment had
+    /// none; then the runtime pointer (see `keyward_client::paths`).
+    pub fn settle(&mut self, rep: &mut Reporter) {
+        if let Some(run) = self.run_user.take()
+            && std::fs::symlink_metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == self.uid)
+        {
+            self.agent_env
+                .push(("XDG_RUNTIME_DIR".into(), run.into_os_string()));
+            let env = self.agent_env.clone();
+            let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            if let Ok(paths) = Paths::from_vars(var, self.uid) {
+                self.paths = paths;
+            }
+        }
+        self.paths.follow_runtime_pointer(self.uid);
+        rep.say(
+            LOG_DEBUG,
+            &format!("socket of {}: {}", self.user, self.paths.socket().display()),
+        );
+    }
+}
+
+/// Whether the user uses keyward (has a keyward data directory). Runs in
+/// the child, as the user: a link in the home into a place the user cannot
+/// read (a root-only directory, a hung network mount) is looked at only
+/// with the user's rights and within the deadline.
+pub fn uses_keyward(t: &Target) -> bool {
+    t.paths.data_dir.is_dir()
 }
 
 /// One job.
@@ -66,7 +103,9 @@ pub enum Job {
 }
 
 /// Runs `job` (in the child, as the user).
-pub fn run(t: &Target, job: Job, rep: &mut Reporter, deadline: Instant) {
+pub fn run(mut target: Target, job: Job, rep: &mut Reporter, deadline: Instant) {
+    target.settle(rep);
+    let t = &target;
     let auto_start = t.auto_start && !matches!(job, Job::Lock | Job::SessionEnd { .. });
     let Some(mut c) = connect(t, auto_start, rep, deadline) else {
         return;
@@ -389,7 +428,23 @@ fn connect(t: &Target, auto_start: bool, rep: &mut Reporter, deadline: Instant) 
             ),
         );
     };
-    match check_socket(&socket, t.uid) {
+    // A default runtime directory in /tmp that someone else made: nothing
+    // in it is talked to; an agent started now makes a private one.
+    let first = match t.paths.runtime_dir_taken(t.uid) {
+        Some(why) => {
+            rep.say(
+                LOG_WARNING,
+                &format!(
+                    "{} {why}; not looking for {}'s keyward agent there",
+                    t.paths.runtime_dir.display(),
+                    t.user
+                ),
+            );
+            Ok(SocketCheck::Absent)
+        }
+        None => check_socket(&socket, t.uid),
+    };
+    match first {
         Ok(SocketCheck::Ready) => return connect_checked(t, &socket, rep),
         Ok(SocketCheck::Absent | SocketCheck::Stale) if !auto_start => {
             let why = if t.auto_start {
@@ -439,18 +494,36 @@ fn connect(t: &Target, auto_start: bool, rep: &mut Reporter, deadline: Instant) 
             child.id()
         ),
     );
+    // Where the agent listens: it may have replaced a taken default
+    // directory and recorded the new one in the runtime pointer.
+    let now = || {
+        let mut p = t.paths.clone();
+        p.refresh_runtime_dir(t.uid);
+        (p.runtime_dir_taken(t.uid).is_none()).then(|| p.socket())
+    };
     loop {
-        match check_socket(&socket, t.uid) {
-            Ok(SocketCheck::Ready) => return connect_checked(t, &socket, rep),
-            Ok(_) => {}
-            Err(why) => {
-                refuse(rep, why);
-                return None;
+        if let Some(socket) = now() {
+            match check_socket(&socket, t.uid) {
+                Ok(SocketCheck::Ready) => return connect_checked(t, &socket, rep),
+                Ok(_) => {}
+                Err(why) => {
+                    rep.say(
+                        LOG_WARNING,
+                        &format!(
+                            "refusing to talk to {} for {}: {why}",
+                            socket.display(),
+                            t.user
+                        ),
+                    );
+                    return None;
+                }
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Another agent may have won a race for the same home; try once more.
-            if let Ok(SocketCheck::Ready) = check_socket(&socket, t.uid) {
+            if let Some(socket) = now()
+                && let Ok(SocketCheck::Ready) = check_socket(&socket, t.uid)
+            {
                 return connect_checked(t, &socket, rep);
             }
             rep.say(

@@ -268,9 +268,25 @@ impl TestUser {
         u
     }
 
-    /// The directory of the user's socket (no XDG_RUNTIME_DIR in these logins).
-    fn runtime_dir(&self) -> PathBuf {
+    /// The default directory of the user's socket (no XDG_RUNTIME_DIR in
+    /// these logins).
+    fn default_runtime_dir(&self) -> PathBuf {
         PathBuf::from(format!("/tmp/keyward-{}", self.uid))
+    }
+
+    /// The directory of the user's socket: the default, or the replacement
+    /// the user's runtime pointer names (when another user took the default).
+    fn runtime_dir(&self) -> PathBuf {
+        self.pointed_runtime_dir()
+            .unwrap_or_else(|| self.default_runtime_dir())
+    }
+
+    /// The directory the user's runtime pointer names, if it is the user's.
+    fn pointed_runtime_dir(&self) -> Option<PathBuf> {
+        let pointer = self.home.join(".local/state/keyward/runtime-dir");
+        let dir = PathBuf::from(std::fs::read_to_string(pointer).ok()?.trim_end());
+        let md = std::fs::symlink_metadata(&dir).ok()?;
+        (md.is_dir() && md.uid() == self.uid).then_some(dir)
     }
 
     fn socket(&self) -> PathBuf {
@@ -515,6 +531,7 @@ impl Drop for TestUser {
         }
         // Every process of the user, by pid: the agent (maybe stopped) first.
         self.stop_agent();
+        let pointed = self.pointed_runtime_dir();
         for _ in 0..3 {
             let pids = processes_of(self.uid);
             if pids.is_empty() {
@@ -533,7 +550,13 @@ impl Drop for TestUser {
             eprintln!("userdel failed\n{r}");
         }
         let _ = std::fs::remove_dir_all(&self.home);
-        let _ = std::fs::remove_dir_all(self.runtime_dir());
+        // The user's own runtime directories (a default another user took is
+        // the test's to remove).
+        for dir in pointed.into_iter().chain([self.default_runtime_dir()]) {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == self.uid) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 }
 
@@ -1477,4 +1500,298 @@ fn the_agent_started_at_login_binds_the_socket_the_module_waits_on() {
     }
     assert!(st.stdout.contains("\"unlocked\""), "{st}\n{r}");
     assert!(pid.is_some(), "{r}");
+}
+
+#[test]
+fn a_link_into_a_root_only_directory_tells_the_login_nothing() {
+    if !pam_available() {
+        return;
+    }
+    // A directory only root can read.
+    let root_only = tempfile::Builder::new()
+        .prefix("kwpam-root-only-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(root_only.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    // The user points ~/.local/share into it: to root, ~/.local/share/keyward
+    // is a directory once root makes one there; to the user, nothing is.
+    let local = u.home.join(".local");
+    std::fs::create_dir(&local).unwrap();
+    std::os::unix::fs::chown(&local, Some(u.uid), Some(u.gid)).unwrap();
+    let share = local.join("share");
+    std::os::unix::fs::symlink(root_only.path(), &share).unwrap();
+    std::os::unix::fs::lchown(&share, Some(u.uid), Some(u.gid)).unwrap();
+    u.write_service_with("yubikey_pin", "", "", 5);
+    let login = || {
+        let (r, _) = u.pamtester(&["authenticate"], &format!("{pw}\n123456\n"));
+        assert_eq!(r.code, 0, "{r}");
+        r
+    };
+    let without = login();
+    std::fs::create_dir(root_only.path().join("keyward")).unwrap();
+    let with = login();
+    // Whether root's directory holds a `keyward` or not, the module says
+    // and does the same: it looked as the user, who can see neither.
+    for r in [&without, &with] {
+        assert!(r.stderr.contains("does not use keyward"), "{r}");
+        assert!(
+            !r.stderr.contains("kept the YubiKey PIN")
+                && !r.stderr.contains("no YubiKey PIN given")
+                && !r.stdout.contains("YubiKey PIN"),
+            "the PIN was asked: the module looked as root\n{r}"
+        );
+    }
+}
+
+/// `(owner, mode, inode, number of entries)` of a directory, to see that a
+/// test left it untouched.
+fn fingerprint(dir: &Path) -> (u32, u32, u64, usize) {
+    let md = std::fs::symlink_metadata(dir).unwrap();
+    let n = std::fs::read_dir(dir).map_or(0, |d| d.count());
+    (md.uid(), md.mode(), md.ino(), n)
+}
+
+/// Removes a directory the test made, also when the test fails.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_runtime_dir_another_user_made_first_does_not_stop_the_unlock_at_login() {
+    if !pam_available() {
+        return;
+    }
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.init(&pw);
+    u.stop_agent();
+    // Another user (uid 65534) made /tmp/keyward-UID first, open to all.
+    let taken = u.default_runtime_dir();
+    std::fs::remove_dir_all(&taken).unwrap();
+    std::fs::create_dir(&taken).unwrap();
+    let _cleanup = RemoveDir(taken.clone());
+    std::fs::set_permissions(&taken, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&taken, Some(65534), Some(65534)).unwrap();
+    let before = fingerprint(&taken);
+    u.write_service("auto_start", 10);
+
+    let (r, _) = u.pamtester(&["authenticate", "open_session"], &format!("{pw}\n"));
+    assert_ok(&r);
+    assert!(r.stderr.contains("belongs to uid 65534"), "{r}");
+    assert!(r.stderr.contains("started the keyward agent"), "{r}");
+    assert!(r.stderr.contains("unlocked the keyward agent"), "{r}");
+    let fresh = u
+        .pointed_runtime_dir()
+        .unwrap_or_else(|| panic!("no runtime pointer\n{r}"));
+    assert_ne!(fresh, taken);
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().mode() & 0o777,
+        0o700,
+        "{r}"
+    );
+    // The session's keyward finds the same agent; the taken directory is
+    // as its owner left it.
+    assert_eq!(u.state(), "unlocked");
+    assert!(u.agent_pid().is_some());
+    assert_eq!(
+        fingerprint(&taken),
+        before,
+        "the taken directory was touched"
+    );
+    // A second login finds the agent through the pointer.
+    u.lock();
+    let (r2, _) = u.pamtester(&["authenticate", "open_session"], &format!("{pw}\n"));
+    assert_ok(&r2);
+    assert!(!r2.stderr.contains("started the keyward agent"), "{r2}");
+    assert!(r2.stderr.contains("unlocked the keyward agent"), "{r2}");
+    assert_eq!(fingerprint(&taken), before);
+    u.assert_no_leak(&[&pw], &[&r, &r2]);
+}
+
+/// Every readable mapping of `pid` (as in memory.rs).
+fn memory_of(pid: u32) -> Vec<(u64, Vec<u8>)> {
+    use std::io::{Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        let path = f.nth(3).unwrap_or("");
+        if !perms.starts_with('r') || path == "[vvar]" || path == "[vsyscall]" {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_ok() && mem.read_exact(&mut buf).is_ok() {
+            out.push((a, buf));
+        }
+    }
+    out
+}
+
+fn copies_in(memory: &[(u64, Vec<u8>)], needle: &[u8]) -> usize {
+    memory
+        .iter()
+        .map(|(_, region)| {
+            region
+                .windows(needle.len())
+                .filter(|w| w == &needle)
+                .count()
+        })
+        .sum()
+}
+
+/// A PAM application that only authenticates, as a screen locker or `sudo`
+/// does: `pam_authenticate`, then `pam_setcred(FLAGS)`, prints `ready` and
+/// holds the handle until a line arrives on standard input, then
+/// `pam_end`. Arguments: SERVICE USER FLAGS. The password (the first line
+/// of standard input) is read with read(2) into C memory and wiped once
+/// authentication is over, so that the only copies left in the process are
+/// those libpam and its modules keep.
+const AUTH_ONLY_APP: &str = r#"
+import ctypes, sys
+from ctypes import CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_void_p, cast, sizeof
+service, user, flags = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pam = ctypes.CDLL("libpam.so.0")
+libc = ctypes.CDLL("libc.so.6")
+libc.calloc.restype, libc.calloc.argtypes = c_void_p, [c_size_t, c_size_t]
+libc.strdup.restype, libc.strdup.argtypes = c_void_p, [c_void_p]
+libc.strchr.restype, libc.strchr.argtypes = c_void_p, [c_void_p, c_int]
+libc.read.restype, libc.read.argtypes = ctypes.c_ssize_t, [c_int, c_void_p, c_size_t]
+pw = ctypes.create_string_buffer(256)
+got = 0
+while libc.strchr(pw, 10) is None and got < 255:
+    n = libc.read(0, ctypes.byref(pw, got), 255 - got)
+    if n <= 0:
+        break
+    got += n
+ctypes.memset(libc.strchr(pw, 10), 0, 1)
+class Message(Structure):
+    _fields_ = [("msg_style", c_int), ("msg", c_char_p)]
+class Response(Structure):
+    _fields_ = [("resp", c_void_p), ("resp_retcode", c_int)]
+CONV = CFUNCTYPE(c_int, c_int, POINTER(POINTER(Message)), POINTER(POINTER(Response)), c_void_p)
+class Conv(Structure):
+    _fields_ = [("conv", CONV), ("appdata_ptr", c_void_p)]
+def converse(n, msgs, resp, _data):
+    out = cast(libc.calloc(n, sizeof(Response)), POINTER(Response))
+    for i in range(n):
+        if msgs[i].contents.msg_style == 1:  # PAM_PROMPT_ECHO_OFF: the password
+            out[i].resp = libc.strdup(pw)
+    resp[0] = out
+    return 0
+callback = CONV(converse)
+conv = Conv(callback, None)
+pam.pam_start.argtypes = [c_char_p, c_char_p, POINTER(Conv), POINTER(c_void_p)]
+for f in ("pam_authenticate", "pam_setcred", "pam_end"):
+    getattr(pam, f).argtypes = [c_void_p, c_int]
+h = c_void_p()
+rc = pam.pam_start(service.encode(), user.encode(), byref(conv), byref(h))
+if rc != 0:
+    sys.exit("pam_start: %d" % rc)
+rc = pam.pam_authenticate(h, 0)
+ctypes.memset(pw, 0, 256)
+print("authenticate", rc, flush=True)
+rc2 = pam.pam_setcred(h, flags)
+print("setcred", rc2, flush=True)
+print("ready", flush=True)
+libc.read(0, ctypes.create_string_buffer(8), 1)
+pam.pam_end(h, rc)
+"#;
+
+/// Runs [`AUTH_ONLY_APP`] on `u`'s service with `pam_setcred(flags)`;
+/// returns how many copies of `pw` its memory held while it held the
+/// handle, and what it printed.
+fn copies_after_authentication(u: &TestUser, pw: &str, flags: u32) -> (usize, Run) {
+    use std::io::BufRead;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", AUTH_ONLY_APP])
+        .arg(&u.service)
+        .arg(&u.name)
+        .arg(flags.to_string())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{pw}\n").as_bytes()).unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.ends_with("ready\n") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        printed.push_str(&line);
+    }
+    let copies = if printed.ends_with("ready\n") {
+        copies_in(&memory_of(child.id()), pw.as_bytes())
+    } else {
+        usize::MAX
+    };
+    let _ = stdin.write_all(b"x");
+    drop(stdin);
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    printed.push_str(&rest);
+    let o = child.wait_with_output().unwrap();
+    let run = Run {
+        cmd: format!("auth-only app {} {} setcred({flags:#x})", u.service, u.name),
+        code: o.status.code().unwrap_or(-1),
+        stdout: printed,
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_ne!(
+        copies,
+        usize::MAX,
+        "the application did not get ready\n{run}"
+    );
+    (copies, run)
+}
+
+#[test]
+fn after_authentication_alone_the_login_process_keeps_no_copy_of_the_password() {
+    if !pam_available() || !require("python3", Path::new("/usr/bin/python3").exists()) {
+        return;
+    }
+    const PAM_ESTABLISH_CRED: u32 = 0x2;
+    const PAM_DELETE_CRED: u32 = 0x4;
+    const PAM_REINITIALIZE_CRED: u32 = 0x8;
+    const PAM_REFRESH_CRED: u32 = 0x10;
+    let pw = format!("kw-pw-{}", random_hex(16));
+    let u = TestUser::new(&pw);
+    u.write_service("", 10);
+    // The control: a session may still follow `ESTABLISH`, so the module
+    // keeps its one copy, and the scan finds it.
+    let (kept, run) = copies_after_authentication(&u, &pw, PAM_ESTABLISH_CRED);
+    assert!(run.stdout.contains("authenticate 0"), "{run}");
+    assert!(kept >= 1, "the scan does not find the kept password\n{run}");
+    // A screen locker's refresh, a re-initialisation, the end: no session
+    // will use it, and no copy is left while the application holds on.
+    for flags in [PAM_REFRESH_CRED, PAM_REINITIALIZE_CRED, PAM_DELETE_CRED] {
+        let (copies, run) = copies_after_authentication(&u, &pw, flags);
+        assert!(run.stdout.contains("authenticate 0"), "{run}");
+        assert_eq!(
+            copies, 0,
+            "the password is still in the application's memory after setcred({flags:#x})\n{run}"
+        );
+        assert!(
+            run.stderr.contains("wiped the kept login password"),
+            "{run}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! | PAM step | what the module does | returns |
 //! |---|---|---|
 //! | `auth` | keeps a copy of the password the stack just checked (`PAM_AUTHTOK`) in the PAM handle (`pam_set_data`, zeroized by the cleanup), together with the user it was checked for (`PAM_USER`); with `yubikey_pin`, asks a keyward user for the YubiKey PIN (conversation, echo off) and keeps it the same way | `PAM_IGNORE` |
-//! | `setcred` | nothing | `PAM_IGNORE` |
+//! | `setcred` | with `PAM_REFRESH_CRED`, `PAM_REINITIALIZE_CRED` or `PAM_DELETE_CRED`: wipes what `auth` kept (no session will use it); with `PAM_ESTABLISH_CRED` nothing | `PAM_IGNORE` |
 //! | `open_session` | if `PAM_USER` still names the user `auth` kept the password for, as the user: starts the agent if none runs (`auto_start`), checks that the socket and the agent belong to the user, unlocks with the password; then drops the kept copy | `PAM_SUCCESS` |
 //! | `close_session` | as the user: locks the agent when the user's last login session ends (`lock_on_close`; the agent asks logind), or whenever a session ends (`lock_on_close=always`) | `PAM_SUCCESS` |
 //! | `chauthtok` | on `PAM_UPDATE_AUTHTOK`, as the user: if the old login password (`PAM_OLDAUTHTOK`, else the one `auth` kept, if kept for the same user) was the Master Password, changes the Master Password to the new one | `PAM_IGNORE` |
@@ -33,7 +33,10 @@
 //! The module runs inside the login process, as root. It never talks to the
 //! agent from there: it forks, and the child drops to the user (supplementary
 //! groups, gid, uid, then checks that root cannot be regained, and makes
-//! itself non-dumpable) before it looks at the socket. The password is sent
+//! itself non-dumpable) before it looks at the socket. Nothing under the
+//! user's home or runtime directory is looked at as root either (a link
+//! there could lead into a directory only root can read, or onto a hung
+//! mount): the child looks, within `timeout=`. The password is sent
 //! only to a socket file owned by the user (not root), in a directory of the
 //! user's that nobody else can write, with a listener whose `SO_PEERCRED`
 //! uid is the user's; then [`keyward_client::Client::connect_as`] checks

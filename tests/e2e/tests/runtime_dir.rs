@@ -26,8 +26,8 @@ const PW: &str = "correct horse battery staple";
 /// A home and a temporary directory for uid [`USER`], and the binaries
 /// where that user can run them; the agent is stopped on drop.
 struct Setup {
-    /// Removed last: holds `home` and `tmp`.
-    root: tempfile::TempDir,
+    /// Holds `home`, `tmp` and `bin`; removed once the agent is stopped.
+    _root: tempfile::TempDir,
     home: PathBuf,
     tmp: PathBuf,
     keyward: PathBuf,
@@ -75,7 +75,7 @@ impl Setup {
         }
         let [keyward, agent] = bins;
         Self {
-            root,
+            _root: root,
             home,
             tmp,
             keyward,
@@ -165,8 +165,7 @@ impl Drop for Setup {
                 signal(pid, rustix::process::Signal::KILL);
             }
         }
-        // `root` (a TempDir) removes everything else.
-        let _ = &self.root;
+        // Then `_root` (a TempDir) removes everything else.
     }
 }
 

@@ -395,7 +395,16 @@ impl TestUser {
         }
         if secret.is_some() {
             // The CLI reopens /dev/fd/0, which fails for a pipe created by root.
-            c.args(["sh", "-c", "cat | exec \"$0\" \"$@\""]);
+            // `KW_FD3` in `env` names a file of the user's opened on fd 3.
+            c.args([
+                "sh",
+                "-c",
+                if env.iter().any(|(k, _)| *k == "KW_FD3") {
+                    "cat | exec \"$0\" \"$@\" 3<\"$KW_FD3\""
+                } else {
+                    "cat | exec \"$0\" \"$@\""
+                },
+            ]);
         }
         c.arg(&self.keyward).args(args);
         c.env_clear().env("PATH", "/usr/bin:/bin");
@@ -1174,6 +1183,13 @@ fn yubikey_pin_at_login_unlocks_an_account_kept_by_a_yubikey() {
         &pcsc,
     );
     assert_eq!(r.code, 0, "{r}");
+    // Adding and removing protectors asks for the Master Password (on
+    // standard input); the PIN comes from a file of the user's on fd 3.
+    let pin_file = u.home.join("pin");
+    std::fs::write(&pin_file, PIN).unwrap();
+    std::os::unix::fs::chown(&pin_file, Some(u.uid), Some(u.gid)).unwrap();
+    let mut with_pin = pcsc.clone();
+    with_pin.push(("KW_FD3", pin_file.to_str().unwrap()));
     let r = u.kw_env(
         &[
             "--no-autostart",
@@ -1181,14 +1197,25 @@ fn yubikey_pin_at_login_unlocks_an_account_kept_by_a_yubikey() {
             "add",
             "yubikey",
             "--pin-fd",
-            "0",
+            "3",
+            "--password-stdin",
         ],
-        Some(PIN),
-        &pcsc,
+        Some(&pw),
+        &with_pin,
     );
     assert_eq!(r.code, 0, "{r}");
+    std::fs::remove_file(&pin_file).unwrap();
     // Only the YubiKey keeps the Secret Key now: no PIN, no unlock.
-    let r = u.kw(&["--no-autostart", "protector", "remove", "file"], None);
+    let r = u.kw(
+        &[
+            "--no-autostart",
+            "protector",
+            "remove",
+            "file",
+            "--password-stdin",
+        ],
+        Some(&pw),
+    );
     assert_eq!(r.code, 0, "{r}");
     u.lock();
     u.write_service_with("yubikey_pin", "", "", 20);

@@ -27,7 +27,7 @@ bin=target/$profile_dir
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/$multiarch/security" \
-    "$stage/usr/lib/systemd/user" "$stage/usr/share/man/man1" "$stage/usr/share/man/man8" \
+    "$stage/usr/lib/systemd/user" "$stage/usr/share/man/man1" "$stage/usr/share/man/man5" "$stage/usr/share/man/man8" \
     "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
     "$stage/usr/share/fish/vendor_completions.d" "$stage/usr/share/doc/keyward" \
     "$stage/usr/share/pam-configs"
@@ -38,7 +38,14 @@ install -m 0644 "$bin/libpam_keyward.so" "$stage/usr/lib/$multiarch/security/pam
 strip --strip-unneeded "$stage/usr/lib/$multiarch/security/pam_keyward.so" 2>/dev/null || true
 install -m 0644 packaging/systemd/keyward-agent.service packaging/systemd/keyward-agent.socket \
     "$stage/usr/lib/systemd/user/"
-"$bin/keyward" manpage | gzip -9n > "$stage/usr/share/man/man1/keyward.1.gz"
+# Every page (keyward(1), one per command, keyward-agent(1), keyward.toml(5)),
+# made by the binary being shipped.
+"$bin/keyward" manpage --dir "$stage/man" > /dev/null
+for page in "$stage"/man/*.[15]; do
+    section=${page##*.}
+    gzip -9n < "$page" > "$stage/usr/share/man/man$section/$(basename "$page").gz"
+done
+rm -rf "$stage/man"
 if [ -f packaging/pam/pam_keyward.8 ]; then
     gzip -9n < packaging/pam/pam_keyward.8 > "$stage/usr/share/man/man8/pam_keyward.8.gz"
 fi

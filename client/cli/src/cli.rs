@@ -13,6 +13,9 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+#[path = "manpages.rs"]
+pub mod manpages;
+
 /// keyward: your secrets, unlocked once, served to local programs.
 ///
 /// keyward keeps secrets (tokens, passwords, keys) in a vault opened by your
@@ -61,6 +64,7 @@ impl PasswordSource {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create your account: a Master Password, and a Secret Key kept on this device.
+    #[command(after_help = manpages::INIT_EXAMPLES)]
     Init {
         #[command(flatten)]
         password: PasswordSource,
@@ -75,6 +79,7 @@ pub enum Command {
         json: bool,
     },
     /// Unlock the agent with your Master Password.
+    #[command(after_help = manpages::UNLOCK_EXAMPLES)]
     Unlock {
         #[command(flatten)]
         password: PasswordSource,
@@ -100,6 +105,7 @@ pub enum Command {
         json: bool,
     },
     /// Store a secret: the value comes from standard input, or a hidden prompt.
+    #[command(after_help = manpages::SET_EXAMPLES)]
     Set {
         /// The item's name, e.g. github/token.
         name: String,
@@ -109,6 +115,7 @@ pub enum Command {
         allow_empty: bool,
     },
     /// Print a secret's value to standard output (and nothing else).
+    #[command(after_help = manpages::GET_EXAMPLES)]
     Get {
         /// The item's name.
         name: String,
@@ -139,6 +146,7 @@ pub enum Command {
         action: RecoveryAction,
     },
     /// Get back in with a recovery code: sets a new Master Password and issues a new Secret Key.
+    #[command(after_help = manpages::RECOVER_EXAMPLES)]
     Recover {
         /// Read the recovery code from file descriptor N.
         #[arg(long, value_name = "N")]
@@ -151,6 +159,7 @@ pub enum Command {
         json: bool,
     },
     /// Write your Emergency Kit: account ID, Secret Key (with a QR code), how to get back in.
+    #[command(after_help = manpages::EMERGENCY_KIT_EXAMPLES)]
     EmergencyKit {
         #[command(flatten)]
         password: PasswordSource,
@@ -185,8 +194,13 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Manpage,
+    /// Print the keyward(1) man page (roff), or write every page into a directory.
+    Manpage {
+        /// Write every page (keyward(1), one per command, keyward-agent(1),
+        /// keyward.toml(5)) into DIR, and print their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -518,9 +532,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Manpage => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| CliError::msg(e.to_string())),
+        Command::Manpage { dir } => manpage(dir.as_deref()),
+    }
+}
+
+/// `keyward manpage [--dir DIR]`.
+fn manpage(dir: Option<&Path>) -> Result<(), CliError> {
+    let failed = |e: std::io::Error| CliError::msg(format!("cannot write the man pages: {e}"));
+    match dir {
+        None => {
+            let text = manpages::main_page().map_err(failed)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&text)
+                .and_then(|()| out.flush())
+                .map_err(failed)
+        }
+        Some(dir) => {
+            for path in manpages::write_all(dir).map_err(failed)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -85,6 +85,8 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::ProtectorList => agent.protector_list(),
         Request::ProtectorRemove { id, password } => agent.protector_remove(&id, &password).await,
         Request::SessionEnd { session } => Ok(agent.session_end(session).await),
+        Request::CheckPassword { password } => agent.check_password(&password).await,
+        Request::CheckRecoveryCode { code } => agent.check_recovery_code(&code).await,
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

@@ -187,16 +187,7 @@ impl Agent {
             State::Locked(a) => a.clone(),
             State::Unlocked(s) => s.account.clone(),
         };
-        // A typo is caught by the code's format before any work, and is not
-        // counted as a failed attempt.
-        let text = code.expose_str().ok_or_else(|| {
-            err(
-                ErrorCode::InvalidInput,
-                "this recovery code has a typo: it is not text",
-            )
-        })?;
-        let code =
-            RecoveryCode::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+        let code = Self::parse_code(code)?;
         if let Some(e) = self.backoff_error("not recovering") {
             return Err(e);
         }
@@ -210,23 +201,10 @@ impl Agent {
             // unlocked session's own changes come before or after, never
             // between (they would be lost, or written over the new keys).
             let writer = me.writer();
-            let parsed = vault::read(&path).map_err(read_error)?;
-            let id = parsed.vault.account_id;
-            me.refuse_rollback(&id, parsed.vault.generation)?;
-            if me
-                .revoked_codes(&id)
-                .contains(&vault::hex(&code.code_id(&id)))
-            {
+            let Ok(mut v) = me.open_with_code(&path, &code)? else {
                 return Ok(Err(()));
-            }
-            let mut v = match vault::unlock_with_recovery_code(parsed, &code) {
-                Ok(v) => v,
-                Err(UnlockError::WrongRecoveryCode) => return Ok(Err(())),
-                Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
-                    return Err(err(ErrorCode::Corrupt, e.to_string()));
-                }
-                Err(e) => return Err(internal(e)),
             };
+            let id = v.account_id();
             let pending = v
                 .begin_secret_key_change(&path, &new_password, params, now)
                 .map_err(change_error)?;
@@ -263,11 +241,7 @@ impl Agent {
         .await
         .map_err(internal)??;
         let Ok((shown, mut notes)) = outcome else {
-            return Err({
-                let mut e = self.record_failure("this recovery code does not open this vault (revoked, or from another account)");
-                e.code = ErrorCode::WrongRecoveryCode;
-                e
-            });
+            return Err(self.wrong_code_error());
         };
         let _ = self.attempts().reset();
         notes.push("the recovery code stays valid; revoke it with `keyward recovery-code revoke` if it was exposed".into());
@@ -276,6 +250,92 @@ impl Agent {
             secret_key: shown,
             notes,
         })
+    }
+
+    /// `CheckPassword`: whether `password` is the Master Password (counted).
+    pub async fn check_password(
+        self: &Arc<Self>,
+        password: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        self.verify_password_counted(password, "not checked")
+            .await?;
+        Ok(Response::Ok)
+    }
+
+    /// Parses a typed recovery code: a typo is caught by its format,
+    /// before any work, and not counted.
+    fn parse_code(code: &Secret) -> Result<RecoveryCode, AgentError> {
+        let text = code.expose_str().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidInput,
+                "this recovery code has a typo: it is not text",
+            )
+        })?;
+        RecoveryCode::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))
+    }
+
+    /// Whether `code` opens the vault at `path` now: `Ok(Ok(v))` with the
+    /// vault opened by it, `Ok(Err(()))` for a wrong (or revoked) code,
+    /// which the caller counts. Refuses a rolled-back vault.
+    fn open_with_code(
+        &self,
+        path: &Path,
+        code: &RecoveryCode,
+    ) -> Result<Result<vault::Unlocked, ()>, AgentError> {
+        let parsed = vault::read(path).map_err(read_error)?;
+        let id = parsed.vault.account_id;
+        self.refuse_rollback(&id, parsed.vault.generation)?;
+        if self
+            .revoked_codes(&id)
+            .contains(&vault::hex(&code.code_id(&id)))
+        {
+            return Ok(Err(()));
+        }
+        match vault::unlock_with_recovery_code(parsed, code) {
+            Ok(v) => Ok(Ok(v)),
+            Err(UnlockError::WrongRecoveryCode) => Ok(Err(())),
+            Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
+                Err(err(ErrorCode::Corrupt, e.to_string()))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    fn wrong_code_error(&self) -> AgentError {
+        let mut e = self.record_failure(
+            "this recovery code does not open this vault (revoked, or from another account)",
+        );
+        e.code = ErrorCode::WrongRecoveryCode;
+        e
+    }
+
+    /// `CheckRecoveryCode`: whether `code` would recover this vault
+    /// (works while locked; a wrong code counts, a typo does not).
+    pub async fn check_recovery_code(
+        self: &Arc<Self>,
+        code: &Secret,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let path = match &*self.read_state() {
+            State::NoAccount => return Err(no_account_error()),
+            State::Locked(a) => a.vault_path.clone(),
+            State::Unlocked(s) => s.account.vault_path.clone(),
+        };
+        let code = Self::parse_code(code)?;
+        if let Some(e) = self.backoff_error("not checked") {
+            return Err(e);
+        }
+        let me = self.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || me.open_with_code(&path, &code).map(|r| r.is_ok()))
+                .await
+                .map_err(internal)??;
+        if !opened {
+            return Err(self.wrong_code_error());
+        }
+        let _ = self.attempts().reset();
+        Ok(Response::Ok)
     }
 
     /// `SecretKeyRotate`: a new Secret Key, same password.

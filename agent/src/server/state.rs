@@ -963,7 +963,10 @@ impl Agent {
         tracing::warn!(failures, "failed unlock attempt");
         let free_left = crate::attempts::FREE_FAILURES.saturating_sub(failures);
         let hint = if delay.is_zero() {
-            format!("{free_left} more tries before keyward starts delaying attempts")
+            format!(
+                "{free_left} more {} before keyward starts delaying attempts",
+                if free_left == 1 { "try" } else { "tries" }
+            )
         } else {
             format!("next attempt accepted in {} s", delay.as_secs())
         };

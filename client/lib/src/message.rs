@@ -42,6 +42,8 @@ pub mod tag {
     pub const SHUTDOWN: u8 = 0x14;
     pub const PROMPT_REPLY: u8 = 0x15;
     pub const SESSION_END: u8 = 0x16;
+    pub const CHECK_PASSWORD: u8 = 0x17;
+    pub const CHECK_RECOVERY_CODE: u8 = 0x18;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -206,6 +208,21 @@ pub enum Request {
         /// The ending session's logind id (`XDG_SESSION_ID`), if it has one.
         session: Option<String>,
     },
+    /// Is this the Master Password? (Unlocked; a wrong one counts as a
+    /// failed attempt.) Lets a client check the current password before it
+    /// asks for a new one. Answered by `Ok`.
+    CheckPassword {
+        /// The Master Password.
+        password: Secret,
+    },
+    /// Does this recovery code open this vault? (Works while locked; a
+    /// wrong one counts as a failed attempt, a typo does not.) Lets a
+    /// client check the code before it asks for a new password. Answered
+    /// by `Ok`.
+    CheckRecoveryCode {
+        /// The recovery code as typed.
+        code: Secret,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -249,6 +266,8 @@ impl Request {
             Request::Shutdown => "Shutdown",
             Request::PromptReply { .. } => "PromptReply",
             Request::SessionEnd { .. } => "SessionEnd",
+            Request::CheckPassword { .. } => "CheckPassword",
+            Request::CheckRecoveryCode { .. } => "CheckRecoveryCode",
         }
     }
 
@@ -368,6 +387,16 @@ impl Request {
                 w.opt(session.as_ref(), |w, s| w.str(s));
                 w
             }
+            Request::CheckPassword { password } => {
+                let mut w = Writer::new(CHECK_PASSWORD);
+                w.secret(password);
+                w
+            }
+            Request::CheckRecoveryCode { code } => {
+                let mut w = Writer::new(CHECK_RECOVERY_CODE);
+                w.secret(code);
+                w
+            }
         };
         w.finish()
     }
@@ -448,6 +477,12 @@ impl Request {
             },
             SESSION_END => Request::SessionEnd {
                 session: r.opt("session", |r| r.str("session"))?,
+            },
+            CHECK_PASSWORD => Request::CheckPassword {
+                password: r.secret("password")?,
+            },
+            CHECK_RECOVERY_CODE => Request::CheckRecoveryCode {
+                code: r.secret("code")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -1266,6 +1301,8 @@ pub mod samples {
                 session: Some("c7".into()),
             },
             Request::SessionEnd { session: None },
+            Request::CheckPassword { password: s("pw") },
+            Request::CheckRecoveryCode { code: s("RC1-…") },
         ]
     }
 

@@ -92,6 +92,8 @@ fn request() -> impl Strategy<Value = Request> {
         (text(), secret()).prop_map(|(id, password)| Request::ProtectorRemove { id, password }),
         Just(Request::Shutdown),
         opt_secret().prop_map(|answer| Request::PromptReply { answer }),
+        secret().prop_map(|password| Request::CheckPassword { password }),
+        secret().prop_map(|code| Request::CheckRecoveryCode { code }),
     ]
 }
 
@@ -303,6 +305,7 @@ proptest! {
             Request::PromptReply { answer } => answer.is_some(),
             Request::ProtectorAdd(_) | Request::RecoveryCodeRevoke { .. }
             | Request::ProtectorRemove { .. }
+            | Request::CheckPassword { .. } | Request::CheckRecoveryCode { .. }
             | Request::Init(_) | Request::Unlock(_) | Request::Set { .. }
             | Request::ChangePassword { .. } | Request::RecoveryCodeNew { .. }
             | Request::Recover { .. } | Request::SecretKeyRotate { .. }

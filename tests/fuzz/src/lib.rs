@@ -169,7 +169,9 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::EmergencyKit { .. }
         | Request::ProtectorAdd(_)
         | Request::RecoveryCodeRevoke { .. }
-        | Request::ProtectorRemove { .. } => true,
+        | Request::ProtectorRemove { .. }
+        | Request::CheckPassword { .. }
+        | Request::CheckRecoveryCode { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         Request::Hello { .. }
         | Request::Status
@@ -286,7 +288,9 @@ pub fn blind_request(r: &Request) -> Request {
         | Request::SecretKeyRotate { password }
         | Request::EmergencyKit { password }
         | Request::RecoveryCodeRevoke { password, .. }
-        | Request::ProtectorRemove { password, .. } => *password = blind(password),
+        | Request::ProtectorRemove { password, .. }
+        | Request::CheckPassword { password } => *password = blind(password),
+        Request::CheckRecoveryCode { code } => *code = blind(code),
         Request::Recover { code, new_password } => {
             *code = blind(code);
             *new_password = blind(new_password);

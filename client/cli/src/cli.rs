@@ -74,6 +74,10 @@ pub enum Command {
         /// Also write the Emergency Kit (PDF) to this file.
         #[arg(long, value_name = "FILE")]
         emergency_kit: Option<PathBuf>,
+        /// Accept a weak or very weak new Master Password (refused otherwise).
+        #[arg(long)]
+        allow_weak_password: bool,
+
         /// Print `{"account_id", "secret_key"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -139,6 +143,9 @@ pub enum Command {
         /// Read the new Master Password from file descriptor N.
         #[arg(long, value_name = "N")]
         new_password_fd: Option<u32>,
+        /// Accept a weak or very weak new Master Password (refused otherwise).
+        #[arg(long)]
+        allow_weak_password: bool,
     },
     /// Make, list or revoke recovery codes (your way back in without the Secret Key or password).
     RecoveryCode {
@@ -154,6 +161,9 @@ pub enum Command {
         /// Read the new Master Password from file descriptor N.
         #[arg(long, value_name = "N")]
         new_password_fd: Option<u32>,
+        /// Accept a weak or very weak new Master Password (refused otherwise).
+        #[arg(long)]
+        allow_weak_password: bool,
         /// Print `{"secret_key"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -487,20 +497,29 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             password,
             protector,
             emergency_kit,
+            allow_weak_password,
             json,
         } => init(
             autostart,
             &password,
             &protector,
             emergency_kit.as_deref(),
+            allow_weak_password,
             json,
         ),
         Command::RecoveryCode { action } => recovery_code(autostart, action),
         Command::Recover {
             code_fd,
             new_password_fd,
+            allow_weak_password,
             json,
-        } => recover(autostart, code_fd, new_password_fd, json),
+        } => recover(
+            autostart,
+            code_fd,
+            new_password_fd,
+            allow_weak_password,
+            json,
+        ),
         Command::EmergencyKit {
             password,
             out,
@@ -521,7 +540,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::ChangePassword {
             password,
             new_password_fd,
-        } => change_password(autostart, &password, new_password_fd),
+            allow_weak_password,
+        } => change_password(autostart, &password, new_password_fd, allow_weak_password),
         Command::Agent { action } => agent(action),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -623,27 +643,12 @@ fn status(autostart: bool, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn strength_hint(pw: &Secret) {
-    let Some(text) = pw.expose_str() else { return };
-    let entropy = zxcvbn::zxcvbn(text, &[]);
-    let score = u8::from(entropy.score());
-    let verdict = ["very weak", "weak", "fair", "good", "strong"][usize::from(score.min(4))];
-    eprintln!("Password strength: {verdict}.");
-    if let Some(f) = entropy.feedback() {
-        if let Some(w) = f.warning() {
-            eprintln!("  {w}");
-        }
-        for s in f.suggestions() {
-            eprintln!("  {s}");
-        }
-    }
-}
-
 fn init(
     autostart: bool,
     password: &PasswordSource,
     protector: &str,
     kit_path: Option<&Path>,
+    allow_weak: bool,
     json: bool,
 ) -> Result<(), CliError> {
     let paths = paths()?;
@@ -658,23 +663,18 @@ fn init(
             ),
         ));
     }
-    let pw = match password.fd() {
-        Some(fd) => read_fd(fd, "password")?,
-        None => {
-            eprintln!(
-                "Choose your Master Password. It is never stored; keyward cannot recover it for you."
-            );
-            eprintln!("A few unrelated words make a strong one that is easy to remember.");
-            loop {
-                let pw = ask_new("Master Password", "Choose your keyward Master Password.")?;
-                strength_hint(&pw);
-                if input::have_tty() && !input::confirm("Use this password?", true) {
-                    continue;
-                }
-                break pw;
-            }
-        }
-    };
+    if password.fd().is_none() {
+        eprintln!(
+            "Choose your Master Password. It is never stored; keyward cannot recover it for you."
+        );
+        eprintln!("A few unrelated words make a strong one that is easy to remember.");
+    }
+    let pw = crate::choose::new_password(
+        password.fd(),
+        allow_weak,
+        "Master Password",
+        "Choose your keyward Master Password.",
+    )?;
     let spinner = Spinner::start("Creating your account (deriving keys)…");
     let resp = c.call(&Request::Init(InitRequest {
         password: pw,
@@ -697,8 +697,8 @@ fn init(
         vault_path: &vault_path,
         created: &output::date(unix_now()),
     };
-    // The Secret Key is shown first, whatever happens to the kit: this is
-    // the only time keyward shows it, and the account exists already.
+    // The Secret Key is shown first, whatever happens to the kit: the
+    // account exists already.
     if json {
         print_json(json!({
             "account_id": account_id,
@@ -725,15 +725,16 @@ fn init(
     println!();
     println!("    Secret Key:   {sk}");
     println!();
-    println!("This is the only time keyward shows your Secret Key. Write it down, or print");
-    println!("your Emergency Kit now: `keyward emergency-kit --out kit.pdf`, and keep it");
-    println!("somewhere safe, apart from your devices.");
+    println!("Write it down, or print your Emergency Kit now: `keyward emergency-kit --out");
+    println!("kit.pdf` (it needs your Master Password), and keep it somewhere safe, apart");
+    println!("from your devices.");
     println!();
     println!("On this device it is kept in {kept}.");
     println!("To unlock you need both: your Master Password and the Secret Key.");
-    println!("If you lose both this device and the Secret Key, only a recovery code gets you");
-    println!("back in: make one with `keyward recovery-code new`.");
-    println!("Vault: {vault_path}");
+    println!("Your secrets live in one file on this device: {vault_path}");
+    println!("Back it up (copy it to another disk or a cloud folder: it is encrypted), or");
+    println!("losing this device loses them. If you forget your Master Password, a recovery");
+    println!("code gets you back in: make one with `keyward recovery-code new`.");
     if let Some(p) = kit_path {
         write_kit_after_init(p, &kit, "shown above")?;
         println!(
@@ -878,24 +879,39 @@ fn recover(
     autostart: bool,
     code_fd: Option<u32>,
     new_fd: Option<u32>,
+    allow_weak: bool,
     json: bool,
 ) -> Result<(), CliError> {
     let mut c = connect(&paths()?, autostart)?;
-    let code = match code_fd {
-        Some(fd) => read_fd(fd, "recovery code")?,
-        None => ask_hidden("Recovery code", "Type your keyward recovery code (RC1-…).")?,
-    };
-    let new = match new_fd {
-        Some(fd) => read_fd(fd, "new password")?,
-        None => {
-            let pw = ask_new(
-                "New Master Password",
-                "Choose a new keyward Master Password.",
-            )?;
-            strength_hint(&pw);
-            pw
+    // The code is checked before a new password is asked for: a typo, or
+    // a code that does not open this vault, is said at once.
+    let retry = code_fd.is_none() && input::have_tty();
+    let mut tries = 0;
+    let code = loop {
+        let code = match code_fd {
+            Some(fd) => read_fd(fd, "recovery code")?,
+            None => ask_hidden("Recovery code", "Type your keyward recovery code (RC1-…).")?,
+        };
+        let spinner = Spinner::start("Checking the recovery code…");
+        let r = c.call(&Request::CheckRecoveryCode { code: code.clone() });
+        drop(spinner);
+        match r {
+            Ok(_) => break code,
+            Err(ClientError::Agent(e))
+                if retry && tries < 2 && e.code == ErrorCode::InvalidInput =>
+            {
+                tries += 1;
+                eprintln!("{}; type it again.", output::sentence(&e.message));
+            }
+            Err(e) => return Err(e.into()),
         }
     };
+    let new = crate::choose::new_password(
+        new_fd,
+        allow_weak,
+        "New Master Password",
+        "Choose a new keyward Master Password.",
+    )?;
     let spinner = Spinner::start("Recovering (deriving new keys)…");
     let r = c.call(&Request::Recover {
         code,
@@ -1045,18 +1061,27 @@ fn unlock(
             ),
         ));
     }
-    let pw = password.get(
-        "Master Password",
-        &format!(
-            "Unlock keyward account {}.",
-            s.account_id.as_deref().unwrap_or("")
-        ),
-    )?;
+    let ask_password = || {
+        password.get(
+            "Master Password",
+            &format!(
+                "Unlock keyward account {}.",
+                s.account_id.as_deref().unwrap_or("")
+            ),
+        )
+    };
+    let mut pw = ask_password()?;
     let pin = pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?;
     let mut secret_key = secret_key_fd
         .map(|fd| read_fd(fd, "Secret Key"))
         .transpose()?;
     let mut ui = Terminal::new(pin);
+    // On a terminal a mistake is asked again, not fatal: three tries for
+    // the password (as sudo and ssh-add give), the PIN again while the card
+    // has tries left (without retyping the password), and only the Secret
+    // Key after a typo in it.
+    let terminal = input::have_tty();
+    let mut password_tries = 1;
     loop {
         let req = Request::Unlock(UnlockRequest {
             password: pw.clone(),
@@ -1104,11 +1129,41 @@ fn unlock(
                         format!("{}: pass it with --secret-key-fd N", e.message),
                     ));
                 }
-                eprintln!("{}.", e.message);
-                secret_key = Some(ask_hidden(
-                    "Secret Key",
-                    "Type the Secret Key from your Emergency Kit.",
+                eprintln!("{}.", output::sentence(&e.message));
+                secret_key = Some(input::ask_visible(
+                    "Secret Key (from your Emergency Kit; it is shown as you type)",
                 )?);
+            }
+            Err(ClientError::Agent(e))
+                if e.code == ErrorCode::InvalidInput
+                    && terminal
+                    && secret_key_fd.is_none()
+                    && e.message.contains("Secret Key has a typo") =>
+            {
+                eprintln!("{}.", output::sentence(&e.message));
+                if let Some(typed) = &secret_key {
+                    input::show_secret_key_typo(typed);
+                }
+                secret_key = Some(input::ask_visible("Secret Key (again)")?);
+            }
+            Err(ClientError::Agent(e))
+                if e.code == ErrorCode::WrongCredentials
+                    && terminal
+                    && password.fd().is_none()
+                    && password_tries < 3 =>
+            {
+                password_tries += 1;
+                eprintln!("{}.", output::sentence(&e.message));
+                pw = ask_password()?;
+            }
+            Err(ClientError::Agent(e))
+                if e.code == ErrorCode::WrongPin
+                    && terminal
+                    && pin_fd.is_none()
+                    && e.tries_left.is_some_and(|t| t > 0) =>
+            {
+                eprintln!("{}.", output::sentence(&e.message));
+                ui.pin = None;
             }
             Err(e) => return Err(e.into()),
             Ok(other) => {
@@ -1124,23 +1179,40 @@ fn change_password(
     autostart: bool,
     password: &PasswordSource,
     new_fd: Option<u32>,
+    allow_weak: bool,
 ) -> Result<(), CliError> {
     let mut c = connect(&paths()?, autostart)?;
-    let old = password.get(
-        "Current Master Password",
-        "Enter your current keyward Master Password.",
-    )?;
-    let new = match new_fd {
-        Some(fd) => read_fd(fd, "new password")?,
-        None => {
-            let pw = ask_new(
-                "New Master Password",
-                "Choose your new keyward Master Password.",
-            )?;
-            strength_hint(&pw);
-            pw
+    // The current password is checked before the new one is asked for
+    // (three tries on a terminal, as sudo gives).
+    let retry = password.fd().is_none() && input::have_tty();
+    let mut tries = 0;
+    let old = loop {
+        let old = password.get(
+            "Current Master Password",
+            "Enter your current keyward Master Password.",
+        )?;
+        let spinner = Spinner::start("Checking your password…");
+        let r = c.call(&Request::CheckPassword {
+            password: old.clone(),
+        });
+        drop(spinner);
+        match r {
+            Ok(_) => break old,
+            Err(ClientError::Agent(e))
+                if retry && tries < 2 && e.code == ErrorCode::WrongCredentials =>
+            {
+                tries += 1;
+                eprintln!("{}.", output::sentence(&e.message));
+            }
+            Err(e) => return Err(e.into()),
         }
     };
+    let new = crate::choose::new_password(
+        new_fd,
+        allow_weak,
+        "New Master Password",
+        "Choose your new keyward Master Password.",
+    )?;
     let spinner = Spinner::start("Changing the Master Password…");
     let r = c.call(&Request::ChangePassword { old, new });
     drop(spinner);

@@ -5,6 +5,7 @@
 //! keys and does no cryptography; a cold `keyward get` starts no runtime and
 //! reads no config file.
 
+mod choose;
 mod cli;
 mod connect;
 mod files;

@@ -120,6 +120,16 @@ impl From<ClientError> for CliError {
     }
 }
 
+/// `message` as a sentence: its first letter upper case (the agent's
+/// messages are written to follow "keyward: ").
+pub fn sentence(message: &str) -> String {
+    let mut c = message.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// Prints an error as `keyward: message`.
 pub fn print_error(e: &CliError) {
     eprintln!("keyward: {}", e.message);

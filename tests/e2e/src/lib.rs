@@ -228,11 +228,18 @@ impl Home {
         self.run_pw(args, password).expect_code(0)
     }
 
-    /// Creates the account with `password`; returns (account id, Secret Key).
+    /// Creates the account with `password` (whatever its strength: tests
+    /// choose short ones); returns (account id, Secret Key).
     pub fn init(&self, password: &str) -> (String, String) {
         let r = self
             .run_with(
-                &["init", "--password-fd", "3", "--json"],
+                &[
+                    "init",
+                    "--password-fd",
+                    "3",
+                    "--json",
+                    "--allow-weak-password",
+                ],
                 None,
                 Some(format!("{password}\n").as_bytes()),
             )
@@ -341,4 +348,124 @@ pub fn require(what: &str, available: bool) -> bool {
     );
     eprintln!("SKIPPED: {what} is not available (tests/ci.sh installs it and runs this test)");
     false
+}
+
+/// A `keyward` command on a pseudo-terminal of its own (its controlling
+/// terminal, so `/dev/tty` prompts go to it): what a person at a terminal
+/// sees and types.
+pub struct Terminal {
+    master: std::fs::File,
+    child: std::process::Child,
+    /// Everything the command wrote so far.
+    pub screen: String,
+}
+
+impl Terminal {
+    /// Runs `keyward args…` in `home` on a new pseudo-terminal (through
+    /// `setsid --ctty`, so that it becomes the controlling terminal).
+    pub fn spawn(home: &Home, args: &[&str]) -> Self {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master =
+            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave_path = std::path::PathBuf::from(name.to_str().unwrap());
+        let slave = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&slave_path)
+                .unwrap()
+        };
+        let mut c = Command::new("setsid");
+        c.arg("--ctty")
+            .arg(keyward_bin())
+            .args(args)
+            .env("KEYWARD_HOME", home.path())
+            .env("KEYWARD_AGENT", agent_bin())
+            .env("KEYWARD_PINENTRY", "none")
+            .env("TERM", "dumb")
+            .envs(home.env.borrow().iter().cloned())
+            .stdin(slave())
+            .stdout(slave())
+            .stderr(slave());
+        let child = c.spawn().unwrap();
+        let master = std::fs::File::from(master);
+        rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).unwrap();
+        Self {
+            master,
+            child,
+            screen: String::new(),
+        }
+    }
+
+    fn pump(&mut self) -> bool {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        match self.master.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.screen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            // EIO: the command closed the terminal (it exited).
+            Err(_) => false,
+        }
+    }
+
+    /// Waits (up to 30 s) until the screen shows `text` after what earlier
+    /// calls consumed; panics with the screen otherwise.
+    pub fn expect(&mut self, text: &str) {
+        let start = std::time::Instant::now();
+        while !self.screen.contains(text) {
+            if !self.pump() {
+                if start.elapsed() > Duration::from_secs(30) {
+                    panic!(
+                        "waited 30 s for {text:?}; the terminal shows:\n{}",
+                        self.screen
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Consume up to the match, so the next expect looks further on.
+        let at = self.screen.find(text).unwrap() + text.len();
+        self.screen.drain(..at);
+    }
+
+    /// Types `line` and Enter.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.master.write_all(line.as_bytes()).unwrap();
+        self.master.write_all(b"\r").unwrap();
+    }
+
+    /// Types raw bytes (e.g. `\x04` for Ctrl-D, `\x03` for Ctrl-C).
+    pub fn type_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(bytes).unwrap();
+    }
+
+    /// Waits for the command to exit (up to 60 s); its exit code, and the
+    /// rest of what it wrote.
+    pub fn wait(mut self) -> (i32, String) {
+        let start = std::time::Instant::now();
+        loop {
+            while self.pump() {}
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while self.pump() {}
+                return (status.code().unwrap_or(-1), self.screen);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!(
+                    "the command did not exit; the terminal shows:\n{}",
+                    self.screen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -62,7 +62,13 @@ bus.flush()
 /// `bus` as its system bus.
 fn init_on_bus(home: &Home, bus: &Bus) {
     let mut init = home
-        .command(&["init", "--password-fd", "0", "--json"])
+        .command(&[
+            "init",
+            "--password-fd",
+            "0",
+            "--json",
+            "--allow-weak-password",
+        ])
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .env_remove("XDG_SESSION_ID")
         .stdin(Stdio::piped())

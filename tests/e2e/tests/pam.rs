@@ -1122,7 +1122,11 @@ while True:
         with open(record, "a") as f:
             f.write("%02x\n" % tag)
         if tag == 0x01:
-            c.sendall(frame(0x80, struct.pack(">H", 1) + s("0.0.9-old") + struct.pack(">I", os.getpid())))
+            # The client's own protocol version: an agent of this protocol
+            # from before SessionEnd (an agent of another protocol version
+            # closes every connection after HelloOk, and is restarted
+            # after an upgrade).
+            c.sendall(frame(0x80, payload[1:3] + s("0.0.9-old") + struct.pack(">I", os.getpid())))
         elif tag == 0x05:
             c.sendall(frame(0x81))
         else:

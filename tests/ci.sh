@@ -1,8 +1,10 @@
 #!/bin/sh
 # keyward's test command (README: "Run the tests"). CI runs exactly this via .ci/run.
 #
-# Installs what the tests need (Debian packages, --no-install-recommends), then
-# checks formatting and lints, then runs every test with
+# Installs the build dependencies through ./install.sh --deps-only (the list a
+# new user's set-up uses: this step is its test), then what only the tests
+# need (Debian packages, --no-install-recommends), then checks formatting and
+# lints, then runs every test with
 # KEYWARD_REQUIRE_SERVICES=1, which turns "skip: service missing" into a failure.
 # Must run as root (it installs packages, and the PAM and peer-uid tests create
 # users and /etc/pam.d files, which they remove on exit).
@@ -14,16 +16,20 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 
+echo "==> build dependencies: ./install.sh --deps-only"
+./install.sh --deps-only
+
+# Only what the tests need beyond the build (the build's own list is in install.sh).
 PACKAGES="
     argon2 python3-cryptography python3-argon2
-    pcscd libpcsclite-dev vsmartcard-vpcd yubico-piv-tool opensc openssl
-    dbus dbus-bin libdbus-1-dev gnome-keyring libsecret-tools
-    libpam0g-dev pamtester
+    pcscd vsmartcard-vpcd yubico-piv-tool opensc openssl
+    dbus dbus-bin gnome-keyring libsecret-tools
+    pamtester
     openssh-client gnupg
     poppler-utils zbar-tools faketime
     systemd
     iproute2 util-linux procps python3-dbus
-    pkg-config
+    man-db
 "
 missing=""
 for p in $PACKAGES; do
@@ -66,13 +72,30 @@ dpkg -i "$deb" >/dev/null
 /usr/bin/keyward-agent --version
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine)
 test -f "/usr/lib/$multiarch/security/pam_keyward.so"
-test -f /usr/share/man/man1/keyward.1.gz
+for page in man1/keyward.1 man1/keyward-init.1 man1/keyward-recovery-code-new.1 \
+    man1/keyward-agent.1 man5/keyward.toml.5; do
+    test -f "/usr/share/man/$page.gz" || { echo "missing from the package: $page" >&2; exit 1; }
+done
 verify_dir=$(mktemp -d)
 XDG_RUNTIME_DIR=$verify_dir systemd-analyze --user --man=no verify \
     /usr/lib/systemd/user/keyward-agent.socket /usr/lib/systemd/user/keyward-agent.service
 rm -rf "$verify_dir"
 dpkg -r keyward >/dev/null
 test ! -e /usr/bin/keyward
+trap - EXIT
+
+echo "==> ./install.sh into a temporary prefix (the README's set-up command, without init)"
+prefix=$(mktemp -d)
+remove_prefix() { rm -rf "$prefix"; }
+trap remove_prefix EXIT
+./install.sh --no-init --prefix "$prefix"
+"$prefix/bin/keyward" --version
+"$prefix/bin/keyward-agent" --version
+for page in man1/keyward.1 man1/keyward-unlock.1 man1/keyward-agent.1 man5/keyward.toml.5; do
+    test -s "$prefix/share/man/$page" || { echo "install.sh did not install $page" >&2; exit 1; }
+done
+MANPATH="$prefix/share/man" man -w keyward.toml >/dev/null
+remove_prefix
 trap - EXIT
 
 echo "==> all tests passed"

@@ -10,7 +10,7 @@ use keyward_client::{
     Secret,
 };
 use serde_json::json;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 #[path = "manpages.rs"]
@@ -28,6 +28,12 @@ pub struct Cli {
     /// Do not start the agent if none is running.
     #[arg(long, global = true)]
     pub no_autostart: bool,
+
+    /// When the agent is locked, fail instead of asking for the Master
+    /// Password (on a terminal, commands that need the unlocked agent ask
+    /// for it and go on, as sudo does).
+    #[arg(long, global = true)]
+    pub no_prompt: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -117,12 +123,23 @@ pub enum Command {
         /// an empty input is usually a failed command before the pipe).
         #[arg(long)]
         allow_empty: bool,
+        /// Keep standard input exactly as read: without it, one trailing
+        /// newline (`\n` or `\r\n`, as `echo` adds) is dropped.
+        #[arg(long)]
+        raw: bool,
+        /// Replace an existing item without asking (needed without a terminal).
+        #[arg(long)]
+        force: bool,
     },
-    /// Print a secret's value to standard output (and nothing else).
+    /// Print a secret's value to standard output (and nothing else; a
+    /// newline follows it only when standard output is a terminal).
     #[command(after_help = manpages::GET_EXAMPLES)]
     Get {
         /// The item's name.
         name: String,
+        /// Print `{"name", "value"}` as JSON (the value must be UTF-8 text).
+        #[arg(long)]
+        json: bool,
     },
     /// List the items' names.
     List {
@@ -406,20 +423,91 @@ fn print_json(v: serde_json::Value) {
     println!("{v}");
 }
 
+/// Bash: item names for `get`, `set`, `rm` and `remove`, from the running
+/// agent (nothing when it is locked or not running; never starts one).
+/// Other shells get clap's completions of commands and options.
+const BASH_ITEM_NAMES: &str = r#"
+_keyward_items() {
+    local cur=${COMP_WORDS[COMP_CWORD]} IFS=$'\n'
+    case "${COMP_WORDS[1]}" in
+        get|set|rm|remove)
+            if [ "$COMP_CWORD" -eq 2 ] && [ "${cur#-}" = "$cur" ]; then
+                COMPREPLY=($(compgen -W "$(keyward --no-autostart --no-prompt list 2>/dev/null)" -- "$cur"))
+                return 0
+            fi ;;
+    esac
+    _keyward "$@"
+}
+complete -F _keyward_items -o bashdefault -o default keyward
+"#;
+
+/// Runs `op` on the agent; if it is locked and a person is at a terminal
+/// (and `--no-prompt` was not given), unlocks it first, asking for the
+/// Master Password as `keyward unlock` does, and runs `op` again.
+fn unlocked<T>(
+    autostart: bool,
+    no_prompt: bool,
+    mut op: impl FnMut(&mut Client) -> Result<T, ClientError>,
+) -> Result<T, CliError> {
+    let mut c = connect(&paths()?, autostart)?;
+    match op(&mut c) {
+        Err(ClientError::Agent(e))
+            if e.code == ErrorCode::Locked && !no_prompt && input::have_tty() =>
+        {
+            eprintln!("The keyward agent is locked.");
+            unlock(
+                autostart,
+                &PasswordSource::default(),
+                None,
+                None,
+                None,
+                false,
+            )?;
+            let mut c = connect(&paths()?, autostart)?;
+            Ok(op(&mut c)?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Runs a command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let autostart = !cli.no_autostart;
     match cli.command {
-        Command::Get { name } => {
-            let mut c = connect(&paths()?, autostart)?;
-            let v = c.get(&name)?;
+        Command::Get { name, json } => {
+            let v = unlocked(autostart, cli.no_prompt, |c| c.get(&name))?;
+            if json {
+                let text = v.expose_str().ok_or_else(|| {
+                    CliError::with(
+                        exit::INVALID,
+                        format!(
+                            "{name} holds bytes that are not UTF-8 text: get it without --json"
+                        ),
+                    )
+                })?;
+                print_json(json!({"name": name, "value": text}));
+                return Ok(());
+            }
             let mut out = std::io::stdout().lock();
+            // A newline on a terminal only: the value and nothing else for
+            // a pipe or a file, and no shell prompt glued to it on screen.
+            let newline: &[u8] = if std::io::stdout().is_terminal() {
+                b"\n"
+            } else {
+                b""
+            };
             out.write_all(v.expose())
+                .and_then(|()| out.write_all(newline))
                 .and_then(|()| out.flush())
                 .map_err(|e| CliError::msg(format!("cannot write to standard output: {e}")))?;
             Ok(())
         }
-        Command::Set { name, allow_empty } => {
+        Command::Set {
+            name,
+            allow_empty,
+            raw,
+            force,
+        } => {
             let value = if input::stdin_is_tty() {
                 ask_new(
                     &format!("Value for {name}"),
@@ -440,6 +528,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     return Err(CliError::msg(format!(
                         "cannot read the value from standard input: {e}"
                     )));
+                }
+                if !raw && buf.last() == Some(&b'\n') {
+                    // In place: the buffer never grows or moves.
+                    let cut = if buf.ends_with(b"\r\n") { 2 } else { 1 };
+                    for b in buf.iter_mut().rev().take(cut) {
+                        *b = 0;
+                    }
+                    buf.truncate(buf.len() - cut);
                 }
                 if buf.is_empty() && !allow_empty {
                     return Err(CliError::with(
@@ -462,13 +558,26 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     ),
                 ));
             }
+            let exists = unlocked(autostart, cli.no_prompt, |c| {
+                Ok(c.list()?.iter().any(|i| i.name == name))
+            })?;
+            if exists && !force {
+                if !input::have_tty() {
+                    return Err(CliError::with(
+                        exit::INVALID,
+                        format!("{name} exists already; pass --force to replace it"),
+                    ));
+                }
+                if !input::confirm(&format!("{name} exists already. Replace its value?"), false) {
+                    return Err(input::cancelled());
+                }
+            }
             let mut c = connect(&paths()?, autostart)?;
             c.set(&name, value)?;
             Ok(())
         }
         Command::List { json } => {
-            let mut c = connect(&paths()?, autostart)?;
-            let items = c.list()?;
+            let items = unlocked(autostart, cli.no_prompt, Client::list)?;
             if json {
                 print_json(json!(items
                     .iter()
@@ -481,11 +590,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Rm { name } => {
-            let mut c = connect(&paths()?, autostart)?;
-            c.remove(&name)?;
-            Ok(())
-        }
+        Command::Rm { name } => unlocked(autostart, cli.no_prompt, |c| c.remove(&name)),
         Command::Lock => {
             let mut c = connect(&paths()?, false)?;
             c.lock()?;
@@ -550,6 +655,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 "keyward",
                 &mut std::io::stdout(),
             );
+            if shell == clap_complete::Shell::Bash {
+                print!("{BASH_ITEM_NAMES}");
+            }
             Ok(())
         }
         Command::Manpage { dir } => manpage(dir.as_deref()),

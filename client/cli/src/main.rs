@@ -34,7 +34,8 @@ fn fast_get() -> Option<cli::Cli> {
     let name = name.into_string().ok().filter(|n| !n.starts_with('-'))?;
     Some(cli::Cli {
         no_autostart,
-        command: cli::Command::Get { name },
+        no_prompt: false,
+        command: cli::Command::Get { name, json: false },
     })
 }
 

@@ -279,12 +279,12 @@ fn sigkill_during_every_kind_of_write_never_corrupts_the_vault() {
     let home = Home::new();
     let (_, sk) = home.init(PW);
     let ops: [&[&str]; 6] = [
-        &["set", "item"],
+        &["set", "item", "--force"],
         &["rm", "item"],
         &["recovery-code", "new", "--password-fd", "3"],
         &["protector", "remove", "file", "--password-fd", "3"],
         &["protector", "add", "file", "--password-fd", "3"],
-        &["set", "other"],
+        &["set", "other", "--force"],
     ];
     let pw_file = home.path().join("pw");
     std::fs::write(&pw_file, PW).unwrap();

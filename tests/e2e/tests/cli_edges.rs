@@ -113,7 +113,7 @@ fn init_with_an_unwritable_kit_path_still_prints_the_secret_key() {
         let sk = if json {
             r.json()["secret_key"].as_str().unwrap().to_owned()
         } else {
-            assert!(r.stdout.contains("This is the only time"), "{r}");
+            assert!(r.stdout.contains("Write it down"), "{r}");
             r.stdout
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("Secret Key:"))
@@ -158,8 +158,12 @@ fn set_refuses_an_empty_standard_input_unless_asked() {
     home.run(&["get", "new/item"]).expect_code(7);
 
     // On purpose.
-    home.run_with(&["set", "github/token", "--allow-empty"], Some(b""), None)
-        .expect_code(0);
+    home.run_with(
+        &["set", "github/token", "--allow-empty", "--force"],
+        Some(b""),
+        None,
+    )
+    .expect_code(0);
     assert_eq!(home.ok(&["get", "github/token"]).stdout, "");
 }
 

@@ -189,3 +189,104 @@ fn a_secret_key_typo_asks_only_the_key_again_and_shows_where() {
     assert_eq!(code, 0, "{rest}");
     assert!(!rest.contains("Master Password: "), "{rest}");
 }
+
+/// Issue 20 item 7: one rule for newlines, `set` does not silently replace,
+/// `get --json`.
+#[test]
+fn values_newlines_replacing_and_json() {
+    let home = Home::new();
+    home.init(PW);
+    // `echo value | keyward set k`: the newline echo adds is not stored.
+    home.run_with(&["set", "k"], Some(b"value\n"), None)
+        .expect_code(0);
+    assert_eq!(home.ok(&["get", "k"]).stdout, "value");
+    // Replacing needs --force without a terminal, and says why.
+    let r = home.run_with(&["set", "k"], Some(b"other\r\n"), None);
+    assert_eq!(r.code, 9, "{r}");
+    assert!(
+        r.stderr.contains("exists already") && r.stderr.contains("--force"),
+        "{r}"
+    );
+    assert_eq!(home.ok(&["get", "k"]).stdout, "value");
+    home.run_with(&["set", "k", "--force"], Some(b"other\r\n"), None)
+        .expect_code(0);
+    assert_eq!(home.ok(&["get", "k"]).stdout, "other");
+    // --raw keeps the input exactly.
+    home.run_with(&["set", "raw", "--raw"], Some(b"two\n\n"), None)
+        .expect_code(0);
+    assert_eq!(home.ok(&["get", "raw"]).stdout, "two\n\n");
+    let j = home.ok(&["get", "k", "--json"]).json();
+    assert_eq!(j["name"], "k");
+    assert_eq!(j["value"], "other");
+    // On a terminal `get` ends the value with a newline; replacing asks.
+    let mut t = Terminal::spawn(&home, &["get", "k"]);
+    t.expect("other\r\n");
+    let (code, _) = t.wait();
+    assert_eq!(code, 0);
+    let mut t = Terminal::spawn(&home, &["set", "k"]);
+    t.expect("Value for k: ");
+    t.type_line("third");
+    t.expect("(again): ");
+    t.type_line("third");
+    t.expect("k exists already. Replace its value? [y/N]");
+    t.type_line("y");
+    let (code, rest) = t.wait();
+    assert_eq!(code, 0, "{rest}");
+    assert_eq!(home.ok(&["get", "k"]).stdout, "third");
+}
+
+/// Issue 20 item 4: on a terminal, a command that needs the unlocked agent
+/// asks for the password and goes on; `--no-prompt` refuses.
+#[test]
+fn a_locked_agent_is_unlocked_on_demand_at_a_terminal() {
+    let home = Home::new();
+    home.init(PW);
+    home.run_with(&["set", "k"], Some(b"v"), None)
+        .expect_code(0);
+    home.ok(&["lock"]);
+    let mut t = Terminal::spawn(&home, &["get", "k"]);
+    t.expect("The keyward agent is locked.");
+    t.expect("Master Password: ");
+    t.type_line(PW);
+    t.expect("Unlocked");
+    t.expect("v\r\n");
+    let (code, rest) = t.wait();
+    assert_eq!(code, 0, "{rest}");
+    home.ok(&["lock"]);
+    let t = Terminal::spawn(&home, &["--no-prompt", "get", "k"]);
+    let (code, rest) = t.wait();
+    assert_eq!(code, 4, "{rest}");
+    assert!(rest.contains("locked"), "{rest}");
+    // Without a terminal: the error, as before.
+    home.run(&["get", "k"]).expect_code(4);
+}
+
+/// Issue 20 item 7: bash completes item names (from a running agent only).
+#[test]
+fn bash_completes_item_names() {
+    let home = Home::new();
+    home.init(PW);
+    home.run_with(&["set", "github/token"], Some(b"v"), None)
+        .expect_code(0);
+    let script = home.ok(&["completions", "bash"]).stdout;
+    let file = home.path().join("keyward.bash");
+    std::fs::write(&file, script).unwrap();
+    let bin = keyward_e2e::keyward_bin();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "PATH={}:$PATH; source {}; COMP_WORDS=(keyward get git); COMP_CWORD=2; _keyward_items; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            bin.parent().unwrap().display(),
+            file.display()
+        ))
+        .env("KEYWARD_HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "github/token",
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -103,6 +103,21 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML error on one line, as "line N: what" (the parser's own text
+/// spans several lines with a drawing of the spot, and what reaches the
+/// user through the CLI is one line of the agent's log). Serde's message
+/// names the key, and for an unknown one lists the keys that exist.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {what}")
+        }
+        None => what,
+    }
+}
+
 impl Config {
     /// Loads `path`; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -124,7 +139,7 @@ impl Config {
 
     /// Parses config text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let c: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         c.kdf_params()
             .check_new()
             .map_err(|e| format!("[kdf]: {e}"))?;
@@ -164,6 +179,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20: a mistyped key names the file's line, the key and the
+    /// keys that exist, on one line.
+    #[test]
+    fn a_mistyped_key_is_named_with_its_line_and_the_keys_that_exist() {
+        let e = Config::parse("account = \"ABCDEF\"\nidle_lock_secs = 5\n").unwrap_err();
+        assert!(e.starts_with("line 2: "), "{e}");
+        assert!(
+            e.contains("idle_lock_secs") && e.contains("idle_lock_seconds"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = Config::parse("[kdf]\nmemory_kib = \"lots\"\n").unwrap_err();
+        assert!(e.starts_with("line 2: "), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.toml");
+        std::fs::write(&path, "idle_lock_secs = 5\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("line 1"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn defaults_without_a_file() {

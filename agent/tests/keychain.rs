@@ -216,6 +216,12 @@ fn child_secret_service() {
     let seen = secret_tool(&["lookup", "service", SERVICE, "username", &user], None);
     assert_eq!(seen, sk.display().expose());
     assert!(seen.contains('-'));
+    // Labelled for people (issue 20: it read `keyring:ID@keyward`).
+    let found = secret_tool(&["search", "service", SERVICE, "username", &user], None);
+    assert!(
+        found.contains(&format!("label = keyward Secret Key (account {id})")),
+        "{found}"
+    );
 
     // Storing again replaces the entry (rotation).
     let sk2 = SecretKey::generate(&id).unwrap();
@@ -312,16 +318,16 @@ fn child_no_bus() {
     }
     let e = timed("keychain_available", BOUND, keychain_available).unwrap_err();
     eprintln!("no bus: {e}");
-    assert!(e.starts_with("no OS keychain is reachable ("), "{e}");
+    assert!(e.starts_with("no OS keychain answered"), "{e}");
     let id = AccountId::generate().unwrap();
     let p = KeychainProtector::new(id);
     let m = unavailable(timed("fetch", BOUND, || p.fetch(&NoIo)));
-    assert!(m.starts_with("no OS keychain is reachable ("), "{m}");
+    assert!(m.starts_with("no OS keychain answered"), "{m}");
     let sk = SecretKey::generate(&id).unwrap();
     let m = unavailable(timed("store", BOUND, || p.store(&sk)));
-    assert!(m.starts_with("no OS keychain is reachable ("), "{m}");
+    assert!(m.starts_with("no OS keychain answered"), "{m}");
     let m = unavailable(timed("erase", BOUND, || p.erase()));
-    assert!(m.starts_with("no OS keychain is reachable ("), "{m}");
+    assert!(m.starts_with("no OS keychain answered"), "{m}");
 }
 
 // ------------------------------------------------ a bus that never answers

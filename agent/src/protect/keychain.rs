@@ -129,8 +129,17 @@ impl Store for KeychainProtector {
     fn store(&self, sk: &SecretKey) -> Result<(), ProtectorError> {
         let user = self.user();
         let text = Zeroizing::new(sk.display().expose().to_owned());
+        // What a keychain application shows for the entry (the crate's
+        // default is `keyring:ID@keyward`); a store that takes no label
+        // gets a plain entry.
+        let label = format!("keyward Secret Key (account {})", self.id);
         bounded(self.timeout, move || -> Result<(), KeychainError> {
-            let entry = keyring::Entry::new(SERVICE, &user).map_err(KeychainError::from)?;
+            // `Entry::new` sets the platform's store up; the labelled
+            // entry is then made in that store.
+            let plain = keyring::Entry::new(SERVICE, &user).map_err(KeychainError::from)?;
+            let mods = std::collections::HashMap::from([("label", label.as_str())]);
+            let entry = keyring_core::Entry::new_with_modifiers(SERVICE, &user, &mods)
+                .map_or(plain, |inner| keyring::Entry { inner });
             entry
                 .set_password(text.as_str())
                 .map_err(KeychainError::from)
@@ -205,14 +214,13 @@ impl KeychainError {
     fn describe(&self, timeout: Duration) -> String {
         match self {
             KeychainError::Unreachable(d) => format!(
-                "no OS keychain is reachable ({d}); on Linux the keychain is the Secret Service \
-                 (gnome-keyring or KWallet) of your desktop session: keyward must run inside that \
-                 session (DBUS_SESSION_BUS_ADDRESS), and connects once, so restart the agent after \
-                 the session is up"
+                "no OS keychain answered: start your desktop's keychain (gnome-keyring or KWallet) \
+                 and restart the agent inside that session (`keyward agent stop`), or keep the \
+                 Secret Key in a file instead (`keyward protector add file`) (details: {d})"
             ),
             KeychainError::Locked(d) => format!(
-                "the OS keychain is locked or refused access ({d}); unlock it (log in to the desktop \
-                 session, or open it in your keychain application) and try again"
+                "the OS keychain is locked: unlock it in your keychain application (or log in to \
+                 the desktop) and try again (details: {d})"
             ),
             KeychainError::Missing => "the OS keychain has no such entry".into(),
             KeychainError::TimedOut => format!(
@@ -223,7 +231,10 @@ impl KeychainError {
             KeychainError::Busy => "the OS keychain has not answered an earlier request yet \
                  (is it waiting for an unlock prompt?); unlock it and try again"
                 .into(),
-            KeychainError::Other(d) => format!("OS keychain error: {d}"),
+            KeychainError::Other(d) => format!(
+                "the OS keychain failed: try again, or keep the Secret Key in a file instead \
+                 (`keyward protector add file`) (details: {d})"
+            ),
         }
     }
 }
@@ -370,10 +381,7 @@ mod tests {
             KeychainError::Missing
         ));
         let e = KeychainError::from(keyring::Error::PlatformFailure("no bus".into()));
-        assert!(
-            e.describe(t)
-                .starts_with("no OS keychain is reachable (no bus)")
-        );
+        assert!(e.describe(t).starts_with("no OS keychain answered"));
         let e = KeychainError::from(keyring::Error::NoStorageAccess("locked".into()));
         assert!(e.describe(t).starts_with("the OS keychain is locked"));
         let e = KeychainError::from(keyring::Error::BadEncoding(b"K1-SECRET".to_vec()));

@@ -542,7 +542,7 @@ fn offer_protected_key(
     let question = format!(
         "YubiKey {serial} still has the factory-default management key, with which anyone holding \
          the card can replace its keys. Replace it with a random key kept on the card behind the PIN \
-         (as `ykman piv access change-management-key --generate --protect` does)? [y/n]"
+         (as `ykman piv access change-management-key --generate --protect` does)?"
     );
     let yes = io
         .prompt(PromptKind::Confirm, &question)

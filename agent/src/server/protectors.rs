@@ -47,12 +47,18 @@ fn describe(file: &VaultFile, data_dir: &std::path::Path) -> Vec<ProtectorInfo> 
         });
     }
     for p in &file.protectors {
+        let key_file = data_dir.join(format!("secret-key-{}", file.account_id));
+        // The record is in the vault, the file on one device: on another
+        // (a copied vault) it is missing, and unusable as a stale one.
+        let missing = p.kind == ProtectorKind::File && !key_file.exists();
         let details = match p.kind {
+            ProtectorKind::File if missing => format!(
+                "{} is missing on this device: re-enroll with `keyward protector add file`",
+                key_file.display()
+            ),
             ProtectorKind::File => format!(
                 "{} (0600 file: protects only against other users)",
-                data_dir
-                    .join(format!("secret-key-{}", file.account_id))
-                    .display()
+                key_file.display()
             ),
             ProtectorKind::Keychain => format!(
                 "OS keychain, service \"keyward\", user \"{}\"",
@@ -65,7 +71,7 @@ fn describe(file: &VaultFile, data_dir: &std::path::Path) -> Vec<ProtectorInfo> 
             details,
             added: p.added,
             last_used: (p.last_used != 0).then_some(p.last_used),
-            stale: p.flags & FLAG_STALE != 0,
+            stale: missing || p.flags & FLAG_STALE != 0,
         });
     }
     out

@@ -1077,7 +1077,12 @@ impl Agent {
             })
             .collect();
         let quiet = reasons.len();
-        for p in candidates {
+        // A reason told as it happened (a notice, when another protector
+        // is tried next) is not repeated in the final error.
+        let mut told = 0;
+        let last = candidates.len();
+        for (n, p) in candidates.into_iter().enumerate() {
+            let more = n + 1 < last;
             let id = p.id();
             let thread_io = io.clone();
             let pin = req.pin.clone();
@@ -1092,8 +1097,11 @@ impl Agent {
             .map_err(internal)?;
             match fetched {
                 Ok(sk) => return Ok((sk, id)),
-                Err(ProtectorError::Unavailable(why)) => {
+                Err(ProtectorError::Unavailable(why)) if more => {
                     io.notice(&format!("{id}: {why}; trying the next protector"));
+                    told += 1;
+                }
+                Err(ProtectorError::Unavailable(why)) => {
                     reasons.push(format!("{id}: {why}"));
                 }
                 Err(e @ ProtectorError::WrongPin { tries_left, .. }) => {
@@ -1104,8 +1112,12 @@ impl Agent {
                     return Err(ae);
                 }
                 Err(e @ ProtectorError::PinBlocked { .. }) => {
-                    io.notice(&format!("{id}: {e}; trying the next protector"));
-                    reasons.push(format!("{id}: {e}"));
+                    if more {
+                        io.notice(&format!("{id}: {e}; trying the next protector"));
+                        told += 1;
+                    } else {
+                        reasons.push(format!("{id}: {e}"));
+                    }
                     blocked.get_or_insert(e.to_string());
                 }
                 Err(ProtectorError::Cancelled) => {
@@ -1121,16 +1133,16 @@ impl Agent {
         if let Some(blocked) = blocked {
             return Err(err(ErrorCode::PinBlocked, blocked));
         }
-        if cancelled && req.pin.is_none() && reasons.len() == quiet + 1 {
+        if cancelled && req.pin.is_none() && told == 0 && reasons.len() == quiet + 1 {
             return Err(err(
                 ErrorCode::Cancelled,
                 "no PIN was given for the YubiKey (pass it with --pin-fd N in scripts)",
             ));
         }
-        let why = if reasons.is_empty() {
-            "no protector on this device keeps the Secret Key".to_owned()
-        } else {
-            reasons.join("; ")
+        let why = match (reasons.is_empty(), told) {
+            (true, 0) => "no protector on this device keeps the Secret Key".to_owned(),
+            (true, _) => "no protector on this device could give the Secret Key".to_owned(),
+            (false, _) => reasons.join("; "),
         };
         Err(err(
             ErrorCode::NeedSecretKey,

@@ -406,6 +406,8 @@ impl Interaction for Terminal {
             } else {
                 "n"
             })),
+            // A new secret is asked twice: a typo would set a PIN nobody knows.
+            PromptKind::NewPin => ask_new(message, message).ok(),
             _ => ask_hidden(message, message).ok(),
         };
         self.resume();
@@ -467,6 +469,16 @@ fn unlocked<T>(
             Ok(op(&mut c)?)
         }
         other => Ok(other?),
+    }
+}
+
+/// Where the Secret Key of an unlock came from, for people: "Secret Key
+/// from file", "Secret Key typed", …
+fn key_source(protector: &str) -> String {
+    match protector {
+        "none" => "Secret Key typed".to_owned(),
+        "recovery code" => "opened with a recovery code".to_owned(),
+        p => format!("Secret Key from {p}"),
     }
 }
 
@@ -592,7 +604,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rm { name } => unlocked(autostart, cli.no_prompt, |c| c.remove(&name)),
         Command::Lock => {
-            let mut c = connect(&paths()?, false)?;
+            // Never starts an agent; with none running there is nothing
+            // unlocked, which is what the user asked for.
+            let mut c = match connect(&paths()?, false) {
+                Ok(c) => c,
+                Err(e) if e.code == exit::NO_AGENT => {
+                    eprintln!("No keyward agent is running: nothing is unlocked.");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             c.lock()?;
             eprintln!("Locked.");
             Ok(())
@@ -719,9 +740,9 @@ fn status(autostart: bool, json: bool) -> Result<(), CliError> {
         ),
         AgentState::Unlocked => {
             println!(
-                "Unlocked (account {}, Secret Key from {}).",
+                "Unlocked (account {}, {}).",
                 s.account_id.as_deref().unwrap_or("?"),
-                s.protector.as_deref().unwrap_or("?")
+                key_source(s.protector.as_deref().unwrap_or("?"))
             );
             match (s.idle_lock_in, s.lifetime_left) {
                 (Some(i), Some(l)) if l < i => {
@@ -784,6 +805,7 @@ fn init(
         "Choose your keyward Master Password.",
     )?;
     let spinner = Spinner::start("Creating your account (deriving keys)…");
+    let requested = protector;
     let resp = c.call(&Request::Init(InitRequest {
         password: pw,
         protector: protector.to_owned(),
@@ -820,6 +842,13 @@ fn init(
         return Ok(());
     }
     let kept = match protector.as_str() {
+        "file" if requested == "auto" => format!(
+            "a 0600 file in {}, because no OS keychain answered (a desktop session's \
+             gnome-keyring or KWallet). A file protects it only against other users: add a \
+             YubiKey (`keyward protector add yubikey`), or once a keychain runs, `keyward \
+             protector add keychain` and then `keyward protector remove file`",
+            paths.data_dir.display()
+        ),
         "file" => format!(
             "a 0600 file in {} (protects it only against other users; for more, add a YubiKey: \
              `keyward protector add yubikey`)",
@@ -1224,7 +1253,7 @@ fn unlock(
                     } else {
                         String::new()
                     };
-                    eprintln!("Unlocked (Secret Key from {protector}){when}.");
+                    eprintln!("Unlocked ({}){when}.", key_source(&protector));
                 }
                 return Ok(());
             }

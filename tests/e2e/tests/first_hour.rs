@@ -290,3 +290,103 @@ fn bash_completes_item_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 20 item 9: the wording the first hour tripped on, grepped from the
+/// commands' own output.
+#[test]
+fn the_wording_the_first_hour_tripped_on() {
+    let home = Home::new();
+    let r = home
+        .run_with(
+            &["init", "--password-fd", "3", "--protector", "none"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0);
+    assert!(!r.stdout.contains("the only time"), "{r}");
+    assert!(r.stdout.contains("Back it up"), "{r}");
+    let sk = r
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Secret Key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    home.ok(&["lock"]);
+    // "1 more tries" → "1 more try"; every message a sentence.
+    let mut seen = String::new();
+    for _ in 0..2 {
+        let r = home.run_with(
+            &["unlock", "--password-stdin", "--secret-key-fd", "3"],
+            Some(b"wrong"),
+            Some(sk.as_bytes()),
+        );
+        assert_eq!(r.code, 6, "{r}");
+        seen.push_str(&r.stderr);
+    }
+    assert!(seen.contains("1 more try "), "{seen}");
+    assert!(!seen.contains("1 more tries"), "{seen}");
+    // "Secret Key from none" → "Secret Key typed".
+    let r = home
+        .run_with(
+            &["unlock", "--password-stdin", "--secret-key-fd", "3"],
+            Some(PW.as_bytes()),
+            Some(sk.as_bytes()),
+        )
+        .expect_code(0);
+    assert!(
+        r.stderr.contains("Secret Key typed") && !r.stderr.contains("from none"),
+        "{r}"
+    );
+    let st = home.ok(&["status"]).stdout;
+    assert!(
+        st.contains("Secret Key typed") && !st.contains("from none"),
+        "{st}"
+    );
+
+    // `keyward lock` with no agent: nothing to lock, no flag to drop.
+    home.stop_agent();
+    let r = home.run(&["lock"]).expect_code(0);
+    assert!(
+        r.stderr.contains("nothing is unlocked") && !r.stderr.contains("--no-autostart"),
+        "{r}"
+    );
+
+    // A mistyped config key: the file, its line, the key and the keys that exist.
+    let typo = Home::with_config("idle_lock_secs = 60");
+    let r = typo.run(&["status"]);
+    assert_eq!(r.code, 3, "{r}");
+    assert!(
+        r.stderr.contains("config.toml")
+            && r.stderr.contains("line 1")
+            && r.stderr.contains("idle_lock_secs")
+            && r.stderr.contains("idle_lock_seconds"),
+        "{r}"
+    );
+}
+
+/// Issue 20 item 9: on a device that has the vault but not the Secret Key
+/// file, the file protector shows as stale, and its missing file is said
+/// once.
+#[test]
+fn a_copied_vault_says_once_that_the_key_file_is_missing() {
+    let a = Home::new();
+    a.init(PW);
+    a.ok(&["agent", "stop"]);
+    let b = Home::new();
+    std::fs::create_dir_all(&b.paths.data_dir).unwrap();
+    for e in std::fs::read_dir(&a.paths.data_dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".kwv") {
+            std::fs::copy(e.path(), b.paths.data_dir.join(e.file_name())).unwrap();
+        }
+    }
+    let r = b.unlock(PW);
+    assert_ne!(r.code, 0, "{r}");
+    assert_eq!(r.stderr.matches("is missing").count(), 1, "{r}");
+    let list = b.ok(&["protector", "list"]).stdout;
+    assert!(
+        list.contains("STALE") && list.contains("missing on this device"),
+        "{list}"
+    );
+}

@@ -206,6 +206,7 @@ fn rotating_the_secret_key_retires_the_old_one() {
             "3",
             "--new-password-fd",
             "0",
+            "--allow-weak-password",
         ],
         Some(b"changed\n"),
         Some(PW.as_bytes()),

@@ -7,6 +7,9 @@
 //!                                # both count time the machine spends suspended)
 //! max_connections = 1024         # clients served at once; more are refused with "busy"
 //! protectors = ["yubikey", "keychain", "file"]   # the order unlock tries them in
+//! pinentry = "/usr/bin/pinentry-gnome3"   # ask for the password when a request finds
+//!                                         # the agent locked ("" = never, the default)
+//! pinentry_timeout_seconds = 60
 //!
 //! [kdf]                          # Argon2id for new password wraps
 //! memory_kib = 65536
@@ -39,6 +42,12 @@ pub struct Config {
     pub protectors: Vec<String>,
     /// Which account, when the data directory holds several vaults.
     pub account: Option<String>,
+    /// A pinentry program the agent runs to ask for the Master Password
+    /// when a client's request finds it locked (empty: never; the client
+    /// gets "locked"). Needs a display the agent can reach.
+    pub pinentry: String,
+    /// How long that pinentry waits for the user.
+    pub pinentry_timeout_seconds: u64,
     /// Argon2id parameters for new wraps.
     pub kdf: KdfConfig,
 }
@@ -77,6 +86,8 @@ impl Default for Config {
             prompt_timeout_seconds: 120,
             protectors: vec!["yubikey".into(), "keychain".into(), "file".into()],
             account: None,
+            pinentry: String::new(),
+            pinentry_timeout_seconds: 60,
             kdf: KdfConfig::default(),
         }
     }
@@ -152,6 +163,15 @@ impl Config {
         }
         if c.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        if !c.pinentry.is_empty() && !Path::new(&c.pinentry).is_absolute() {
+            return Err(format!(
+                "pinentry: {:?} is not an absolute path (e.g. \"/usr/bin/pinentry-gnome3\")",
+                c.pinentry
+            ));
+        }
+        if !(1..=600).contains(&c.pinentry_timeout_seconds) {
+            return Err("pinentry_timeout_seconds must be between 1 and 600".into());
         }
         Ok(c)
     }

@@ -34,12 +34,22 @@ pub fn quick(agent: &Agent, req: &Request) -> Option<Response> {
     if let Some(e) = out_of_order(req) {
         return Some(Response::Error(e));
     }
-    Some(match req {
+    let resp = match req {
         Request::Get { name } => agent.get(name).unwrap_or_else(Response::Error),
         Request::Status => Response::Status(agent.status()),
         Request::List => agent.list().unwrap_or_else(Response::Error),
         _ => return None,
-    })
+    };
+    unless_unlocked_on_demand(agent, resp)
+}
+
+/// `None` for a "locked" answer when the agent unlocks on demand: the
+/// request then goes to [`dispatch`], which asks and waits.
+fn unless_unlocked_on_demand(agent: &Agent, resp: Response) -> Option<Response> {
+    match &resp {
+        Response::Error(e) if e.code == ErrorCode::Locked && agent.unlocks_on_demand() => None,
+        _ => Some(resp),
+    }
 }
 
 /// For the event loop: [`quick`] when it can answer without waiting for a
@@ -50,22 +60,31 @@ pub fn quick_now(agent: &Agent, req: &Request) -> Option<Response> {
     if let Some(e) = out_of_order(req) {
         return Some(Response::Error(e));
     }
-    Some(match req {
+    let resp = match req {
         Request::Get { name } => agent.try_get(name)?.unwrap_or_else(Response::Error),
         Request::Status => Response::Status(agent.try_status()?),
         Request::List => agent.try_list()?.unwrap_or_else(Response::Error),
         _ => return None,
-    })
+    };
+    unless_unlocked_on_demand(agent, resp)
 }
 
 /// Runs one request. Errors come back as [`Response::Error`].
 pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) -> Response {
     let result: Result<Response, AgentError> = match req {
         Request::Status => Ok(Response::Status(agent.status())),
-        Request::Get { name } => agent.get(&name),
-        Request::List => agent.list(),
-        Request::Set { name, value } => agent.set(&name, &value),
-        Request::Remove { name } => agent.remove(&name),
+        Request::Get { name } => agent.or_unlock("an item", || agent.get(&name)).await,
+        Request::List => agent.or_unlock("the list of items", || agent.list()).await,
+        Request::Set { name, value } => {
+            agent
+                .or_unlock("to store an item", || agent.set(&name, &value))
+                .await
+        }
+        Request::Remove { name } => {
+            agent
+                .or_unlock("to remove an item", || agent.remove(&name))
+                .await
+        }
         Request::Lock => {
             agent.lock("requested");
             Ok(Response::Ok)

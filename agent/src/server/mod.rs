@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod evloop;
 pub mod listener;
 pub mod logind;
+mod on_demand;
 pub mod protectors;
 pub mod recovery;
 mod rollback;

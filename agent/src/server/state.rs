@@ -108,6 +108,8 @@ pub struct Agent {
     /// `state` is locked for writing.
     writer: Mutex<()>,
     pub(super) heavy: tokio::sync::Mutex<()>,
+    /// One unlock on demand (a pinentry) at a time (`on_demand.rs`).
+    pub(super) on_demand: tokio::sync::Mutex<()>,
     attempts: Mutex<Attempts>,
     /// The last activity, in milliseconds on the [`boot_clock`].
     last_activity_ms: AtomicU64,
@@ -348,6 +350,7 @@ impl Agent {
             state: RwLock::new(state),
             writer: Mutex::new(()),
             heavy: tokio::sync::Mutex::new(()),
+            on_demand: tokio::sync::Mutex::new(()),
             attempts: Mutex::new(attempts),
             last_activity_ms: AtomicU64::new(0),
             locks: AtomicU64::new(0),

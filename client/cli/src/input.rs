@@ -4,7 +4,6 @@
 use crate::output::{CliError, exit};
 use keyward_client::Secret;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
-use std::process::{Command, Stdio};
 use zeroize::Zeroize;
 
 /// Reads one secret from file descriptor `fd` (like gpg's `--passphrase-fd`):
@@ -92,7 +91,12 @@ pub fn ask_hidden(prompt: &str, description: &str) -> Result<Secret, CliError> {
         return Ok(out);
     }
     match find_pinentry() {
-        Some(program) => Ok(pinentry(&program, prompt, description)?),
+        Some(program) => Ok(keyward_client::pinentry::ask(
+            &program,
+            prompt,
+            description,
+            None,
+        )?),
         None => Err(CliError::msg(format!(
             "no terminal to ask for the {} and no pinentry program found; pass it with a --*-fd option \
              (e.g. --password-fd 3 3<file), or set KEYWARD_PINENTRY",
@@ -238,110 +242,6 @@ fn find_pinentry() -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-fn assuan_escape(s: &str) -> String {
-    let mut out = String::new();
-    for ch in s.chars() {
-        match ch {
-            '%' => out.push_str("%25"),
-            '\n' => out.push_str("%0A"),
-            '\r' => out.push_str("%0D"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn assuan_unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 3 <= b.len()
-            && let (Some(h), Some(l)) = (
-                (b[i + 1] as char).to_digit(16),
-                (b[i + 2] as char).to_digit(16),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Runs a pinentry program (the Assuan protocol of GnuPG's pinentry).
-fn pinentry(program: &str, prompt: &str, description: &str) -> Result<Secret, String> {
-    let mut child = Command::new(program)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run pinentry {program}: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("pinentry: no stdin")?;
-    let mut out = BufReader::new(child.stdout.take().ok_or("pinentry: no stdout")?);
-    let mut line = String::new();
-    let expect_ok = |out: &mut BufReader<_>, line: &mut String| -> Result<(), String> {
-        line.clear();
-        out.read_line(line).map_err(|e| format!("pinentry: {e}"))?;
-        if line.starts_with("OK") {
-            Ok(())
-        } else {
-            Err(format!("pinentry: {}", line.trim()))
-        }
-    };
-    expect_ok(&mut out, &mut line)?;
-    for cmd in [
-        "SETTITLE keyward".to_owned(),
-        format!("SETDESC {}", assuan_escape(description)),
-        format!("SETPROMPT {}:", assuan_escape(prompt)),
-    ] {
-        writeln!(stdin, "{cmd}").map_err(|e| format!("pinentry: {e}"))?;
-        expect_ok(&mut out, &mut line)?;
-    }
-    writeln!(stdin, "GETPIN").map_err(|e| format!("pinentry: {e}"))?;
-    let mut secret = None;
-    loop {
-        line.zeroize();
-        line.clear();
-        if out
-            .read_line(&mut line)
-            .map_err(|e| format!("pinentry: {e}"))?
-            == 0
-        {
-            break;
-        }
-        if let Some(data) = line.strip_prefix("D ") {
-            secret = Some(Secret::new(assuan_unescape(
-                data.trim_end_matches(['\n', '\r']),
-            )));
-        } else if line.starts_with("OK") {
-            break;
-        } else if let Some(why) = line.strip_prefix("ERR") {
-            let why = why
-                .trim()
-                .split_once(' ')
-                .map_or(why.trim(), |(_, text)| text)
-                .to_owned();
-            line.zeroize();
-            let _ = writeln!(stdin, "BYE");
-            let _ = child.wait();
-            return Err(format!(
-                "pinentry ({program}) gave no answer: {why}; without a terminal, pass the secret with a \
-                 --*-fd option (e.g. --password-fd 3 3<file)"
-            ));
-        }
-    }
-    line.zeroize();
-    let _ = writeln!(stdin, "BYE");
-    drop(stdin);
-    let _ = child.wait();
-    Ok(secret.unwrap_or_default())
-}
-
 /// Whether standard input is a terminal.
 pub fn stdin_is_tty() -> bool {
     std::io::stdin().is_terminal()
@@ -364,28 +264,6 @@ mod tests {
         let (shown, marks) = secret_key_typo_lines("K1-7QH3MK-XE7BAX-J3W5T-7X3Y4-VYDVD-FW62GBXY");
         assert!(shown.ends_with("-FW62GB-XY"), "{shown}");
         assert!(marks.ends_with(" ^^"), "{marks:?}");
-    }
-
-    #[test]
-    fn assuan_escaping_round_trips() {
-        assert_eq!(assuan_escape("a%b\nc"), "a%25b%0Ac");
-        assert_eq!(assuan_unescape("a%25b%0Ac"), b"a%b\nc");
-        assert_eq!(assuan_unescape("100%"), b"100%");
-    }
-
-    #[test]
-    fn a_fake_pinentry_is_spoken_to() {
-        let d = tempfile::tempdir().unwrap();
-        let script = d.path().join("pinentry");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho 'OK hello'\nwhile read cmd rest; do case $cmd in GETPIN) echo 'D s3cr%25t'; echo OK;; BYE) exit 0;; *) echo OK;; esac; done\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let s = pinentry(script.to_str().unwrap(), "PIN", "desc").unwrap();
-        assert_eq!(s.expose(), b"s3cr%t");
     }
 
     #[test]

@@ -458,6 +458,17 @@ Default ["yubikey", "keychain", "file"]; each element is one of
 "yubikey", "keychain", "file". A kind left out is not tried (unless asked
 for with \fBkeyward unlock \-\-with\fR).
 .TP
+\fBpinentry\fR = "\fIpath\fR"
+A pinentry program (absolute path, e.g. /usr/bin/pinentry\-gnome3) the
+agent runs to ask for the Master Password when a client's request (get,
+list, set, rm) finds it locked; the request then goes on. Default ""
+(never: the client is told the agent is locked, and \fBkeyward\fR on a
+terminal asks itself). The pinentry needs a display the agent can reach.
+.TP
+\fBpinentry_timeout_seconds\fR = \fIseconds\fR
+How long that pinentry waits for the user before the request is answered
+"locked". Default 60; 1 to 600.
+.TP
 \fBaccount\fR = "\fIID\fR"
 Which account to use when the data directory holds several vaults (the
 6\-symbol account ID of \fIvault\-ID.kwv\fR). Default: none, which is

@@ -45,6 +45,7 @@ pub mod message;
 #[cfg(feature = "async")]
 pub mod nonblocking;
 pub mod paths;
+pub mod pinentry;
 pub mod secret;
 pub mod wire;
 

@@ -390,3 +390,84 @@ fn a_copied_vault_says_once_that_the_key_file_is_missing() {
         "{list}"
     );
 }
+
+/// A fake pinentry: answers GETPIN with the contents of `answer_file` (or
+/// cancels when it is missing, or hangs when it says `hang`), and records
+/// the descriptions it was shown.
+fn fake_pinentry(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("pinentry");
+    let answer = dir.join("answer");
+    let record = dir.join("record");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho 'OK ready'\nwhile read -r cmd rest; do case $cmd in\n\
+             SETDESC) echo \"$rest\" >> '{record}'; echo OK;;\n\
+             GETPIN) if [ ! -f '{answer}' ]; then echo 'ERR 83886179 Operation cancelled';\n\
+               elif [ \"$(cat '{answer}')\" = hang ]; then exec sleep 60;\n\
+               else echo \"D $(cat '{answer}')\"; echo OK; fi;;\n\
+             BYE) exit 0;;\n*) echo OK;; esac; done\n",
+            record = record.display(),
+            answer = answer.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// Issue 20 item 4, without a terminal: a library client's `get` on a
+/// locked agent configured with a pinentry is answered once the password
+/// is given there; cancelled or unanswered, it is "locked" (within the
+/// timeout); without the setting, "locked" at once as before.
+#[test]
+fn a_library_client_gets_its_item_after_an_unlock_through_pinentry() {
+    use keyward_client::ClientError;
+    use keyward_client::message::ErrorCode;
+    let tools = tempfile::tempdir().unwrap();
+    let pinentry = fake_pinentry(tools.path());
+    let home = Home::with_config(&format!(
+        "pinentry = \"{}\"\npinentry_timeout_seconds = 2",
+        pinentry.display()
+    ));
+    home.init(PW);
+    home.run_with(&["set", "k"], Some(b"v"), None)
+        .expect_code(0);
+    home.ok(&["lock"]);
+    std::fs::write(tools.path().join("answer"), PW).unwrap();
+    let mut c = home.client();
+    assert_eq!(c.get("k").unwrap().expose(), b"v");
+    assert_eq!(home.status()["state"], "unlocked");
+    let shown = std::fs::read_to_string(tools.path().join("record")).unwrap();
+    assert!(shown.contains("asked keyward for an item"), "{shown}");
+
+    // Cancelled at the pinentry: locked, and said so.
+    home.ok(&["lock"]);
+    std::fs::remove_file(tools.path().join("answer")).unwrap();
+    let mut c = home.client();
+    match c.get("k") {
+        Err(ClientError::Agent(e)) => {
+            assert_eq!(e.code, ErrorCode::Locked);
+            assert!(e.message.contains("nobody unlocked it"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A pinentry that hangs: given up on after its timeout.
+    std::fs::write(tools.path().join("answer"), "hang").unwrap();
+    let start = std::time::Instant::now();
+    let mut c = home.client();
+    assert!(matches!(c.get("k"), Err(ClientError::Agent(e)) if e.code == ErrorCode::Locked));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Not configured: locked at once, no pinentry run.
+    let plain = Home::new();
+    plain.init(PW);
+    plain.ok(&["lock"]);
+    let mut c = plain.client();
+    assert!(matches!(c.get("k"), Err(ClientError::Agent(e)) if e.code == ErrorCode::Locked));
+}

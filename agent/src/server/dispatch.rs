@@ -106,6 +106,9 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::SessionEnd { session } => Ok(agent.session_end(session).await),
         Request::CheckPassword { password } => agent.check_password(&password).await,
         Request::CheckRecoveryCode { code } => agent.check_recovery_code(&code).await,
+        Request::Backup { out, force } => agent.backup(&out, force),
+        Request::Restore { path, older } => agent.restore(&path, older),
+        Request::Rename { old, new } => agent.rename(&old, &new),
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

@@ -10,6 +10,7 @@
 //! - [`protectors`]: enrolling, listing and removing Secret Key protectors.
 
 pub mod conn;
+mod copies;
 pub mod dispatch;
 pub mod evloop;
 pub mod listener;

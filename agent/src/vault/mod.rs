@@ -10,8 +10,11 @@
 //! crash at any moment leaves a vault that opens with the old or the new
 //! credentials: see [`Unlocked::begin_secret_key_change`].
 
+mod copies;
 pub mod format;
 pub mod store;
+
+pub use copies::{CopyDiff, CopyError};
 
 use crate::account::items::ItemId;
 use crate::account::password::{self, KdfParams, Password, PasswordError};

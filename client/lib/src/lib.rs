@@ -40,6 +40,7 @@
 //! (passwords, values) are in zeroizing [`Secret`]s.
 
 pub mod client;
+pub mod files;
 pub mod frame;
 pub mod message;
 #[cfg(feature = "async")]

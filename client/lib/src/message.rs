@@ -44,6 +44,9 @@ pub mod tag {
     pub const SESSION_END: u8 = 0x16;
     pub const CHECK_PASSWORD: u8 = 0x17;
     pub const CHECK_RECOVERY_CODE: u8 = 0x18;
+    pub const BACKUP: u8 = 0x19;
+    pub const RESTORE: u8 = 0x1a;
+    pub const RENAME: u8 = 0x1b;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -62,6 +65,8 @@ pub mod tag {
     pub const NOTICE: u8 = 0x8e;
     pub const STILL_IN_USE: u8 = 0x8f;
     pub const ITEMS_PART: u8 = 0x90;
+    pub const BACKED_UP: u8 = 0x91;
+    pub const RESTORED: u8 = 0x92;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -223,6 +228,29 @@ pub enum Request {
         /// The recovery code as typed.
         code: Secret,
     },
+    /// Writes a copy of the vault file to `out` (an absolute path), after
+    /// checking it with the keys in memory. Answered by `BackedUp`.
+    Backup {
+        /// Where (created 0600, never through a symbolic link).
+        out: String,
+        /// Replace `out` if it exists.
+        force: bool,
+    },
+    /// Takes the items of the backup at `path` (an absolute path) into the
+    /// vault; the credentials stay. Answered by `Restored`.
+    Restore {
+        /// The backup.
+        path: String,
+        /// Also when the backup is older than the vault.
+        older: bool,
+    },
+    /// Renames an item. Answered by `Ok`.
+    Rename {
+        /// The item's name.
+        old: String,
+        /// Its new name.
+        new: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -268,6 +296,9 @@ impl Request {
             Request::SessionEnd { .. } => "SessionEnd",
             Request::CheckPassword { .. } => "CheckPassword",
             Request::CheckRecoveryCode { .. } => "CheckRecoveryCode",
+            Request::Backup { .. } => "Backup",
+            Request::Restore { .. } => "Restore",
+            Request::Rename { .. } => "Rename",
         }
     }
 
@@ -397,6 +428,24 @@ impl Request {
                 w.secret(code);
                 w
             }
+            Request::Backup { out, force } => {
+                let mut w = Writer::new(BACKUP);
+                w.str(out);
+                w.bool(*force);
+                w
+            }
+            Request::Restore { path, older } => {
+                let mut w = Writer::new(RESTORE);
+                w.str(path);
+                w.bool(*older);
+                w
+            }
+            Request::Rename { old, new } => {
+                let mut w = Writer::new(RENAME);
+                w.str(old);
+                w.str(new);
+                w
+            }
         };
         w.finish()
     }
@@ -483,6 +532,18 @@ impl Request {
             },
             CHECK_RECOVERY_CODE => Request::CheckRecoveryCode {
                 code: r.secret("code")?,
+            },
+            BACKUP => Request::Backup {
+                out: r.str("out")?,
+                force: r.bool("force")?,
+            },
+            RESTORE => Request::Restore {
+                path: r.str("path")?,
+                older: r.bool("older")?,
+            },
+            RENAME => Request::Rename {
+                old: r.str("old")?,
+                new: r.str("new")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -875,6 +936,20 @@ pub enum Response {
         /// The other sessions.
         sessions: Vec<String>,
     },
+    /// Answer to `Backup`: the copy is written and was checked.
+    BackedUp {
+        /// Where.
+        path: String,
+        /// Its write generation.
+        generation: u64,
+        /// How many items it holds.
+        items: u64,
+    },
+    /// Answer to `Restore`: what changed.
+    Restored {
+        /// For the user.
+        notes: Vec<String>,
+    },
     /// A failure.
     Error(AgentError),
 }
@@ -907,6 +982,14 @@ impl fmt::Debug for Response {
             Response::Prompt { kind, message } => write!(f, "Prompt({kind:?}, {message:?})"),
             Response::Notice { message } => write!(f, "Notice({message:?})"),
             Response::StillInUse { sessions } => write!(f, "StillInUse({sessions:?})"),
+            Response::BackedUp {
+                path,
+                generation,
+                items,
+            } => {
+                write!(f, "BackedUp({path:?}, {generation}, {items})")
+            }
+            Response::Restored { notes } => write!(f, "Restored({notes:?})"),
             Response::Error(e) => write!(f, "Error({:?}, {:?})", e.code, e.message),
         }
     }
@@ -1118,6 +1201,22 @@ impl Response {
                 write_strings(&mut w, sessions);
                 w
             }
+            Response::BackedUp {
+                path,
+                generation,
+                items,
+            } => {
+                let mut w = Writer::new(BACKED_UP);
+                w.str(path);
+                w.u64(*generation);
+                w.u64(*items);
+                w
+            }
+            Response::Restored { notes } => {
+                let mut w = Writer::new(RESTORED);
+                write_strings(&mut w, notes);
+                w
+            }
             Response::Error(e) => {
                 let mut w = Writer::new(ERROR);
                 w.u16(e.code.to_u16());
@@ -1213,6 +1312,14 @@ impl Response {
             STILL_IN_USE => Response::StillInUse {
                 sessions: read_strings(&mut r, "sessions")?,
             },
+            BACKED_UP => Response::BackedUp {
+                path: r.str("path")?,
+                generation: r.u64("generation")?,
+                items: r.u64("items")?,
+            },
+            RESTORED => Response::Restored {
+                notes: read_strings(&mut r, "notes")?,
+            },
             ERROR => Response::Error(AgentError {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 message: r.str("message")?,
@@ -1303,6 +1410,18 @@ pub mod samples {
             Request::SessionEnd { session: None },
             Request::CheckPassword { password: s("pw") },
             Request::CheckRecoveryCode { code: s("RC1-…") },
+            Request::Backup {
+                out: "/tmp/b.kwv".into(),
+                force: true,
+            },
+            Request::Restore {
+                path: "/tmp/b.kwv".into(),
+                older: false,
+            },
+            Request::Rename {
+                old: "a".into(),
+                new: "b".into(),
+            },
         ]
     }
 
@@ -1403,6 +1522,14 @@ pub mod samples {
                     modified: 5,
                 },
             ]),
+            Response::BackedUp {
+                path: "/home/u/b.kwv".into(),
+                generation: 9,
+                items: 3,
+            },
+            Response::Restored {
+                notes: vec!["2 items back".into()],
+            },
         ]
     }
 }

@@ -94,6 +94,9 @@ fn request() -> impl Strategy<Value = Request> {
         opt_secret().prop_map(|answer| Request::PromptReply { answer }),
         secret().prop_map(|password| Request::CheckPassword { password }),
         secret().prop_map(|code| Request::CheckRecoveryCode { code }),
+        (text(), any::<bool>()).prop_map(|(out, force)| Request::Backup { out, force }),
+        (text(), any::<bool>()).prop_map(|(path, older)| Request::Restore { path, older }),
+        (text(), text()).prop_map(|(old, new)| Request::Rename { old, new }),
     ]
 }
 
@@ -240,6 +243,14 @@ fn response() -> impl Strategy<Value = Response> {
         )
         .prop_map(Response::Protectors),
         (text(), notes()).prop_map(|(id, notes)| Response::ProtectorAdded { id, notes }),
+        (text(), any::<u64>(), any::<u64>()).prop_map(|(path, generation, items)| {
+            Response::BackedUp {
+                path,
+                generation,
+                items,
+            }
+        }),
+        notes().prop_map(|notes| Response::Restored { notes }),
         (prompt_kind(), text()).prop_map(|(kind, message)| Response::Prompt { kind, message }),
         text().prop_map(|message| Response::Notice { message }),
         // Codes come from the wire value, so a known code is never `Unknown`.

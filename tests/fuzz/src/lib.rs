@@ -181,6 +181,9 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::Remove { .. }
         | Request::RecoveryCodeList
         | Request::ProtectorList
+        | Request::Backup { .. }
+        | Request::Restore { .. }
+        | Request::Rename { .. }
         | Request::Shutdown
         | Request::SessionEnd { .. } => false,
     }
@@ -206,6 +209,8 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::Prompt { .. }
         | Response::Notice { .. }
         | Response::StillInUse { .. }
+        | Response::BackedUp { .. }
+        | Response::Restored { .. }
         | Response::Error(_) => false,
     }
 }

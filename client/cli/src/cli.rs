@@ -216,6 +216,9 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<AgentAction>,
     },
+    /// Be git's credential helper: answer git's get, store and erase requests.
+    #[command(long_about = crate::credential::ABOUT, after_help = crate::credential::EXAMPLES)]
+    Credential(crate::credential::CredentialArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -446,7 +449,7 @@ complete -F _keyward_items -o bashdefault -o default keyward
 /// Runs `op` on the agent; if it is locked and a person is at a terminal
 /// (and `--no-prompt` was not given), unlocks it first, asking for the
 /// Master Password as `keyward unlock` does, and runs `op` again.
-fn unlocked<T>(
+pub(crate) fn unlocked<T>(
     autostart: bool,
     no_prompt: bool,
     mut op: impl FnMut(&mut Client) -> Result<T, ClientError>,
@@ -669,6 +672,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             allow_weak_password,
         } => change_password(autostart, &password, new_password_fd, allow_weak_password),
         Command::Agent { action } => agent(action),
+        Command::Credential(args) => crate::credential::run(args, autostart, cli.no_prompt),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -8,6 +8,7 @@
 mod choose;
 mod cli;
 mod connect;
+mod credential;
 mod files;
 mod input;
 mod kit;

@@ -117,7 +117,8 @@ bindir=$prefix/bin
 mandir=$prefix/share/man
 say "installing into $bindir and $mandir"
 install -d "$bindir" "$mandir/man1" "$mandir/man5"
-install -m 0755 target/release/keyward target/release/keyward-agent "$bindir/"
+# git-credential-keyward: what git runs for `credential.helper = keyward`.
+install -m 0755 target/release/keyward target/release/keyward-agent target/release/git-credential-keyward "$bindir/"
 pages=$(mktemp -d)
 trap 'rm -rf "$pages"' EXIT
 target/release/keyward manpage --dir "$pages" >/dev/null

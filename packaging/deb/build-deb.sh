@@ -32,8 +32,9 @@ install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/$multiarch/security"
     "$stage/usr/share/fish/vendor_completions.d" "$stage/usr/share/doc/keyward" \
     "$stage/usr/share/pam-configs"
 
-install -m 0755 "$bin/keyward" "$bin/keyward-agent" "$stage/usr/bin/"
-strip --strip-unneeded "$stage/usr/bin/keyward" "$stage/usr/bin/keyward-agent" 2>/dev/null || true
+install -m 0755 "$bin/keyward" "$bin/keyward-agent" "$bin/git-credential-keyward" "$stage/usr/bin/"
+strip --strip-unneeded "$stage/usr/bin/keyward" "$stage/usr/bin/keyward-agent" \
+    "$stage/usr/bin/git-credential-keyward" 2>/dev/null || true
 install -m 0644 "$bin/libpam_keyward.so" "$stage/usr/lib/$multiarch/security/pam_keyward.so"
 strip --strip-unneeded "$stage/usr/lib/$multiarch/security/pam_keyward.so" 2>/dev/null || true
 install -m 0644 packaging/systemd/keyward-agent.service packaging/systemd/keyward-agent.socket \

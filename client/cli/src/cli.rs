@@ -219,6 +219,36 @@ pub enum Command {
     /// Be git's credential helper: answer git's get, store and erase requests.
     #[command(long_about = crate::credential::ABOUT, after_help = crate::credential::EXAMPLES)]
     Credential(crate::credential::CredentialArgs),
+    /// Write every item, in clear, to a file (JSON): to move to another password manager.
+    #[command(long_about = crate::export::ABOUT, after_help = crate::export::EXAMPLES)]
+    Export {
+        /// The file to write (created 0600, never through a symbolic link).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace FILE if it exists (the export is written beside it, then renamed over it).
+        #[arg(long)]
+        force: bool,
+        /// json (keyward's own layout, read back by `keyward import`).
+        #[arg(long, default_value = "json", value_name = "FORMAT")]
+        format: crate::export::Format,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Create items from a keyward export, a pass store, or a Bitwarden, 1Password or KeePassXC CSV.
+    #[command(long_about = crate::import::ABOUT, after_help = crate::import::EXAMPLES)]
+    Import {
+        /// json, pass, bitwarden-csv, 1password-csv or keepassxc-csv (default: told from FILE).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<crate::import::Format>,
+        /// List the names that would be created, replaced or skipped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace items that exist already (skipped otherwise).
+        #[arg(long)]
+        force: bool,
+        /// The file (- for standard input), or for pass the store's directory.
+        file: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -673,6 +703,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         } => change_password(autostart, &password, new_password_fd, allow_weak_password),
         Command::Agent { action } => agent(action),
         Command::Credential(args) => crate::credential::run(args, autostart, cli.no_prompt),
+        Command::Export {
+            out,
+            force,
+            format,
+            password,
+        } => crate::export::run(autostart, &password, &out, force, format),
+        Command::Import {
+            format,
+            dry_run,
+            force,
+            file,
+        } => crate::import::run(autostart, format, dry_run, force, file.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -162,6 +162,11 @@ const CLI_ENVIRONMENT: &[(&str, &str)] = &[
         "The pinentry program used to ask for a password or PIN when there is no terminal; \
          \"none\" never uses one. Default: pinentry on PATH.",
     ),
+    (
+        "PASSWORD_STORE_DIR",
+        "The pass store that import --format pass reads when no directory is given (default \
+         ~/.password-store). The pass and gpg it runs read their own variables (GNUPGHOME …).",
+    ),
 ];
 
 /// Environment variables only the agent reads (beyond the directories).

@@ -249,6 +249,63 @@ pub enum Command {
         /// The file (- for standard input), or for pass the store's directory.
         file: Option<PathBuf>,
     },
+    /// Run a program with secrets in its environment (nothing is written to disk).
+    #[command(
+        after_help = crate::run::EXAMPLES,
+        override_usage = "keyward run [--env VAR=ITEM]... [--env-file FILE]... -- CMD [ARGS]..."
+    )]
+    Run {
+        /// Set VAR to the value of item ITEM (also VAR=keyward://ITEM); repeatable.
+        #[arg(long = "env", value_name = "VAR=ITEM")]
+        env: Vec<String>,
+        /// Read VAR=ITEM lines from FILE (blank lines and # comments skipped); --env wins.
+        #[arg(long, value_name = "FILE")]
+        env_file: Vec<PathBuf>,
+        /// The program to run and its arguments (after `--`); keyward exits with its status.
+        #[arg(
+            value_name = "CMD",
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Fill `{{ keyward://ITEM }}` references in a template read on standard input.
+    ///
+    /// Spaces inside the braces are optional; `\{{` is a literal `{{`. Every item is
+    /// fetched first: an unknown one is an error naming it, and nothing is written.
+    #[command(after_help = crate::inject::EXAMPLES)]
+    Inject {
+        /// Write the result to FILE (created 0600, never through a symbolic link) instead
+        /// of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
+    },
+    /// Make a random password (or passphrase) and print it; its entropy goes to standard error.
+    #[command(after_help = crate::generate::EXAMPLES)]
+    Generate {
+        /// Characters in the password (8 to 1024; default 24).
+        #[arg(long, value_name = "N", conflicts_with = "words")]
+        length: Option<usize>,
+        /// A passphrase of N words (3 to 100) from the EFF large word list, joined by `-`.
+        #[arg(long, value_name = "N")]
+        words: Option<usize>,
+        /// Put symbols (! # % * + - . : = ? @ _) in the password (the default).
+        #[arg(long, overrides_with = "no_symbols", conflicts_with = "words")]
+        symbols: bool,
+        /// Letters and digits only.
+        #[arg(long, overrides_with = "symbols", conflicts_with = "words")]
+        no_symbols: bool,
+        /// Also store it as item NAME (asks before replacing one).
+        #[arg(long, value_name = "NAME")]
+        set: Option<String>,
+        /// With --set: replace an existing item without asking.
+        #[arg(long, requires = "set")]
+        force: bool,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -715,6 +772,29 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             force,
             file,
         } => crate::import::run(autostart, format, dry_run, force, file.as_deref()),
+        Command::Run {
+            env,
+            env_file,
+            command,
+        } => crate::run::run(&env, &env_file, &command, &mut |op| {
+            unlocked(autostart, cli.no_prompt, op)
+        }),
+        Command::Inject { out, force } => crate::inject::inject(out.as_deref(), force, &mut |op| {
+            unlocked(autostart, cli.no_prompt, op)
+        }),
+        Command::Generate {
+            length,
+            words,
+            symbols: _,
+            no_symbols,
+            set,
+            force,
+        } => crate::generate::generate(
+            crate::generate::kind(length, words, no_symbols)?,
+            set.as_deref(),
+            force,
+            &mut |op| unlocked(autostart, cli.no_prompt, op),
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

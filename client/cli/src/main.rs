@@ -11,10 +11,13 @@ mod connect;
 mod credential;
 mod export;
 mod files;
+mod generate;
+mod inject;
 mod import;
 mod input;
 mod kit;
 mod output;
+mod run;
 
 use clap::Parser;
 use std::process::ExitCode;

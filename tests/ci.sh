@@ -25,7 +25,7 @@ PACKAGES="
     pcscd vsmartcard-vpcd yubico-piv-tool opensc openssl
     dbus dbus-bin gnome-keyring libsecret-tools
     pamtester
-    openssh-client gnupg
+    openssh-client gnupg pass
     poppler-utils zbar-tools faketime
     systemd
     iproute2 util-linux procps python3-dbus

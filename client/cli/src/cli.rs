@@ -140,6 +140,10 @@ pub enum Command {
         /// Print `{"name", "value"}` as JSON (the value must be UTF-8 text).
         #[arg(long)]
         json: bool,
+        /// Copy the value to the clipboard instead (wl-copy or xclip), and clear it after
+        /// 45 s if it still holds it.
+        #[arg(long, conflicts_with = "json")]
+        clip: bool,
     },
     /// List the items' names.
     List {
@@ -305,6 +309,16 @@ pub enum Command {
         /// With --set: replace an existing item without asking.
         #[arg(long, requires = "set")]
         force: bool,
+    },
+    /// Clear the clipboard later (started by `get --clip`; the value comes on standard input).
+    #[command(hide = true)]
+    ClipClear {
+        /// The clipboard tool.
+        #[arg(long)]
+        tool: crate::clip::Tool,
+        /// Seconds to wait.
+        #[arg(long)]
+        after: u64,
     },
     /// Print shell completions.
     Completions {
@@ -576,7 +590,12 @@ fn key_source(protector: &str) -> String {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let autostart = !cli.no_autostart;
     match cli.command {
-        Command::Get { name, json } => {
+        Command::Get { name, json, clip } => {
+            if clip {
+                let tool = crate::clip::tool()?;
+                let v = unlocked(autostart, cli.no_prompt, |c| c.get(&name))?;
+                return crate::clip::copy(tool, &name, &v);
+            }
             let v = unlocked(autostart, cli.no_prompt, |c| c.get(&name))?;
             if json {
                 let text = v.expose_str().ok_or_else(|| {
@@ -795,6 +814,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             force,
             &mut |op| unlocked(autostart, cli.no_prompt, op),
         ),
+        Command::ClipClear { tool, after } => crate::clip::clear_later(tool, after),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

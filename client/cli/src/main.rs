@@ -7,6 +7,7 @@
 
 mod choose;
 mod cli;
+mod clip;
 mod connect;
 mod credential;
 mod export;
@@ -41,7 +42,11 @@ fn fast_get() -> Option<cli::Cli> {
     Some(cli::Cli {
         no_autostart,
         no_prompt: false,
-        command: cli::Command::Get { name, json: false },
+        command: cli::Command::Get {
+            name,
+            json: false,
+            clip: false,
+        },
     })
 }
 

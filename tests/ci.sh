@@ -30,6 +30,7 @@ PACKAGES="
     systemd
     iproute2 util-linux procps python3-dbus
     man-db
+    xvfb xclip
     git
 "
 missing=""

@@ -63,6 +63,12 @@ pub(super) fn boot_clock() -> Duration {
     crate::harden::boot_clock()
 }
 
+/// Whole seconds, rounded up: a back-off with 0.3 s left is not "0 s"
+/// (attempts are still refused then).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// The longest the lock timer sleeps at a time. Its sleep runs on the
 /// monotonic clock, which stops while the machine is suspended: after a
 /// resume, a deadline that passed meanwhile is seen within this long.
@@ -654,9 +660,8 @@ impl Agent {
     pub fn status(&self) -> StatusInfo {
         let backoff = self
             .attempts()
-            .remaining(self.clock.unix_now(), Instant::now())
-            .as_secs();
-        self.status_in(backoff, &self.read_state())
+            .remaining(self.clock.unix_now(), Instant::now());
+        self.status_in(ceil_secs(backoff), &self.read_state())
     }
 
     /// `Status` if it can be answered without waiting for a lock.
@@ -667,8 +672,8 @@ impl Agent {
                 .into_inner()
                 .remaining(self.clock.unix_now(), Instant::now()),
             Err(std::sync::TryLockError::WouldBlock) => return None,
-        }
-        .as_secs();
+        };
+        let backoff = ceil_secs(backoff);
         Some(self.status_in(backoff, &*self.try_read_state()?))
     }
 

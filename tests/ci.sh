@@ -30,8 +30,8 @@ PACKAGES="
     systemd
     iproute2 util-linux procps python3-dbus
     man-db
-    xvfb xclip
     git
+    xvfb xclip
 "
 missing=""
 for p in $PACKAGES; do

@@ -145,8 +145,10 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         clip: bool,
     },
-    /// List the items' names.
+    /// List the items' names (all, or those matching a glob PATTERN).
     List {
+        /// A glob (`*`, `?`, `[abc]`), e.g. 'github/*'; quote it for the shell.
+        pattern: Option<String>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -220,38 +222,54 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<AgentAction>,
     },
-    /// Be git's credential helper: answer git's get, store and erase requests.
-    #[command(long_about = crate::credential::ABOUT, after_help = crate::credential::EXAMPLES)]
-    Credential(crate::credential::CredentialArgs),
-    /// Write every item, in clear, to a file (JSON): to move to another password manager.
-    #[command(long_about = crate::export::ABOUT, after_help = crate::export::EXAMPLES)]
-    Export {
-        /// The file to write (created 0600, never through a symbolic link).
+    /// Write a copy of the vault (encrypted as it is: safe to keep anywhere),
+    /// checked with the keys in memory before it is written.
+    #[command(
+        after_help = "Examples:\n  keyward backup\n  keyward backup --out /media/usb/keyward.kwv"
+    )]
+    Backup {
+        /// The file to write (created 0600; default keyward-backup-ID-DATE.kwv here).
         #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// Replace FILE if it exists (the export is written beside it, then renamed over it).
+        out: Option<PathBuf>,
+        /// Replace FILE if it exists.
         #[arg(long)]
         force: bool,
-        /// json (keyward's own layout, read back by `keyward import`).
-        #[arg(long, default_value = "json", value_name = "FORMAT")]
-        format: crate::export::Format,
-        #[command(flatten)]
-        password: PasswordSource,
+        /// Print `{"path", "generation", "items"}` as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Create items from a keyward export, a pass store, or a Bitwarden, 1Password or KeePassXC CSV.
-    #[command(long_about = crate::import::ABOUT, after_help = crate::import::EXAMPLES)]
-    Import {
-        /// json, pass, bitwarden-csv, 1password-csv or keepassxc-csv (default: told from FILE).
-        #[arg(long, value_name = "FORMAT")]
-        format: Option<crate::import::Format>,
-        /// List the names that would be created, replaced or skipped; change nothing.
+    /// Take the items of a backup back into the vault. Passwords, the Secret
+    /// Key, YubiKeys and recovery codes stay as they are now; the vault as it
+    /// was is kept in the state directory.
+    #[command(
+        after_help = "Examples:\n  keyward restore keyward-backup-7QH3MK-2026-12-01.kwv\n  keyward restore old.kwv --older   # after reading what it brings back"
+    )]
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Restore a backup older than the vault (it says first what that brings back).
         #[arg(long)]
-        dry_run: bool,
-        /// Replace items that exist already (skipped otherwise).
+        older: bool,
+    },
+    /// Rename an item.
+    #[command(after_help = "Examples:\n  keyward mv bank money/bank")]
+    Mv {
+        /// Its name.
+        old: String,
+        /// Its new name.
+        new: String,
+    },
+    /// Change an item's value in $VISUAL or $EDITOR (through a 0600 file in
+    /// your runtime directory, removed afterwards).
+    #[command(
+        after_help = "Examples:\n  keyward edit notes/wifi\n  EDITOR=nano keyward edit notes/wifi"
+    )]
+    Edit {
+        /// The item's name.
+        name: String,
+        /// Also where the runtime directory is not a tmpfs (the file could reach the disk).
         #[arg(long)]
         force: bool,
-        /// The file (- for standard input), or for pass the store's directory.
-        file: Option<PathBuf>,
     },
     /// Run a program with secrets in its environment (nothing is written to disk).
     #[command(
@@ -319,6 +337,39 @@ pub enum Command {
         /// Seconds to wait.
         #[arg(long)]
         after: u64,
+    },
+    /// Be git's credential helper: answer git's get, store and erase requests.
+    #[command(long_about = crate::credential::ABOUT, after_help = crate::credential::EXAMPLES)]
+    Credential(crate::credential::CredentialArgs),
+    /// Write every item, in clear, to a file (JSON): to move to another password manager.
+    #[command(long_about = crate::export::ABOUT, after_help = crate::export::EXAMPLES)]
+    Export {
+        /// The file to write (created 0600, never through a symbolic link).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace FILE if it exists (the export is written beside it, then renamed over it).
+        #[arg(long)]
+        force: bool,
+        /// json (keyward's own layout, read back by `keyward import`).
+        #[arg(long, default_value = "json", value_name = "FORMAT")]
+        format: crate::export::Format,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Create items from a keyward export, a pass store, or a Bitwarden, 1Password or KeePassXC CSV.
+    #[command(long_about = crate::import::ABOUT, after_help = crate::import::EXAMPLES)]
+    Import {
+        /// json, pass, bitwarden-csv, 1password-csv or keepassxc-csv (default: told from FILE).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<crate::import::Format>,
+        /// List the names that would be created, replaced or skipped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace items that exist already (skipped otherwise).
+        #[arg(long)]
+        force: bool,
+        /// The file (- for standard input), or for pass the store's directory.
+        file: Option<PathBuf>,
     },
     /// Print shell completions.
     Completions {
@@ -447,7 +498,7 @@ pub enum AgentAction {
     Stop,
 }
 
-fn paths() -> Result<Paths, CliError> {
+pub(crate) fn paths() -> Result<Paths, CliError> {
     Paths::from_env().map_err(|e| CliError::msg(e.to_string()))
 }
 
@@ -697,8 +748,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             c.set(&name, value)?;
             Ok(())
         }
-        Command::List { json } => {
-            let items = unlocked(autostart, cli.no_prompt, Client::list)?;
+        Command::List { pattern, json } => {
+            let mut items = unlocked(autostart, cli.no_prompt, Client::list)?;
+            if let Some(p) = pattern {
+                let glob = glob::Pattern::new(&p).map_err(|e| {
+                    CliError::with(exit::INVALID, format!("bad pattern {p:?}: {e}"))
+                })?;
+                items.retain(|i| glob.matches(&i.name));
+            }
             if json {
                 print_json(json!(items
                     .iter()
@@ -778,19 +835,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             allow_weak_password,
         } => change_password(autostart, &password, new_password_fd, allow_weak_password),
         Command::Agent { action } => agent(action),
-        Command::Credential(args) => crate::credential::run(args, autostart, cli.no_prompt),
-        Command::Export {
-            out,
-            force,
-            format,
-            password,
-        } => crate::export::run(autostart, &password, &out, force, format),
-        Command::Import {
-            format,
-            dry_run,
-            force,
-            file,
-        } => crate::import::run(autostart, format, dry_run, force, file.as_deref()),
+        Command::Backup { out, force, json } => {
+            crate::everyday::backup(autostart, cli.no_prompt, out.as_deref(), force, json)
+        }
+        Command::Restore { file, older } => {
+            crate::everyday::restore(autostart, cli.no_prompt, &file, older)
+        }
+        Command::Mv { old, new } => crate::everyday::rename(autostart, cli.no_prompt, &old, &new),
+        Command::Edit { name, force } => {
+            crate::everyday::edit(autostart, cli.no_prompt, &name, force)
+        }
         Command::Run {
             env,
             env_file,
@@ -815,6 +869,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             &mut |op| unlocked(autostart, cli.no_prompt, op),
         ),
         Command::ClipClear { tool, after } => crate::clip::clear_later(tool, after),
+        Command::Credential(args) => crate::credential::run(args, autostart, cli.no_prompt),
+        Command::Export {
+            out,
+            force,
+            format,
+            password,
+        } => crate::export::run(autostart, &password, &out, force, format),
+        Command::Import {
+            format,
+            dry_run,
+            force,
+            file,
+        } => crate::import::run(autostart, format, dry_run, force, file.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -1015,8 +1082,10 @@ fn init(
     println!("On this device it is kept in {kept}.");
     println!("To unlock you need both: your Master Password and the Secret Key.");
     println!("Your secrets live in one file on this device: {vault_path}");
-    println!("Back it up (copy it to another disk or a cloud folder: it is encrypted), or");
-    println!("losing this device loses them. If you forget your Master Password, a recovery");
+    println!("Back it up with `keyward backup` (to another disk or a cloud folder: it is");
+    println!(
+        "encrypted), or losing this device loses them. If you forget your Master Password, a recovery"
+    );
     println!("code gets you back in: make one with `keyward recovery-code new`.");
     if let Some(p) = kit_path {
         write_kit_after_init(p, &kit, "shown above")?;
@@ -1051,7 +1120,7 @@ fn write_kit_after_init(
     })
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -59,8 +59,9 @@ const RECOVERY_ROWS: [usize; 2] = [7, 6];
 /// The backup advice, after the vault's path, naming its file.
 fn backup_lines(vault_file: &str) -> [String; 4] {
     [
-        format!("Back it up: copy {vault_file} to another disk or a cloud folder,"),
-        "and again after you add or change secrets. It is encrypted: without".to_owned(),
+        format!("Back it up: `keyward backup` (or copy {vault_file}) to another disk"),
+        "or a cloud folder, again after you add or change secrets. It is encrypted: without"
+            .to_owned(),
         "the Secret Key and the Master Password, a copy is safe to keep".to_owned(),
         "anywhere (but not next to this page).".to_owned(),
     ]
@@ -410,7 +411,7 @@ mod tests {
             "Recovery code ID: ____",
             "keyward recovery-code new",
             "Vault:            ~/.local/share/keyward/vault-ABCDEF.kwv\n",
-            "Back it up: copy vault-ABCDEF.kwv to another disk or a cloud folder",
+            "Back it up: `keyward backup` (or copy vault-ABCDEF.kwv) to another disk",
             "It is encrypted",
             "copy your vault backup to\n  ~/.local/share/keyward/vault-ABCDEF.kwv,",
             "keyward recover",

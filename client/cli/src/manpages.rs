@@ -163,19 +163,23 @@ const CLI_ENVIRONMENT: &[(&str, &str)] = &[
          \"none\" never uses one. Default: pinentry on PATH.",
     ),
     (
+        "PASSWORD_STORE_DIR",
+        "The pass store that import --format pass reads when no directory is given (default \
+         ~/.password-store). The pass and gpg it runs read their own variables (GNUPGHOME …).",
+    ),
+    (
         "WAYLAND_DISPLAY, DISPLAY",
         "Where get --clip copies: wl-copy on Wayland (WAYLAND_DISPLAY), else xclip on X11 \
          (DISPLAY); without either, --clip is refused.",
     ),
     (
+        "VISUAL, EDITOR",
+        "The editor keyward edit runs (VISUAL first, then EDITOR; default vi).",
+    ),
+    (
         "KEYWARD_CLIP_CLEAR_SECONDS",
         "How long get --clip leaves the value on the clipboard before clearing it (if it still \
          holds it). Default 45.",
-    ),
-    (
-        "PASSWORD_STORE_DIR",
-        "The pass store that import --format pass reads when no directory is given (default \
-         ~/.password-store). The pass and gpg it runs read their own variables (GNUPGHOME …).",
     ),
 ];
 

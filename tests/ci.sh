@@ -72,6 +72,7 @@ agent/link/check-idle-order.sh target/release/keyward-agent
 dpkg -i "$deb" >/dev/null
 /usr/bin/keyward --version
 /usr/bin/keyward-agent --version
+test -x /usr/bin/git-credential-keyward
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine)
 test -f "/usr/lib/$multiarch/security/pam_keyward.so"
 for page in man1/keyward.1 man1/keyward-init.1 man1/keyward-recovery-code-new.1 \
@@ -93,6 +94,7 @@ trap remove_prefix EXIT
 ./install.sh --no-init --prefix "$prefix"
 "$prefix/bin/keyward" --version
 "$prefix/bin/keyward-agent" --version
+test -x "$prefix/bin/git-credential-keyward"
 for page in man1/keyward.1 man1/keyward-unlock.1 man1/keyward-agent.1 man5/keyward.toml.5; do
     test -s "$prefix/share/man/$page" || { echo "install.sh did not install $page" >&2; exit 1; }
 done

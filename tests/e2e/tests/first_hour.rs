@@ -471,3 +471,58 @@ fn a_library_client_gets_its_item_after_an_unlock_through_pinentry() {
     let mut c = plain.client();
     assert!(matches!(c.get("k"), Err(ClientError::Agent(e)) if e.code == ErrorCode::Locked));
 }
+
+/// Issue 20 items 3 and 9 with a YubiKey (the virtual card behind pcscd):
+/// the new PIN offered in place of the factory one is asked twice (a typo
+/// would set a PIN nobody knows), the management-key question has one
+/// [y/N], and a wrong PIN at unlock is asked again without the password.
+#[test]
+fn yubikey_prompts_ask_a_new_pin_twice_and_a_wrong_pin_again() {
+    use virtual_yubikey::harness::{CardConfig, PcscEnv};
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let _card = env
+        .insert_card(CardConfig::new(55_555_555).version(virtual_yubikey::state::Version(5, 4, 3)))
+        .unwrap();
+    let home = Home::new();
+    home.set_env(env.pcsc_env());
+    home.init(PW);
+    let mut t = Terminal::spawn(&home, &["protector", "add", "yubikey"]);
+    t.expect("Master Password: ");
+    t.type_line(PW);
+    t.expect("PIN of YubiKey 55555555: ");
+    t.type_line("123456");
+    t.expect("enter a new PIN");
+    t.type_line("654321");
+    t.expect("(again): ");
+    t.type_line("654312");
+    t.expect("The two entries differ; try again.");
+    t.expect("enter a new PIN");
+    t.type_line("654321");
+    t.expect("(again): ");
+    t.type_line("654321");
+    t.expect("management key");
+    // One suffix, the terminal's own.
+    t.expect("does)? [y/N] ");
+    assert!(!t.screen.contains("[y/n]"), "{}", t.screen);
+    t.type_line("n");
+    let (code, rest) = t.wait();
+    assert_eq!(code, 0, "{rest}");
+    assert!(!rest.contains("[y/n] [y/N]"), "{rest}");
+
+    home.ok(&["lock"]);
+    let mut t = Terminal::spawn(&home, &["unlock", "--with", "yubikey"]);
+    t.expect("Master Password: ");
+    t.type_line(PW);
+    t.expect("PIN of YubiKey 55555555: ");
+    t.type_line("000000");
+    t.expect("tries left");
+    // The PIN again, not the password.
+    t.expect("PIN of YubiKey 55555555 (2 tries left): ");
+    t.type_line("654321");
+    t.expect("Unlocked");
+    let (code, rest) = t.wait();
+    assert_eq!(code, 0, "{rest}");
+    assert!(!rest.contains("Master Password: "), "{rest}");
+}

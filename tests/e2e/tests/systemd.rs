@@ -177,8 +177,8 @@ struct UserManager {
     /// cgroup tree (/app.slice/keyward-agent.service), so one stopping its
     /// units would stop the other's agent.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
-    /// The account's home: under the target directory, not /tmp, which
-    /// the unit's PrivateTmp= hides from the agent.
+    /// The account's home: not under /tmp, which the unit's PrivateTmp=
+    /// hides from the agent (see `start`).
     dir: tempfile::TempDir,
     manager: Option<std::process::Child>,
 }
@@ -219,9 +219,20 @@ impl UserManager {
     fn start(env: &[(&str, &str)]) -> Self {
         static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // Not under /tmp or /var/tmp (PrivateTmp= hides those from the
+        // agent, and ReadWritePaths=%h then fails with 226/NAMESPACE): the
+        // target directory, unless the checkout itself lives there (CI may
+        // clone into /tmp), then /var/lib (the test runs as root; the
+        // directory is removed when the test ends).
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let base = if target.starts_with("/tmp") || target.starts_with("/var/tmp") {
+            Path::new("/var/lib")
+        } else {
+            target
+        };
         let dir = tempfile::Builder::new()
             .prefix("keyward-systemd-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(base)
             .unwrap();
         let (home, run, units) = (
             dir.path().join("home"),

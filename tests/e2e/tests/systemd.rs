@@ -244,11 +244,15 @@ impl UserManager {
         }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // The agent binary beside the home, for the same reason: a build
+        // under /tmp is hidden from the service by PrivateTmp= (203/EXEC).
+        let agent = dir.path().join("keyward-agent");
+        std::fs::copy(agent_bin(), &agent).unwrap();
         for name in ["keyward-agent.service", "keyward-agent.socket"] {
             let text = std::fs::read_to_string(units_dir().join(name)).unwrap();
             std::fs::write(
                 units.join(name),
-                text.replace("/usr/bin/keyward-agent", agent_bin().to_str().unwrap()),
+                text.replace("/usr/bin/keyward-agent", agent.to_str().unwrap()),
             )
             .unwrap();
         }

@@ -388,6 +388,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                     recovery_wraps,
                     piv_wraps,
                     protectors,
+                    organizers: Default::default(),
                     items,
                 }
             },

@@ -6,10 +6,12 @@
 //! - [`recovery`]: recovery codes (format, code_id, wrap key).
 //! - [`piv`]: the key that wraps the Secret Key for a YubiKey (P-256 ECDH).
 //! - [`items`]: item encryption under the item key.
+//! - [`organizer`]: recovery by an organizer (recipients, wraps, grants).
 //!
 //! `SECURITY.md` in the repository is the normative description of all of it.
 
 pub mod items;
+pub mod organizer;
 pub mod password;
 pub mod piv;
 pub mod recovery;

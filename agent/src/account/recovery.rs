@@ -26,6 +26,8 @@ pub const INFO_ID: &[u8] = b"keyward/v1 recovery-id";
 pub const INFO_WRAP: &[u8] = b"keyward/v1 recovery-wrap";
 /// Domain separator of the format check.
 pub const CHECK_DOMAIN: &[u8] = b"keyward/v1 recovery-check";
+/// What a displayed code starts with.
+pub const PREFIX: &str = "RC1";
 
 /// A malformed recovery code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,15 +65,15 @@ impl std::fmt::Debug for RecoveryCode {
     }
 }
 
-fn check_nibble(code: &[u8; 32]) -> u8 {
+fn check_nibble(domain: &[u8], code: &[u8; 32]) -> u8 {
     let mut h = Sha256::new();
-    h.update(CHECK_DOMAIN);
+    h.update(domain);
     h.update(code);
     h.finalize()[0] >> 4
 }
 
 /// Decodes one symbol, with Crockford's aliases (O → 0; I, L → 1), any case.
-fn decode_symbol(c: char) -> Option<u8> {
+pub(crate) fn decode_symbol(c: char) -> Option<u8> {
     let up = match c.to_ascii_uppercase() {
         'O' => '0',
         'I' | 'L' => '1',
@@ -105,67 +107,13 @@ impl RecoveryCode {
 
     /// `RC1-XXXX-XXXX-…` (13 groups of 4).
     pub fn display(&self) -> SecretString {
-        let mut bits = [0u8; 33];
-        bits[..32].copy_from_slice(self.expose());
-        bits[32] = check_nibble(self.expose()) << 4;
-        let mut out = String::with_capacity(4 + SYMBOLS + 12);
-        out.push_str("RC1");
-        for i in 0..SYMBOLS {
-            if i % 4 == 0 {
-                out.push('-');
-            }
-            out.push(CROCKFORD[read5(&bits, i * 5) as usize] as char);
-        }
-        bits.zeroize();
-        SecretString::new(out)
+        display_code(PREFIX, CHECK_DOMAIN, self.expose())
     }
 
     /// Parses a typed code: case-insensitive; spaces and dashes ignored;
     /// Crockford's aliases accepted; the `RC1` prefix optional.
     pub fn parse(input: &str) -> Result<Self, RecoveryCodeError> {
-        // Sized up front: growing would free copies of the code unwiped.
-        let mut syms: Vec<char> = Vec::with_capacity(input.chars().count());
-        syms.extend(input.chars().filter(|c| {
-            !c.is_whitespace() && !matches!(c, '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}')
-        }));
-        let starts_with_prefix = syms.len() >= 3
-            && syms[0].eq_ignore_ascii_case(&'R')
-            && syms[1].eq_ignore_ascii_case(&'C')
-            && decode_symbol(syms[2]) == Some(1);
-        // A bare code may itself begin with "RC1": strip only when the length says so.
-        let has_prefix = starts_with_prefix && syms.len() != SYMBOLS;
-        let body: &[char] = if has_prefix { &syms[3..] } else { &syms[..] };
-        if body.len() != SYMBOLS {
-            let got = body.len();
-            syms.zeroize();
-            return Err(RecoveryCodeError::Length { got });
-        }
-        let mut bits = [0u8; 33];
-        let mut result = Ok(());
-        for (i, &c) in body.iter().enumerate() {
-            match decode_symbol(c) {
-                Some(v) => write5(&mut bits, i * 5, v),
-                None => {
-                    result = Err(RecoveryCodeError::Symbol { position: i + 1 });
-                    break;
-                }
-            }
-        }
-        syms.zeroize();
-        let out = result.and_then(|()| {
-            let mut code = [0u8; 32];
-            code.copy_from_slice(&bits[..32]);
-            let ok = bits[32] == check_nibble(&code) << 4;
-            let c = Self::from_bytes(&code);
-            code.zeroize();
-            if ok {
-                Ok(c)
-            } else {
-                Err(RecoveryCodeError::Check)
-            }
-        });
-        bits.zeroize();
-        out
+        parse_code(PREFIX, CHECK_DOMAIN, input).map(Self)
     }
 
     /// `code_id`: 8 bytes, stored in hex; names the code without revealing it.
@@ -181,8 +129,92 @@ impl RecoveryCode {
     }
 }
 
+/// `prefix` and 52 symbols in groups of four: the display of §8 for any
+/// 32-byte code whose check bits come from `domain` (recovery codes; the
+/// organizer grants' codes use it with their own prefix and domain).
+pub(crate) fn display_code(prefix: &str, domain: &[u8], code: &[u8; 32]) -> SecretString {
+    let mut bits = [0u8; 33];
+    bits[..32].copy_from_slice(code);
+    bits[32] = check_nibble(domain, code) << 4;
+    let mut out = String::with_capacity(prefix.len() + 1 + SYMBOLS + 12);
+    out.push_str(prefix);
+    for i in 0..SYMBOLS {
+        if i % 4 == 0 {
+            out.push('-');
+        }
+        out.push(CROCKFORD[read5(&bits, i * 5) as usize] as char);
+    }
+    bits.zeroize();
+    SecretString::new(out)
+}
+
+/// Whether `c` is one of the dash-like characters that typed codes may hold.
+pub(crate) fn is_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}')
+}
+
+/// Whether the symbols start with `prefix` (letters in any case, digits with
+/// Crockford's aliases).
+pub(crate) fn starts_with_prefix(syms: &[char], prefix: &str) -> bool {
+    syms.len() >= prefix.len()
+        && prefix.chars().zip(syms).all(|(p, &c)| {
+            if p.is_ascii_digit() {
+                decode_symbol(c) == decode_symbol(p)
+            } else {
+                c.eq_ignore_ascii_case(&p)
+            }
+        })
+}
+
+/// Parses what [`display_code`] shows: case-insensitive; spaces and dashes
+/// ignored; Crockford's aliases accepted; the prefix optional.
+pub(crate) fn parse_code(
+    prefix: &str,
+    domain: &[u8],
+    input: &str,
+) -> Result<SecretArray<32>, RecoveryCodeError> {
+    // Sized up front: growing would free copies of the code unwiped.
+    let mut syms: Vec<char> = Vec::with_capacity(input.chars().count());
+    syms.extend(input.chars().filter(|&c| !is_separator(c)));
+    // A bare code may itself begin with the prefix: strip only when the length says so.
+    let has_prefix = starts_with_prefix(&syms, prefix) && syms.len() != SYMBOLS;
+    let body: &[char] = if has_prefix {
+        &syms[prefix.len()..]
+    } else {
+        &syms[..]
+    };
+    if body.len() != SYMBOLS {
+        let got = body.len();
+        syms.zeroize();
+        return Err(RecoveryCodeError::Length { got });
+    }
+    let mut bits = [0u8; 33];
+    let mut result = Ok(());
+    for (i, &c) in body.iter().enumerate() {
+        match decode_symbol(c) {
+            Some(v) => write5(&mut bits, i * 5, v),
+            None => {
+                result = Err(RecoveryCodeError::Symbol { position: i + 1 });
+                break;
+            }
+        }
+    }
+    syms.zeroize();
+    let out = result.and_then(|()| {
+        let mut code = SecretArray::<32>::zero();
+        code.expose_mut().copy_from_slice(&bits[..32]);
+        if bits[32] == check_nibble(domain, code.expose()) << 4 {
+            Ok(code)
+        } else {
+            Err(RecoveryCodeError::Check)
+        }
+    });
+    bits.zeroize();
+    out
+}
+
 /// Reads 5 bits starting at bit `at` (big-endian bit order).
-fn read5(bytes: &[u8], at: usize) -> u8 {
+pub(crate) fn read5(bytes: &[u8], at: usize) -> u8 {
     let mut v = 0u8;
     for k in 0..5 {
         let bit = at + k;
@@ -192,7 +224,7 @@ fn read5(bytes: &[u8], at: usize) -> u8 {
 }
 
 /// Writes 5 bits of `v` at bit `at`.
-fn write5(bytes: &mut [u8], at: usize, v: u8) {
+pub(crate) fn write5(bytes: &mut [u8], at: usize, v: u8) {
     for k in 0..5 {
         let bit = at + k;
         if (v >> (4 - k)) & 1 == 1 {

@@ -31,6 +31,12 @@ pub enum Purpose {
     Piv,
     /// An item under the item key.
     Item,
+    /// The organizer's private key under the item key (§16).
+    OrganizerKey,
+    /// A member's account key sealed to an organizer's public key (§16).
+    Organizer,
+    /// A member's account key under a recovery grant's code (§16).
+    Grant,
 }
 
 impl Purpose {
@@ -41,6 +47,9 @@ impl Purpose {
             Purpose::Recovery => "recovery",
             Purpose::Piv => "piv",
             Purpose::Item => "item",
+            Purpose::OrganizerKey => "organizer-key",
+            Purpose::Organizer => "organizer",
+            Purpose::Grant => "grant",
         }
     }
 }

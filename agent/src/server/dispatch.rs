@@ -109,6 +109,32 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::Backup { out, force } => agent.backup(&out, force),
         Request::Restore { path, older } => agent.restore(&path, older),
         Request::Rename { old, new } => agent.rename(&old, &new),
+        Request::OrganizerCreate => agent.organizer_create().await,
+        Request::OrganizerShow => agent.organizer_show(),
+        Request::OrganizerCheck { recipient } => agent.organizer_check(&recipient),
+        Request::OrganizerAdd {
+            recipient,
+            name,
+            password,
+        } => agent.organizer_add(&recipient, &name, &password).await,
+        Request::OrganizerList => agent.organizer_list(),
+        Request::OrganizerRemove { which, password } => {
+            agent.organizer_remove(&which, &password).await
+        }
+        Request::OrganizerRecover {
+            vault,
+            expires_hours,
+            password,
+        } => {
+            agent
+                .organizer_recover(&vault, expires_hours, &password)
+                .await
+        }
+        Request::RecoverWithGrant {
+            grant,
+            code,
+            new_password,
+        } => agent.recover_with_grant(&grant, &code, &new_password).await,
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

@@ -8,6 +8,7 @@
 //! - [`recovery`]: recovery codes, recovering, rotating the Secret Key, the kit.
 //! - [`logind`]: locking on suspend and on screen lock.
 //! - [`protectors`]: enrolling, listing and removing Secret Key protectors.
+//! - [`organizer`]: recovery by an organizer (keys, enrollment, grants).
 
 pub mod conn;
 mod copies;
@@ -16,6 +17,7 @@ pub mod evloop;
 pub mod listener;
 pub mod logind;
 mod on_demand;
+pub mod organizer;
 pub mod protectors;
 pub mod recovery;
 mod rollback;

@@ -192,28 +192,82 @@ impl Agent {
             return Err(e);
         }
         let new_password = new_password_from(new_password)?;
+        let outcome = self
+            .recover_opened(
+                account.vault_path,
+                new_password,
+                mark,
+                "recovery code",
+                move |me, path, _now| {
+                    Ok(me.open_with_code(path, &code)?.map(|v| {
+                        let code_id = code.code_id(&v.account_id());
+                        (v, code_id)
+                    }))
+                },
+                |_, v, path, now, code_id, notes| {
+                    if let Err(e) = v.touch_recovery_code(path, &code_id, now) {
+                        notes.push(format!(
+                            "could not record the use of the recovery code: {e}"
+                        ));
+                    }
+                },
+            )
+            .await?;
+        let Some((shown, mut notes)) = outcome else {
+            return Err(self.wrong_code_error());
+        };
+        notes.push("the recovery code stays valid; revoke it with `keyward recovery-code revoke` if it was exposed".into());
+        tracing::info!("recovered with a recovery code: new Secret Key and Master Password");
+        Ok(Response::NewSecretKey {
+            secret_key: shown,
+            notes,
+        })
+    }
+
+    /// What `Recover` and `RecoverWithGrant` share, once the way in is
+    /// parsed and the back-off checked: on a blocking thread, holding the
+    /// writers' lock from the read to the install, `open` opens the vault
+    /// at `path` (`Ok(Err(()))` for a wrong code, which the caller counts
+    /// with its own message; nothing is counted here), a new password wrap
+    /// and Secret Key are put in place (the first write also carries what
+    /// `open` staged in memory), `after` records what the way in needs
+    /// recorded, and the session is installed unless a lock came meanwhile.
+    /// A success resets the back-off. Returns the new Secret Key (shown
+    /// form) and notes, or `None` for a wrong code.
+    pub(super) async fn recover_opened<T: Send + 'static>(
+        self: &Arc<Self>,
+        path: std::path::PathBuf,
+        new_password: crate::account::password::Password,
+        mark: u64,
+        label: &'static str,
+        open: impl FnOnce(
+            &Arc<Self>,
+            &Path,
+            u64,
+        ) -> Result<Result<(vault::Unlocked, T), ()>, AgentError>
+        + Send
+        + 'static,
+        after: impl FnOnce(&Arc<Self>, &mut vault::Unlocked, &Path, u64, T, &mut Vec<String>)
+        + Send
+        + 'static,
+    ) -> Result<Option<(Secret, Vec<String>)>, AgentError> {
         let params = self.config.kdf_params();
         let now = self.clock.unix_now();
         let me = self.clone();
-        let path = account.vault_path;
         let outcome = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
             // From the read to the install, with the writers' lock: an
             // unlocked session's own changes come before or after, never
             // between (they would be lost, or written over the new keys).
             let writer = me.writer();
-            let Ok(mut v) = me.open_with_code(&path, &code)? else {
-                return Ok(Err(()));
+            let Ok((mut v, token)) = open(&me, &path, now)? else {
+                return Ok(None);
             };
             let id = v.account_id();
             let pending = v
                 .begin_secret_key_change(&path, &new_password, params, now)
                 .map_err(change_error)?;
             let mut notes = me.complete_secret_key_change(&mut v, &path, &pending)?;
-            if let Err(e) = v.touch_recovery_code(&path, &code.code_id(&v.account_id()), now) {
-                notes.push(format!(
-                    "could not record the use of the recovery code: {e}"
-                ));
-            }
+            after(&me, &mut v, &path, now, token, &mut notes);
             me.remember_generation(&id, v.file().generation);
             me.remember_wrap_costs(v.file());
             let sk = v
@@ -226,7 +280,7 @@ impl Agent {
                     vault_path: path,
                 },
                 vault: v,
-                protector: "recovery code".into(),
+                protector: label.into(),
                 unlocked_at: super::state::boot_clock(),
             };
             if me.install_unless_locked(&writer, session, mark).is_err() {
@@ -236,20 +290,14 @@ impl Agent {
                         .into(),
                 );
             }
-            Ok(Ok((shown, notes)))
+            Ok(Some((shown, notes)))
         })
         .await
         .map_err(internal)??;
-        let Ok((shown, mut notes)) = outcome else {
-            return Err(self.wrong_code_error());
-        };
-        let _ = self.attempts().reset();
-        notes.push("the recovery code stays valid; revoke it with `keyward recovery-code revoke` if it was exposed".into());
-        tracing::info!("recovered with a recovery code: new Secret Key and Master Password");
-        Ok(Response::NewSecretKey {
-            secret_key: shown,
-            notes,
-        })
+        if outcome.is_some() {
+            let _ = self.attempts().reset();
+        }
+        Ok(outcome)
     }
 
     /// `CheckPassword`: whether `password` is the Master Password (counted).

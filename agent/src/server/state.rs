@@ -915,6 +915,7 @@ impl Agent {
             }
             return Err(e);
         }
+        self.enroll_policy_organizers(&mut v, &path, now);
         self.remember_generation(&id, v.file().generation);
         self.remember_wrap_costs(v.file());
         let account = Account {

@@ -23,7 +23,7 @@
 
 use super::super::account::password::KdfParams;
 use super::super::account::wrap::{NONCE_LEN, Sealed, TAG_LEN};
-use super::super::account::{AccountId, items, piv};
+use super::super::account::{AccountId, items, organizer, piv};
 use crate::kdf::{hmac_sha256, mac_eq};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -57,6 +57,12 @@ pub mod record_type {
     pub const PROTECTOR: u8 = 0x04;
     /// An item.
     pub const ITEM: u8 = 0x05;
+    /// This vault's organizer key (at most one).
+    pub const ORGANIZER_KEY: u8 = 0x06;
+    /// The account key sealed to an organizer's public key.
+    pub const ORGANIZER_WRAP: u8 = 0x07;
+    /// A recovery grant that was used (it works once).
+    pub const USED_GRANT: u8 = 0x08;
 }
 
 /// Why a vault file could not be read. Each says what happened and what to do.
@@ -222,6 +228,64 @@ pub struct ProtectorRecord {
 /// Flag bit: the protector holds a Secret Key that is no longer current.
 pub const FLAG_STALE: u8 = 1;
 
+/// The organizer's private key, sealed under the item key (record 0x06).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizerKeyRecord {
+    /// Random; the wrap's slot id is its hex.
+    pub key_id: [u8; 8],
+    /// Unix seconds.
+    pub created: u64,
+    /// The sealed scalar.
+    pub sealed: Sealed,
+}
+
+/// The account key sealed to an organizer (record 0x07).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizerWrap {
+    /// The organizer's public key, compressed SEC1.
+    pub org_pk: [u8; 33],
+    /// The ephemeral public key, compressed SEC1.
+    pub epk: [u8; 33],
+    /// Bit 0: required by machine policy (the member cannot remove it).
+    pub flags: u8,
+    /// Unix seconds.
+    pub added: u64,
+    /// A name for people (0..=64 bytes, no control characters).
+    pub name: String,
+    /// The sealed account key.
+    pub sealed: Sealed,
+}
+
+/// Flag bit of an organizer wrap: enrolled by machine policy as required.
+pub const FLAG_REQUIRED: u8 = 1;
+
+/// A recovery grant that was used (record 0x08).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsedGrant {
+    /// The grant's id.
+    pub grant_id: [u8; 16],
+    /// Unix seconds.
+    pub used: u64,
+}
+
+/// The records of organizer recovery (SECURITY.md §16). A vault written
+/// before them has none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrganizerRecords {
+    /// This vault's own organizer key, if its owner is an organizer.
+    pub key: Option<OrganizerKeyRecord>,
+    /// The organizers this account is enrolled with.
+    pub wraps: Vec<OrganizerWrap>,
+    /// Grants used to recover this account.
+    pub used_grants: Vec<UsedGrant>,
+}
+
+impl OrganizerRecords {
+    fn count(&self) -> usize {
+        usize::from(self.key.is_some()) + self.wraps.len() + self.used_grants.len()
+    }
+}
+
 /// Item slots reserved before any record is parsed.
 const PREALLOC_ITEMS: usize = 4096;
 
@@ -251,6 +315,8 @@ pub struct VaultFile {
     pub piv_wraps: Vec<PivWrap>,
     /// File and keychain protectors.
     pub protectors: Vec<ProtectorRecord>,
+    /// Organizer key, organizer wraps, used grants.
+    pub organizers: OrganizerRecords,
     /// Items.
     pub items: Vec<ItemRecord>,
 }
@@ -336,6 +402,7 @@ impl VaultFile {
             + self.recovery_wraps.len()
             + self.piv_wraps.len()
             + self.protectors.len()
+            + self.organizers.count()
             + self.items.len()
     }
 
@@ -435,6 +502,34 @@ impl VaultFile {
                 w.u64(p.added);
                 w.u64(p.last_used);
                 w.u8(p.flags);
+            });
+        }
+        if let Some(k) = &self.organizers.key {
+            w.record(record_type::ORGANIZER_KEY, |w| {
+                w.bytes(&k.key_id);
+                w.u64(k.created);
+                w.sealed16(&k.sealed);
+            });
+        }
+        for o in &self.organizers.wraps {
+            w.record(record_type::ORGANIZER_WRAP, |w| {
+                w.bytes(&o.org_pk);
+                w.bytes(&o.epk);
+                w.u8(o.flags);
+                w.u64(o.added);
+                debug_assert!(
+                    o.name.len() <= organizer::MAX_NAME,
+                    "organizer name too long"
+                );
+                w.u8(o.name.len() as u8);
+                w.bytes(o.name.as_bytes());
+                w.sealed16(&o.sealed);
+            });
+        }
+        for g in &self.organizers.used_grants {
+            w.record(record_type::USED_GRANT, |w| {
+                w.bytes(&g.grant_id);
+                w.u64(g.used);
             });
         }
         for (item_id, sealed) in items {
@@ -613,6 +708,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         recovery_wraps: Vec::new(),
         piv_wraps: Vec::new(),
         protectors: Vec::new(),
+        organizers: OrganizerRecords::default(),
         // The count is checked against the file's length, but a hostile
         // file could still ask for gigabytes up front: start small and grow
         // as records actually parse.
@@ -773,6 +869,66 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                     sealed: Sealed { nonce, ct },
                 });
                 [&[ty][..], &item_id].concat()
+            }
+            record_type::ORGANIZER_KEY => {
+                let key_id = r.arr::<8>("organizer key id")?;
+                let created = r.u64("created")?;
+                let sealed = r.sealed16(organizer::SEALED_KEY_LEN, "organizer key")?;
+                // At most one: its identity is its type.
+                v.organizers.key = Some(OrganizerKeyRecord {
+                    key_id,
+                    created,
+                    sealed,
+                });
+                vec![ty]
+            }
+            record_type::ORGANIZER_WRAP => {
+                let points_at = r.pos;
+                let org_pk = r.arr::<33>("organizer public key")?;
+                let epk = r.arr::<33>("ephemeral public key")?;
+                if piv::compress(&org_pk).ok() != Some(org_pk)
+                    || piv::compress(&epk).ok() != Some(epk)
+                {
+                    return Err(FormatError::Malformed {
+                        offset: points_at,
+                        what: "an organizer wrap's key is not a compressed P-256 point".into(),
+                    });
+                }
+                let flags_at = r.pos;
+                let flags = r.u8("flags")?;
+                if flags & !FLAG_REQUIRED != 0 {
+                    return Err(FormatError::Malformed {
+                        offset: flags_at,
+                        what: format!("unknown organizer wrap flags 0x{flags:02x}"),
+                    });
+                }
+                let added = r.u64("added")?;
+                let name_len = usize::from(r.u8("name length")?);
+                let name_at = r.pos;
+                let name = std::str::from_utf8(r.take(name_len, "organizer name")?)
+                    .ok()
+                    .filter(|n| organizer::check_name(n).is_ok())
+                    .ok_or(FormatError::Malformed {
+                        offset: name_at,
+                        what: "invalid organizer name".into(),
+                    })?
+                    .to_owned();
+                let sealed = r.sealed16(organizer::SEALED_KEY_LEN, "organizer wrap")?;
+                v.organizers.wraps.push(OrganizerWrap {
+                    org_pk,
+                    epk,
+                    flags,
+                    added,
+                    name,
+                    sealed,
+                });
+                [&[ty][..], &org_pk].concat()
+            }
+            record_type::USED_GRANT => {
+                let grant_id = r.arr::<16>("grant id")?;
+                let used = r.u64("used")?;
+                v.organizers.used_grants.push(UsedGrant { grant_id, used });
+                [&[ty][..], &grant_id].concat()
             }
             other => {
                 return Err(FormatError::Malformed {

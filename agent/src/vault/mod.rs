@@ -12,6 +12,7 @@
 
 mod copies;
 pub mod format;
+pub mod organizer;
 pub mod store;
 
 pub use copies::{CopyDiff, CopyError};
@@ -245,6 +246,7 @@ pub fn create(
         recovery_wraps: Vec::new(),
         piv_wraps: Vec::new(),
         protectors: Vec::new(),
+        organizers: format::OrganizerRecords::default(),
         items: Vec::new(),
     };
     let mut v = Unlocked::with_keys(file, keys, Some("pw-1".into()))?;

@@ -47,6 +47,14 @@ pub mod tag {
     pub const BACKUP: u8 = 0x19;
     pub const RESTORE: u8 = 0x1a;
     pub const RENAME: u8 = 0x1b;
+    pub const ORGANIZER_CREATE: u8 = 0x1c;
+    pub const ORGANIZER_SHOW: u8 = 0x1d;
+    pub const ORGANIZER_CHECK: u8 = 0x1e;
+    pub const ORGANIZER_ADD: u8 = 0x1f;
+    pub const ORGANIZER_LIST: u8 = 0x20;
+    pub const ORGANIZER_REMOVE: u8 = 0x21;
+    pub const ORGANIZER_RECOVER: u8 = 0x22;
+    pub const RECOVER_WITH_GRANT: u8 = 0x23;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -67,6 +75,10 @@ pub mod tag {
     pub const ITEMS_PART: u8 = 0x90;
     pub const BACKED_UP: u8 = 0x91;
     pub const RESTORED: u8 = 0x92;
+    pub const ORGANIZER_KEY: u8 = 0x93;
+    pub const ORGANIZERS: u8 = 0x94;
+    pub const ORGANIZER_CHANGED: u8 = 0x95;
+    pub const GRANT_MADE: u8 = 0x96;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -251,6 +263,59 @@ pub enum Request {
         /// Its new name.
         new: String,
     },
+    /// Makes this account's organizer key (at most one). Answered by
+    /// `OrganizerKey`.
+    OrganizerCreate,
+    /// This account's organizer recipient. Answered by `OrganizerKey`.
+    OrganizerShow,
+    /// Parses a recipient (typos caught by its check) and gives its
+    /// fingerprint, for the user to confirm before `OrganizerAdd`.
+    /// Answered by `OrganizerKey`.
+    OrganizerCheck {
+        /// The recipient as typed (`kwo1-…`).
+        recipient: String,
+    },
+    /// Enrolls an organizer: the account key sealed to its public key
+    /// (re-asks the password). Answered by `OrganizerChanged`.
+    OrganizerAdd {
+        /// The recipient as typed (`kwo1-…`).
+        recipient: String,
+        /// A name for people (may be empty).
+        name: String,
+        /// The Master Password.
+        password: Secret,
+    },
+    /// The organizers this account is enrolled with. Answered by `Organizers`.
+    OrganizerList,
+    /// Removes an organizer by fingerprint or name (re-asks the password).
+    /// Answered by `OrganizerChanged`.
+    OrganizerRemove {
+        /// Its fingerprint, or its name.
+        which: String,
+        /// The Master Password.
+        password: Secret,
+    },
+    /// For an organizer: opens a member's vault copy with the organizer key
+    /// and makes a recovery grant (re-asks the password). Answered by
+    /// `GrantMade`.
+    OrganizerRecover {
+        /// The member's vault file (an absolute path).
+        vault: String,
+        /// Hours until the grant expires.
+        expires_hours: u32,
+        /// The organizer's Master Password.
+        password: Secret,
+    },
+    /// For a member: recovers with a grant and its code: new Secret Key,
+    /// new password. Answered by `NewSecretKey`.
+    RecoverWithGrant {
+        /// The grant file's text.
+        grant: String,
+        /// The grant code as typed (`GC1-…`).
+        code: Secret,
+        /// The new Master Password.
+        new_password: Secret,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -263,6 +328,16 @@ impl fmt::Debug for Request {
             Request::Remove { name } => write!(f, "Remove({name:?})"),
             Request::RecoveryCodeRevoke { id, .. } => write!(f, "RecoveryCodeRevoke({id:?})"),
             Request::ProtectorRemove { id, .. } => write!(f, "ProtectorRemove({id:?})"),
+            Request::OrganizerCheck { recipient } => write!(f, "OrganizerCheck({recipient:?})"),
+            Request::OrganizerAdd {
+                recipient, name, ..
+            } => write!(f, "OrganizerAdd({recipient:?}, {name:?})"),
+            Request::OrganizerRemove { which, .. } => write!(f, "OrganizerRemove({which:?})"),
+            Request::OrganizerRecover {
+                vault,
+                expires_hours,
+                ..
+            } => write!(f, "OrganizerRecover({vault:?}, {expires_hours})"),
             other => f.write_str(other.name()),
         }
     }
@@ -299,6 +374,14 @@ impl Request {
             Request::Backup { .. } => "Backup",
             Request::Restore { .. } => "Restore",
             Request::Rename { .. } => "Rename",
+            Request::OrganizerCreate => "OrganizerCreate",
+            Request::OrganizerShow => "OrganizerShow",
+            Request::OrganizerCheck { .. } => "OrganizerCheck",
+            Request::OrganizerAdd { .. } => "OrganizerAdd",
+            Request::OrganizerList => "OrganizerList",
+            Request::OrganizerRemove { .. } => "OrganizerRemove",
+            Request::OrganizerRecover { .. } => "OrganizerRecover",
+            Request::RecoverWithGrant { .. } => "RecoverWithGrant",
         }
     }
 
@@ -446,6 +529,53 @@ impl Request {
                 w.str(new);
                 w
             }
+            Request::OrganizerCreate => Writer::new(ORGANIZER_CREATE),
+            Request::OrganizerShow => Writer::new(ORGANIZER_SHOW),
+            Request::OrganizerCheck { recipient } => {
+                let mut w = Writer::new(ORGANIZER_CHECK);
+                w.str(recipient);
+                w
+            }
+            Request::OrganizerAdd {
+                recipient,
+                name,
+                password,
+            } => {
+                let mut w = Writer::new(ORGANIZER_ADD);
+                w.str(recipient);
+                w.str(name);
+                w.secret(password);
+                w
+            }
+            Request::OrganizerList => Writer::new(ORGANIZER_LIST),
+            Request::OrganizerRemove { which, password } => {
+                let mut w = Writer::new(ORGANIZER_REMOVE);
+                w.str(which);
+                w.secret(password);
+                w
+            }
+            Request::OrganizerRecover {
+                vault,
+                expires_hours,
+                password,
+            } => {
+                let mut w = Writer::new(ORGANIZER_RECOVER);
+                w.str(vault);
+                w.u32(*expires_hours);
+                w.secret(password);
+                w
+            }
+            Request::RecoverWithGrant {
+                grant,
+                code,
+                new_password,
+            } => {
+                let mut w = Writer::new(RECOVER_WITH_GRANT);
+                w.str(grant);
+                w.secret(code);
+                w.secret(new_password);
+                w
+            }
         };
         w.finish()
     }
@@ -544,6 +674,31 @@ impl Request {
             RENAME => Request::Rename {
                 old: r.str("old")?,
                 new: r.str("new")?,
+            },
+            ORGANIZER_CREATE => Request::OrganizerCreate,
+            ORGANIZER_SHOW => Request::OrganizerShow,
+            ORGANIZER_CHECK => Request::OrganizerCheck {
+                recipient: r.str("recipient")?,
+            },
+            ORGANIZER_ADD => Request::OrganizerAdd {
+                recipient: r.str("recipient")?,
+                name: r.str("name")?,
+                password: r.secret("password")?,
+            },
+            ORGANIZER_LIST => Request::OrganizerList,
+            ORGANIZER_REMOVE => Request::OrganizerRemove {
+                which: r.str("which")?,
+                password: r.secret("password")?,
+            },
+            ORGANIZER_RECOVER => Request::OrganizerRecover {
+                vault: r.str("vault")?,
+                expires_hours: r.u32("expires_hours")?,
+                password: r.secret("password")?,
+            },
+            RECOVER_WITH_GRANT => Request::RecoverWithGrant {
+                grant: r.str("grant")?,
+                code: r.secret("code")?,
+                new_password: r.secret("new_password")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -649,6 +804,19 @@ pub struct ProtectorInfo {
     pub last_used: Option<u64>,
     /// It holds an outdated Secret Key: re-enroll it.
     pub stale: bool,
+}
+
+/// An organizer in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizerInfo {
+    /// The name given at enrollment (may be empty).
+    pub name: String,
+    /// The fingerprint (`xxxx-xxxx-xxxx-xxxx`).
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub added: u64,
+    /// Enrolled by machine policy as required: the member cannot remove it.
+    pub required: bool,
 }
 
 /// What a prompt asks for.
@@ -950,6 +1118,38 @@ pub enum Response {
         /// For the user.
         notes: Vec<String>,
     },
+    /// An organizer key's public half (`OrganizerCreate`, `OrganizerShow`,
+    /// `OrganizerCheck`).
+    OrganizerKey {
+        /// The recipient (`kwo1-…`).
+        recipient: String,
+        /// Its fingerprint, to read aloud.
+        fingerprint: String,
+    },
+    /// Answer to `OrganizerList`.
+    Organizers(Vec<OrganizerInfo>),
+    /// An organizer was enrolled or removed.
+    OrganizerChanged {
+        /// Its fingerprint.
+        fingerprint: String,
+        /// Its name.
+        name: String,
+        /// Advice.
+        notes: Vec<String>,
+    },
+    /// Answer to `OrganizerRecover`: a recovery grant.
+    GrantMade {
+        /// The member's account.
+        account_id: String,
+        /// The grant's id (32 hex digits).
+        grant_id: String,
+        /// Unix seconds.
+        expires: u64,
+        /// The one-time code (`GC1-…`), to tell the member out of band.
+        code: Secret,
+        /// The grant file's text (JSON), for the member.
+        grant: String,
+    },
     /// A failure.
     Error(AgentError),
 }
@@ -990,6 +1190,20 @@ impl fmt::Debug for Response {
                 write!(f, "BackedUp({path:?}, {generation}, {items})")
             }
             Response::Restored { notes } => write!(f, "Restored({notes:?})"),
+            Response::OrganizerKey { fingerprint, .. } => write!(f, "OrganizerKey({fingerprint})"),
+            Response::Organizers(v) => write!(f, "Organizers({v:?})"),
+            Response::OrganizerChanged { fingerprint, .. } => {
+                write!(f, "OrganizerChanged({fingerprint})")
+            }
+            Response::GrantMade {
+                account_id,
+                grant_id,
+                expires,
+                ..
+            } => write!(
+                f,
+                "GrantMade({account_id}, {grant_id}, {expires}, [redacted])"
+            ),
             Response::Error(e) => write!(f, "Error({:?}, {:?})", e.code, e.message),
         }
     }
@@ -1217,6 +1431,51 @@ impl Response {
                 write_strings(&mut w, notes);
                 w
             }
+            Response::OrganizerKey {
+                recipient,
+                fingerprint,
+            } => {
+                let mut w = Writer::new(ORGANIZER_KEY);
+                w.str(recipient);
+                w.str(fingerprint);
+                w
+            }
+            Response::Organizers(v) => {
+                let mut w = Writer::new(ORGANIZERS);
+                w.list(v, |w, o| {
+                    w.str(&o.name);
+                    w.str(&o.fingerprint);
+                    w.u64(o.added);
+                    w.bool(o.required);
+                });
+                w
+            }
+            Response::OrganizerChanged {
+                fingerprint,
+                name,
+                notes,
+            } => {
+                let mut w = Writer::new(ORGANIZER_CHANGED);
+                w.str(fingerprint);
+                w.str(name);
+                write_strings(&mut w, notes);
+                w
+            }
+            Response::GrantMade {
+                account_id,
+                grant_id,
+                expires,
+                code,
+                grant,
+            } => {
+                let mut w = Writer::new(GRANT_MADE);
+                w.str(account_id);
+                w.str(grant_id);
+                w.u64(*expires);
+                w.secret(code);
+                w.str(grant);
+                w
+            }
             Response::Error(e) => {
                 let mut w = Writer::new(ERROR);
                 w.u16(e.code.to_u16());
@@ -1320,6 +1579,30 @@ impl Response {
             RESTORED => Response::Restored {
                 notes: read_strings(&mut r, "notes")?,
             },
+            ORGANIZER_KEY => Response::OrganizerKey {
+                recipient: r.str("recipient")?,
+                fingerprint: r.str("fingerprint")?,
+            },
+            ORGANIZERS => Response::Organizers(r.list("organizers", 17, |r| {
+                Ok(OrganizerInfo {
+                    name: r.str("name")?,
+                    fingerprint: r.str("fingerprint")?,
+                    added: r.u64("added")?,
+                    required: r.bool("required")?,
+                })
+            })?),
+            ORGANIZER_CHANGED => Response::OrganizerChanged {
+                fingerprint: r.str("fingerprint")?,
+                name: r.str("name")?,
+                notes: read_strings(&mut r, "notes")?,
+            },
+            GRANT_MADE => Response::GrantMade {
+                account_id: r.str("account_id")?,
+                grant_id: r.str("grant_id")?,
+                expires: r.u64("expires")?,
+                code: r.secret("code")?,
+                grant: r.str("grant")?,
+            },
             ERROR => Response::Error(AgentError {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 message: r.str("message")?,
@@ -1421,6 +1704,31 @@ pub mod samples {
             Request::Rename {
                 old: "a".into(),
                 new: "b".into(),
+            },
+            Request::OrganizerCreate,
+            Request::OrganizerShow,
+            Request::OrganizerCheck {
+                recipient: "kwo1-0000".into(),
+            },
+            Request::OrganizerAdd {
+                recipient: "kwo1-0000".into(),
+                name: "Anna".into(),
+                password: s("pw"),
+            },
+            Request::OrganizerList,
+            Request::OrganizerRemove {
+                which: "0a1b-2c3d-4e5f-6a7b".into(),
+                password: s("pw"),
+            },
+            Request::OrganizerRecover {
+                vault: "/tmp/member.kwv".into(),
+                expires_hours: 72,
+                password: s("pw"),
+            },
+            Request::RecoverWithGrant {
+                grant: "{}".into(),
+                code: s("GC1-…"),
+                new_password: s("n"),
             },
         ]
     }
@@ -1530,6 +1838,28 @@ pub mod samples {
             Response::Restored {
                 notes: vec!["2 items back".into()],
             },
+            Response::OrganizerKey {
+                recipient: "kwo1-0000".into(),
+                fingerprint: "0a1b-2c3d-4e5f-6a7b".into(),
+            },
+            Response::Organizers(vec![OrganizerInfo {
+                name: "Anna".into(),
+                fingerprint: "0a1b-2c3d-4e5f-6a7b".into(),
+                added: 7,
+                required: true,
+            }]),
+            Response::OrganizerChanged {
+                fingerprint: "0a1b-2c3d-4e5f-6a7b".into(),
+                name: "Anna".into(),
+                notes: vec!["n".into()],
+            },
+            Response::GrantMade {
+                account_id: "ABCDEF".into(),
+                grant_id: "00".into(),
+                expires: 9,
+                code: s("GC1-…"),
+                grant: "{}".into(),
+            },
         ]
     }
 }
@@ -1570,13 +1900,16 @@ mod tests {
     fn debug_output_never_shows_secrets() {
         for req in sample_requests() {
             let d = format!("{req:?}");
-            for needle in ["pw", "123456", "RC1-", "K1-", "1234"] {
+            for needle in ["pw", "123456", "RC1-", "K1-", "1234", "GC1"] {
                 assert!(!d.contains(needle), "{d}");
             }
         }
         for resp in sample_responses() {
             let d = format!("{resp:?}");
-            assert!(!d.contains("K1") && !d.contains("RC1"), "{d}");
+            assert!(
+                !d.contains("K1") && !d.contains("RC1") && !d.contains("GC1"),
+                "{d}"
+            );
         }
     }
 

@@ -6,7 +6,7 @@
 //! (The fuzz targets in tests/fuzz check the other direction: arbitrary bytes.)
 
 use keyward_client::frame::{FrameBuf, FrameError, MAX_FRAME};
-use keyward_client::message::{InitRequest, ProtectorAddRequest, UnlockRequest};
+use keyward_client::message::{InitRequest, OrganizerInfo, ProtectorAddRequest, UnlockRequest};
 use keyward_client::wire::{DecodeError, Reader, Writer};
 use keyward_client::{
     AgentError, AgentState, ErrorCode, ItemInfo, PromptKind, ProtectorInfo, RecoveryCodeInfo,
@@ -97,6 +97,33 @@ fn request() -> impl Strategy<Value = Request> {
         (text(), any::<bool>()).prop_map(|(out, force)| Request::Backup { out, force }),
         (text(), any::<bool>()).prop_map(|(path, older)| Request::Restore { path, older }),
         (text(), text()).prop_map(|(old, new)| Request::Rename { old, new }),
+        Just(Request::OrganizerCreate),
+        Just(Request::OrganizerShow),
+        text().prop_map(|recipient| Request::OrganizerCheck { recipient }),
+        (text(), text(), secret()).prop_map(|(recipient, name, password)| {
+            Request::OrganizerAdd {
+                recipient,
+                name,
+                password,
+            }
+        }),
+        Just(Request::OrganizerList),
+        (text(), secret())
+            .prop_map(|(which, password)| Request::OrganizerRemove { which, password }),
+        (text(), any::<u32>(), secret()).prop_map(|(vault, expires_hours, password)| {
+            Request::OrganizerRecover {
+                vault,
+                expires_hours,
+                password,
+            }
+        }),
+        (text(), secret(), secret()).prop_map(|(grant, code, new_password)| {
+            Request::RecoverWithGrant {
+                grant,
+                code,
+                new_password,
+            }
+        }),
     ]
 }
 
@@ -251,6 +278,38 @@ fn response() -> impl Strategy<Value = Response> {
             }
         }),
         notes().prop_map(|notes| Response::Restored { notes }),
+        (text(), text()).prop_map(|(recipient, fingerprint)| Response::OrganizerKey {
+            recipient,
+            fingerprint
+        }),
+        vec(
+            (text(), text(), any::<u64>(), any::<bool>()).prop_map(
+                |(name, fingerprint, added, required)| OrganizerInfo {
+                    name,
+                    fingerprint,
+                    added,
+                    required,
+                }
+            ),
+            0..4
+        )
+        .prop_map(Response::Organizers),
+        (text(), text(), notes()).prop_map(|(fingerprint, name, notes)| {
+            Response::OrganizerChanged {
+                fingerprint,
+                name,
+                notes,
+            }
+        }),
+        (text(), text(), any::<u64>(), secret(), text()).prop_map(
+            |(account_id, grant_id, expires, code, grant)| Response::GrantMade {
+                account_id,
+                grant_id,
+                expires,
+                code,
+                grant,
+            }
+        ),
         (prompt_kind(), text()).prop_map(|(kind, message)| Response::Prompt { kind, message }),
         text().prop_map(|message| Response::Notice { message }),
         // Codes come from the wire value, so a known code is never `Unknown`.
@@ -320,7 +379,9 @@ proptest! {
             | Request::Init(_) | Request::Unlock(_) | Request::Set { .. }
             | Request::ChangePassword { .. } | Request::RecoveryCodeNew { .. }
             | Request::Recover { .. } | Request::SecretKeyRotate { .. }
-            | Request::EmergencyKit { .. } => true,
+            | Request::EmergencyKit { .. }
+            | Request::OrganizerAdd { .. } | Request::OrganizerRemove { .. }
+            | Request::OrganizerRecover { .. } | Request::RecoverWithGrant { .. } => true,
             _ => false,
         };
         prop_assert_eq!(secret, has_secret, "{:?}", req);
@@ -329,6 +390,7 @@ proptest! {
             resp,
             Response::Value(_) | Response::Created { .. } | Response::RecoveryCode { .. }
                 | Response::NewSecretKey { .. } | Response::Kit { .. }
+                | Response::GrantMade { .. }
         );
         prop_assert_eq!(secret, has_secret, "{:?}", resp);
         // A secret of 8+ bytes of marker text never shows in Debug output.

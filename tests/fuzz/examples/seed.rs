@@ -76,6 +76,25 @@ fn synthetic_vault() -> VaultFile {
             last_used: 0,
             flags: format::FLAG_STALE,
         }],
+        organizers: format::OrganizerRecords {
+            key: Some(format::OrganizerKeyRecord {
+                key_id: [8; 8],
+                created: 5,
+                sealed: sealed(48, 8),
+            }),
+            wraps: vec![format::OrganizerWrap {
+                org_pk: point,
+                epk: point,
+                flags: format::FLAG_REQUIRED,
+                added: 6,
+                name: "family".into(),
+                sealed: sealed(48, 9),
+            }],
+            used_grants: vec![format::UsedGrant {
+                grant_id: [10; 16],
+                used: 7,
+            }],
+        },
         items: vec![ItemRecord {
             item_id: [6; 16],
             sealed: sealed(items::MIN_SEALED_LEN, 7),

@@ -171,7 +171,11 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::RecoveryCodeRevoke { .. }
         | Request::ProtectorRemove { .. }
         | Request::CheckPassword { .. }
-        | Request::CheckRecoveryCode { .. } => true,
+        | Request::CheckRecoveryCode { .. }
+        | Request::OrganizerAdd { .. }
+        | Request::OrganizerRemove { .. }
+        | Request::OrganizerRecover { .. }
+        | Request::RecoverWithGrant { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         Request::Hello { .. }
         | Request::Status
@@ -185,7 +189,11 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::Restore { .. }
         | Request::Rename { .. }
         | Request::Shutdown
-        | Request::SessionEnd { .. } => false,
+        | Request::SessionEnd { .. }
+        | Request::OrganizerCreate
+        | Request::OrganizerShow
+        | Request::OrganizerCheck { .. }
+        | Request::OrganizerList => false,
     }
 }
 
@@ -196,7 +204,8 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::Created { .. }
         | Response::RecoveryCode { .. }
         | Response::NewSecretKey { .. }
-        | Response::Kit { .. } => true,
+        | Response::Kit { .. }
+        | Response::GrantMade { .. } => true,
         Response::HelloOk { .. }
         | Response::Ok
         | Response::Status(_)
@@ -211,6 +220,9 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::StillInUse { .. }
         | Response::BackedUp { .. }
         | Response::Restored { .. }
+        | Response::OrganizerKey { .. }
+        | Response::Organizers(_)
+        | Response::OrganizerChanged { .. }
         | Response::Error(_) => false,
     }
 }
@@ -294,7 +306,16 @@ pub fn blind_request(r: &Request) -> Request {
         | Request::EmergencyKit { password }
         | Request::RecoveryCodeRevoke { password, .. }
         | Request::ProtectorRemove { password, .. }
-        | Request::CheckPassword { password } => *password = blind(password),
+        | Request::CheckPassword { password }
+        | Request::OrganizerAdd { password, .. }
+        | Request::OrganizerRemove { password, .. }
+        | Request::OrganizerRecover { password, .. } => *password = blind(password),
+        Request::RecoverWithGrant {
+            code, new_password, ..
+        } => {
+            *code = blind(code);
+            *new_password = blind(new_password);
+        }
         Request::CheckRecoveryCode { code } => *code = blind(code),
         Request::Recover { code, new_password } => {
             *code = blind(code);
@@ -319,7 +340,9 @@ pub fn blind_response(r: &Response) -> Response {
         Response::Created { secret_key, .. }
         | Response::NewSecretKey { secret_key, .. }
         | Response::Kit { secret_key, .. } => *secret_key = blind(secret_key),
-        Response::RecoveryCode { code, .. } => *code = blind(code),
+        Response::RecoveryCode { code, .. } | Response::GrantMade { code, .. } => {
+            *code = blind(code)
+        }
         _ => {}
     }
     r

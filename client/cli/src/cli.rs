@@ -178,7 +178,10 @@ pub enum Command {
     /// Get back in with a recovery code: sets a new Master Password and issues a new Secret Key.
     #[command(after_help = manpages::RECOVER_EXAMPLES)]
     Recover {
-        /// Read the recovery code from file descriptor N.
+        /// Recover with a grant file from your organizer (its code instead of a recovery code).
+        #[arg(long, value_name = "FILE")]
+        grant: Option<PathBuf>,
+        /// Read the recovery code (or, with --grant, the grant code) from file descriptor N.
         #[arg(long, value_name = "N")]
         code_fd: Option<u32>,
         /// Read the new Master Password from file descriptor N.
@@ -370,6 +373,11 @@ pub enum Command {
         force: bool,
         /// The file (- for standard input), or for pass the store's directory.
         file: Option<PathBuf>,
+    },
+    /// Recovery by an organizer: your organizer key, the organizers who can recover you, grants.
+    Organizer {
+        #[command(subcommand)]
+        action: crate::organizer::OrganizerAction,
     },
     /// Print shell completions.
     Completions {
@@ -801,6 +809,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         ),
         Command::RecoveryCode { action } => recovery_code(autostart, action),
         Command::Recover {
+            grant: Some(grant),
+            code_fd,
+            new_password_fd,
+            allow_weak_password,
+            json,
+        } => crate::organizer::recover_with_grant(
+            autostart,
+            &grant,
+            code_fd,
+            new_password_fd,
+            allow_weak_password,
+            json,
+        ),
+        Command::Recover {
+            grant: None,
             code_fd,
             new_password_fd,
             allow_weak_password,
@@ -882,6 +905,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             force,
             file,
         } => crate::import::run(autostart, format, dry_run, force, file.as_deref()),
+        Command::Organizer { action } => crate::organizer::run(autostart, cli.no_prompt, action),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -970,6 +994,7 @@ fn status(autostart: bool, json: bool) -> Result<(), CliError> {
             }
         }
     }
+    crate::organizer::status_line(&mut c);
     if s.backoff_secs > 0 {
         println!(
             "Too many failed attempts: the next unlock is accepted in {}.",

@@ -18,6 +18,7 @@ mod import;
 mod inject;
 mod input;
 mod kit;
+mod organizer;
 mod output;
 mod run;
 

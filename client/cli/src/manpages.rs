@@ -47,7 +47,8 @@ Examples:
 pub const RECOVER_EXAMPLES: &str = "\
 Examples:
   keyward recover                               # asks for a recovery code, then a new Master Password
-  keyward recover --code-fd 3 --new-password-fd 4 --json 3<code 4<newpw";
+  keyward recover --code-fd 3 --new-password-fd 4 --json 3<code 4<newpw
+  keyward recover --grant keyward-grant-ABCDEF.json   # with your organizer's grant and its code (GC1-…)";
 
 /// `keyward emergency-kit --help` examples.
 pub const EMERGENCY_KIT_EXAMPLES: &str = "\
@@ -112,6 +113,34 @@ const MORE_EXAMPLES: &[(&str, &str)] = &[
     ),
     ("keyward-agent-run", "keyward agent run"),
     ("keyward-agent-stop", "keyward agent stop"),
+    (
+        "keyward-organizer",
+        "keyward organizer create                  # as the organizer: prints the recipient\nkeyward organizer add kwo1-…              # as a member: confirm the fingerprint\nkeyward organizer recover member.kwv      # as the organizer: a grant and its code\nkeyward recover --grant keyward-grant-ABCDEF.json   # as the member",
+    ),
+    (
+        "keyward-organizer-create",
+        "keyward organizer create --name \"Anna\"\nkeyward organizer create --json",
+    ),
+    (
+        "keyward-organizer-show",
+        "keyward organizer show\nkeyward organizer show --json",
+    ),
+    (
+        "keyward-organizer-add",
+        "keyward organizer add kwo1-… --name Anna   # shows the fingerprint, asks, then the password\nkeyward organizer add kwo1-… --yes --password-fd 3 3<pwfile",
+    ),
+    (
+        "keyward-organizer-list",
+        "keyward organizer list\nkeyward organizer list --json",
+    ),
+    (
+        "keyward-organizer-remove",
+        "keyward organizer remove 0a1b-2c3d-4e5f-6a7b\nkeyward organizer remove Anna",
+    ),
+    (
+        "keyward-organizer-recover",
+        "keyward organizer recover /media/usb/vault-ABCDEF.kwv   # writes keyward-grant-ABCDEF.json\nkeyward organizer recover member.kwv --out grant.json --expires-hours 24 --json",
+    ),
     (
         "keyward-completions",
         "keyward completions bash > ~/.local/share/bash-completion/completions/keyward",
@@ -189,6 +218,13 @@ const AGENT_ENVIRONMENT: &[(&str, &str)] = &[
         "KEYWARD_LOG",
         "The log level: error, warn, info (the default), debug or trace. The log goes to standard \
          error (the journal under systemd; agent.log when keyward started the agent).",
+    ),
+    (
+        "KEYWARD_ORGANIZER_POLICY_DIR",
+        "The machine policy's organizers enrolled at init (default /etc/keyward/organizers.d): \
+         *.pub files owned by root and writable by no one else, each holding a recipient \
+         (kwo1-…) and optional name = … and required = true lines. Meant for tests; files \
+         that are not root's are skipped and the log says so.",
     ),
     (
         "LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES",

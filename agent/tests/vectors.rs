@@ -419,6 +419,77 @@ fn piv_vectors() {
     );
 }
 
+#[test]
+fn organizer_vectors() {
+    use keyward_agent::account::organizer::{
+        Grant, GrantCode, OrganizerSecret, Recipient, seal_to_organizer_with,
+    };
+    let org_scalar = "3c4f8e1a2b7d6c5e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60";
+    let org = OrganizerSecret::from_bytes(&hex::decode(org_scalar).unwrap()).unwrap();
+    let r = org.recipient().unwrap();
+    let shown = r.display();
+    let typed = shown.to_uppercase().replace('-', " ").replace('0', "o");
+    assert_eq!(Recipient::parse(&typed).unwrap(), r);
+    let member = id("ABCDEF");
+    let account_key = [0x42u8; 32];
+    let e = SecretArray::<32>::from_slice(
+        &hex::decode("1112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f30").unwrap(),
+    )
+    .unwrap();
+    let nonce: [u8; 12] = unhex("0d0d0d0d0d0d0d0d0d0d0d0d");
+    let (epk, x, wk, sealed) =
+        seal_to_organizer_with(&e, nonce, &r, &member, &account_key).unwrap();
+    assert_eq!(
+        org.open_wrap(&epk, &member, &sealed).unwrap().expose(),
+        &account_key
+    );
+    let slot = r.slot_id();
+    let code_bytes: [u8; 32] =
+        unhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf");
+    let code = GrantCode::from_bytes(&code_bytes);
+    let grant_id: [u8; 16] = unhex("00112233445566778899aabbccddeeff");
+    let expires = 1_800_000_000u64;
+    let gnonce: [u8; 12] = unhex("0e0e0e0e0e0e0e0e0e0e0e0e");
+    let g = Grant::seal_with_nonce(&code, member, grant_id, expires, &account_key, gnonce);
+    let gshown = code.display().expose().to_owned();
+    let gtyped = gshown[4..].to_lowercase().replace('-', " ");
+    assert_eq!(GrantCode::parse(&gtyped).unwrap().expose(), &code_bytes);
+    assert_eq!(g.open(&code).unwrap().expose(), &account_key);
+    let grant_slot = keyward_agent::account::organizer::grant_slot(&grant_id, expires);
+    check(
+        "organizer",
+        json!({
+            "organizer_private_scalar": org_scalar,
+            "organizer_pk_compressed": h(r.as_bytes()),
+            "recipient": shown,
+            "recipient_typed": typed,
+            "fingerprint": r.fingerprint(),
+            "account_id": "ABCDEF",
+            "account_key": h(&account_key),
+            "ephemeral_scalar": h(e.expose()),
+            "epk_compressed": h(&epk),
+            "shared_x": h(x.expose()),
+            "wrap_key": h(wk.expose()),
+            "slot_id": slot,
+            "aad": String::from_utf8(wrap::aad(Purpose::Organizer, &member, &slot)).unwrap(),
+            "nonce": h(&nonce),
+            "ciphertext_and_tag": h(&sealed.ct),
+            "grant": {
+                "code": h(&code_bytes),
+                "display": gshown,
+                "typed": gtyped,
+                "grant_id": h(&grant_id),
+                "expires": expires,
+                "grant_key": h(code.grant_key(&member).expose()),
+                "aad": String::from_utf8(wrap::aad(Purpose::Grant, &member, &grant_slot)).unwrap(),
+                "nonce": h(&gnonce),
+                "ciphertext_and_tag": h(&g.sealed.ct),
+                "file": g.to_json(),
+            },
+        }),
+    );
+}
+
 /// A whole vault file with everything needed to open it: the end-to-end check
 /// for an independent implementation. The file is random (fresh keys and
 /// nonces), so it is stored once and only checked afterwards.

@@ -280,7 +280,7 @@ def mac_key(account_key: bytes, account_id: str) -> bytes:
     return hkdf(account_key, account_id.encode("ascii"), b"keyward/v1 vault-mac")
 
 
-PURPOSES = ("password", "recovery", "piv", "item")
+PURPOSES = ("password", "recovery", "piv", "item", "organizer-key", "organizer", "grant")
 
 
 def wrap_aad(purpose: str, account_id: str, slot_id: str) -> bytes:
@@ -1100,6 +1100,97 @@ def test_piv(res: Results, vdir: str):
     res.check("ciphertext_and_tag", ct, H(e["ciphertext_and_tag"]))
 
 
+# --- organizer recovery (§16) ------------------------------------------------
+
+
+class RecipientError(KeywardError):
+    pass
+
+
+def organizer_recipient(pk_c: bytes) -> str:
+    check = sha256(b"keyward/v1 organizer-recipient" + pk_c)[:4]
+    n = int.from_bytes(pk_c + check, "big") << 4  # 296 bits + 4 zero bits
+    syms = "".join(CROCKFORD[(n >> (5 * (59 - i))) & 31] for i in range(60))
+    return "kwo1-" + "-".join(syms[i : i + 4] for i in range(0, 60, 4))
+
+
+def parse_organizer_recipient(text: str) -> bytes:
+    s = _strip_separators(text)
+    if len(s) < 4 or s[:3].lower() != "kwo" or s[3] not in "1IiLl":
+        raise RecipientError("prefix")
+    body = s[4:]
+    if len(body) != 60:
+        raise RecipientError("length")
+    n = 0
+    for c in body:
+        c = _RC_ALIASES.get(c, c).upper() if c.isascii() else c
+        if c not in CROCKFORD:
+            raise RecipientError("symbol")
+        n = (n << 5) | CROCKFORD.index(c)
+    if n & 15:
+        raise RecipientError("check")
+    raw = (n >> 4).to_bytes(37, "big")
+    pk, check = raw[:33], raw[33:]
+    if sha256(b"keyward/v1 organizer-recipient" + pk)[:4] != check:
+        raise RecipientError("check")
+    load_sec1(pk)
+    return pk
+
+
+def organizer_fingerprint(pk_c: bytes) -> str:
+    x = sha256(b"keyward/v1 organizer-fingerprint" + pk_c)[:8].hex()
+    return "-".join(x[i : i + 4] for i in range(0, 16, 4))
+
+
+def grant_display(code: bytes) -> str:
+    bits = sha256(b"keyward/v1 grant-check" + code)[0] >> 4
+    n = (int.from_bytes(code, "big") << 4) | bits
+    syms = "".join(CROCKFORD[(n >> (5 * (51 - i))) & 31] for i in range(52))
+    return "GC1-" + "-".join(syms[i : i + 4] for i in range(0, 52, 4))
+
+
+def test_organizer(res: Results, vdir: str):
+    e = load(vdir, "organizer.json")
+    org = ec.derive_private_key(int(e["organizer_private_scalar"], 16), CURVE)
+    pk_c = sec1c(org.public_key())
+    res.check("organizer_pk_compressed", pk_c, H(e["organizer_pk_compressed"]))
+    res.check("recipient", organizer_recipient(pk_c), e["recipient"])
+    res.check("recipient parses", parse_organizer_recipient(e["recipient"]), pk_c)
+    res.check("recipient_typed parses", parse_organizer_recipient(e["recipient_typed"]), pk_c)
+    res.check("fingerprint", organizer_fingerprint(pk_c), e["fingerprint"])
+    acct = e["account_id"]
+    eph = ec.derive_private_key(int(e["ephemeral_scalar"], 16), CURVE)
+    epk_c = sec1c(eph.public_key())
+    shared = eph.exchange(ec.ECDH(), org.public_key())
+    res.check("epk_compressed", epk_c, H(e["epk_compressed"]))
+    res.check("shared_x", shared, H(e["shared_x"]))
+    wk = hkdf(shared, epk_c + pk_c, b"keyward/v1 organizer-p256")
+    res.check("wrap_key", wk, H(e["wrap_key"]))
+    org_side = hkdf(org.exchange(ec.ECDH(), load_sec1(epk_c)), epk_c + pk_c,
+                    b"keyward/v1 organizer-p256")
+    res.check("organizer-side wrap_key", org_side, wk)
+    sid = sha256(pk_c)[:8].hex()
+    res.check("slot_id", sid, e["slot_id"])
+    res.check("aad", wrap_aad("organizer", acct, sid), e["aad"].encode())
+    ct = seal(wk, "organizer", acct, sid, H(e["nonce"]), H(e["account_key"]))
+    res.check("ciphertext_and_tag", ct, H(e["ciphertext_and_tag"]))
+    g = e["grant"]
+    code = H(g["code"])
+    res.check("grant display", grant_display(code), g["display"])
+    gk = hkdf(code, acct.encode("ascii"), b"keyward/v1 grant-wrap")
+    res.check("grant_key", gk, H(g["grant_key"]))
+    gslot = g["grant_id"] + "|" + str(g["expires"])
+    res.check("grant aad", wrap_aad("grant", acct, gslot), g["aad"].encode())
+    gct = seal(gk, "grant", acct, gslot, H(g["nonce"]), H(e["account_key"]))
+    res.check("grant ciphertext_and_tag", gct, H(g["ciphertext_and_tag"]))
+    f = json.loads(g["file"])
+    res.check("grant file keys", sorted(f),
+              sorted(["format", "version", "account_id", "grant_id", "expires", "nonce", "ct"]))
+    res.check("grant file fields",
+              (f["format"], f["version"], f["account_id"], f["grant_id"], f["expires"], f["nonce"], f["ct"]),
+              ("keyward-grant", 1, acct, g["grant_id"], g["expires"], g["nonce"], g["ciphertext_and_tag"]))
+
+
 # --- vault -----------------------------------------------------------------
 
 
@@ -1364,6 +1455,7 @@ def main() -> int:
         ("items.json", test_items),
         ("recovery.json", test_recovery),
         ("piv.json", test_piv),
+        ("organizer.json", test_organizer),
     ]
     for name, fn in plan:
         res.section(name)

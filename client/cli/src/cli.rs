@@ -645,6 +645,26 @@ fn key_source(protector: &str) -> String {
     }
 }
 
+/// A connection to an unlocked agent for a command that makes several
+/// requests: if the agent is locked and a person is at a terminal (and
+/// `--no-prompt` was not given), it is unlocked first, as [`unlocked`] does.
+pub(crate) fn connect_unlocked(autostart: bool, no_prompt: bool) -> Result<Client, CliError> {
+    let mut c = connect(&paths()?, autostart)?;
+    if c.status()?.state == AgentState::Locked && !no_prompt && input::have_tty() {
+        eprintln!("The keyward agent is locked.");
+        unlock(
+            autostart,
+            &PasswordSource::default(),
+            None,
+            None,
+            None,
+            false,
+        )?;
+        c = connect(&paths()?, autostart)?;
+    }
+    Ok(c)
+}
+
 /// Runs a command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let autostart = !cli.no_autostart;
@@ -898,13 +918,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             force,
             format,
             password,
-        } => crate::export::run(autostart, &password, &out, force, format),
+        } => crate::export::run(autostart, cli.no_prompt, &password, &out, force, format),
         Command::Import {
             format,
             dry_run,
             force,
             file,
-        } => crate::import::run(autostart, format, dry_run, force, file.as_deref()),
+        } => crate::import::run(
+            autostart,
+            cli.no_prompt,
+            format,
+            dry_run,
+            force,
+            file.as_deref(),
+        ),
         Command::Organizer { action } => crate::organizer::run(autostart, cli.no_prompt, action),
         Command::Completions { shell } => {
             clap_complete::generate(

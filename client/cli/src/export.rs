@@ -40,7 +40,7 @@ use crate::cli::PasswordSource;
 use crate::input::{self, ask_hidden, read_fd};
 use crate::output::{self, CliError, Spinner, exit};
 use base64::Engine;
-use keyward_client::{ClientError, ErrorCode, ItemInfo, Paths, Request, Secret};
+use keyward_client::{ClientError, ErrorCode, ItemInfo, Request, Secret};
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -81,6 +81,7 @@ pub enum Format {
 /// `keyward export`.
 pub fn run(
     autostart: bool,
+    no_prompt: bool,
     password: &PasswordSource,
     out: &Path,
     force: bool,
@@ -91,8 +92,7 @@ pub fn run(
     if !force && std::fs::symlink_metadata(out).is_ok() {
         return Err(exists(out));
     }
-    let paths = Paths::from_env().map_err(|e| CliError::msg(e.to_string()))?;
-    let mut c = crate::connect::connect(&paths, autostart)?;
+    let mut c = crate::cli::connect_unlocked(autostart, no_prompt)?;
     check_password(&mut c, password)?;
     eprintln!(
         "Warning: {} will hold every secret of this vault in clear text; anyone who can read \

@@ -70,7 +70,7 @@
 use crate::output::{CliError, Spinner, exit};
 use base64::Engine;
 use keyward_client::message::{MAX_NAME, MAX_VALUE};
-use keyward_client::{Client, Paths, Secret};
+use keyward_client::{Client, Secret};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -181,6 +181,7 @@ fn name_problem(name: &str) -> Option<String> {
 /// `keyward import`.
 pub fn run(
     autostart: bool,
+    no_prompt: bool,
     format: Option<Format>,
     dry_run: bool,
     force: bool,
@@ -202,7 +203,13 @@ pub fn run(
                     ),
                 )
             })?;
-            return finish(autostart, parse(f, &input, file)?, dry_run, force);
+            return finish(
+                autostart,
+                no_prompt,
+                parse(f, &input, file)?,
+                dry_run,
+                force,
+            );
         }
     };
     let parsed = if format == Format::Pass {
@@ -210,7 +217,7 @@ pub fn run(
     } else {
         parse(format, &read_input(file)?, file)?
     };
-    finish(autostart, parsed, dry_run, force)
+    finish(autostart, no_prompt, parsed, dry_run, force)
 }
 
 fn shown(file: Option<&Path>) -> String {
@@ -800,7 +807,13 @@ fn parse_csv(format: Format, input: &[u8]) -> Result<Parsed, String> {
 
 /// Compares with the vault, then creates and replaces (or, for a dry run,
 /// lists what would be).
-fn finish(autostart: bool, parsed: Parsed, dry_run: bool, force: bool) -> Result<(), CliError> {
+fn finish(
+    autostart: bool,
+    no_prompt: bool,
+    parsed: Parsed,
+    dry_run: bool,
+    force: bool,
+) -> Result<(), CliError> {
     let Parsed {
         entries,
         mut problems,
@@ -821,8 +834,7 @@ fn finish(autostart: bool, parsed: Parsed, dry_run: bool, force: bool) -> Result
     for p in &problems {
         eprintln!("keyward: not imported: {p}");
     }
-    let paths = Paths::from_env().map_err(|e| CliError::msg(e.to_string()))?;
-    let mut c = crate::connect::connect(&paths, autostart)?;
+    let mut c = crate::cli::connect_unlocked(autostart, no_prompt)?;
     let existing: HashSet<String> = c.list()?.into_iter().map(|i| i.name).collect();
     let (mut created, mut replaced, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for e in unique {

@@ -526,3 +526,25 @@ fn yubikey_prompts_ask_a_new_pin_twice_and_a_wrong_pin_again() {
     assert_eq!(code, 0, "{rest}");
     assert!(!rest.contains("Master Password: "), "{rest}");
 }
+
+/// Export and import on a locked agent at a terminal unlock it first, as
+/// every command that needs the unlocked agent does.
+#[test]
+fn export_on_a_locked_agent_at_a_terminal_unlocks_first() {
+    let home = Home::new();
+    home.init(PW);
+    home.run_with(&["set", "k"], Some(b"v"), None)
+        .expect_code(0);
+    home.ok(&["lock"]);
+    let out = home.path().join("export.json");
+    let mut t = Terminal::spawn(&home, &["export", "--out", out.to_str().unwrap()]);
+    t.expect("The keyward agent is locked.");
+    t.expect("Master Password: ");
+    t.type_line(PW);
+    t.expect("Unlocked");
+    t.expect("Master Password: ");
+    t.type_line(PW);
+    let (code, rest) = t.wait();
+    assert_eq!(code, 0, "{rest}");
+    assert!(std::fs::read_to_string(&out).unwrap().contains("\"k\""));
+}

@@ -645,6 +645,36 @@ fn key_source(protector: &str) -> String {
     }
 }
 
+/// Before storing `name`: if an item of that name exists, asks whether to
+/// replace it (No by default), or without a terminal requires `force`.
+pub(crate) fn confirm_replace(
+    autostart: bool,
+    no_prompt: bool,
+    name: &str,
+    force: bool,
+) -> Result<(), CliError> {
+    if force {
+        return Ok(());
+    }
+    let exists = unlocked(autostart, no_prompt, |c| {
+        Ok(c.list()?.iter().any(|i| i.name == name))
+    })?;
+    if !exists {
+        return Ok(());
+    }
+    if !input::have_tty() {
+        return Err(CliError::with(
+            exit::INVALID,
+            format!("{name} exists already; pass --force to replace it"),
+        ));
+    }
+    if input::confirm(&format!("{name} exists already. Replace its value?"), false) {
+        Ok(())
+    } else {
+        Err(input::cancelled())
+    }
+}
+
 /// A connection to an unlocked agent for a command that makes several
 /// requests: if the agent is locked and a person is at a terminal (and
 /// `--no-prompt` was not given), it is unlocked first, as [`unlocked`] does.
@@ -708,7 +738,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             raw,
             force,
         } => {
-            let value = if input::stdin_is_tty() {
+            // At a terminal, whether to replace is asked before the value.
+            let tty = input::stdin_is_tty();
+            if tty {
+                confirm_replace(autostart, cli.no_prompt, &name, force)?;
+            }
+            let value = if tty {
                 ask_new(
                     &format!("Value for {name}"),
                     &format!("The secret to store as {name}."),
@@ -758,19 +793,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     ),
                 ));
             }
-            let exists = unlocked(autostart, cli.no_prompt, |c| {
-                Ok(c.list()?.iter().any(|i| i.name == name))
-            })?;
-            if exists && !force {
-                if !input::have_tty() {
-                    return Err(CliError::with(
-                        exit::INVALID,
-                        format!("{name} exists already; pass --force to replace it"),
-                    ));
-                }
-                if !input::confirm(&format!("{name} exists already. Replace its value?"), false) {
-                    return Err(input::cancelled());
-                }
+            if !tty {
+                confirm_replace(autostart, cli.no_prompt, &name, force)?;
             }
             let mut c = connect(&paths()?, autostart)?;
             c.set(&name, value)?;

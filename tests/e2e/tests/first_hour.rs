@@ -223,13 +223,14 @@ fn values_newlines_replacing_and_json() {
     t.expect("other\r\n");
     let (code, _) = t.wait();
     assert_eq!(code, 0);
+    // Asked before the value is typed (the order that costs least).
     let mut t = Terminal::spawn(&home, &["set", "k"]);
+    t.expect("k exists already. Replace its value? [y/N]");
+    t.type_line("y");
     t.expect("Value for k: ");
     t.type_line("third");
     t.expect("(again): ");
     t.type_line("third");
-    t.expect("k exists already. Replace its value? [y/N]");
-    t.type_line("y");
     let (code, rest) = t.wait();
     assert_eq!(code, 0, "{rest}");
     assert_eq!(home.ok(&["get", "k"]).stdout, "third");

@@ -262,8 +262,13 @@ pub enum Command {
         /// Its new name.
         new: String,
     },
-    /// Change an item's value in $VISUAL or $EDITOR (through a 0600 file in
-    /// your runtime directory, removed afterwards).
+    /// Change an item's value in $VISUAL or $EDITOR (through a 0600 file in a
+    /// private directory in your runtime directory, removed afterwards).
+    ///
+    /// An editor that keeps swap, backup or undo files in a directory of
+    /// its own (neovim's ~/.local/state/nvim/swap, vim's 'directory') may
+    /// write the value there, on disk: turn those off for this use, e.g.
+    /// EDITOR='vim -n -i NONE' or EDITOR='nvim -n -i NONE'.
     #[command(
         after_help = "Examples:\n  keyward edit notes/wifi\n  EDITOR=nano keyward edit notes/wifi"
     )]

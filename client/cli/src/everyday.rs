@@ -109,9 +109,25 @@ fn on_tmpfs(dir: &Path) -> bool {
     rustix::fs::statfs(dir).is_ok_and(|s| s.f_type == TMPFS_MAGIC)
 }
 
+/// Opens `path` without following a link, and only if it is still the
+/// file created (same device and inode).
+fn open_created(path: &Path, created: (u64, u64), write: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let md = f.metadata()?;
+    if (md.dev(), md.ino()) != created || !md.is_file() {
+        return Err(std::io::Error::other("the file was replaced"));
+    }
+    Ok(f)
+}
+
 /// Overwrites the file with zeros (its length), then removes it.
-fn shred(path: &Path) {
-    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+fn shred(path: &Path, created: (u64, u64)) {
+    if let Ok(mut f) = open_created(path, created, true) {
         let len = f.metadata().map_or(0, |m| m.len());
         let zeros = vec![0u8; 4096];
         let mut left = len;
@@ -131,8 +147,21 @@ fn shred(path: &Path) {
 /// a 0600 file in the user's runtime directory (refused where that is not
 /// a tmpfs, i.e. memory, unless `force`), removed afterwards.
 pub fn edit(autostart: bool, no_prompt: bool, name: &str, force: bool) -> Result<(), CliError> {
-    let paths = paths()?;
-    let dir = paths.runtime_dir.clone();
+    // The value first: connecting may start the agent, which may move the
+    // runtime directory (a default another user made first); the directory
+    // is decided after that, from where the agent is.
+    let value = unlocked(autostart, no_prompt, |c: &mut Client| c.get(name))?;
+    let mut paths = paths()?;
+    let uid = keyward_client::paths::current_uid();
+    paths.refresh_runtime_dir(uid);
+    let runtime = paths.runtime_dir.clone();
+    if let Err(why) = keyward_client::paths::check_private_dir(&runtime, uid) {
+        return Err(CliError::msg(format!(
+            "{} {why}: not writing {name}'s value there",
+            runtime.display()
+        )));
+    }
+    let dir = runtime;
     if !on_tmpfs(&dir) && !force {
         return Err(CliError::with(
             exit::INVALID,
@@ -143,17 +172,40 @@ pub fn edit(autostart: bool, no_prompt: bool, name: &str, force: bool) -> Result
             ),
         ));
     }
-    let value = unlocked(autostart, no_prompt, |c: &mut Client| c.get(name))?;
+    // A fresh 0700 directory of its own inside it, for the file and any
+    // file the editor puts beside it.
+    let own = tempfile::Builder::new()
+        .prefix(".keyward-edit-")
+        .tempdir_in(&dir)
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot create a directory in {}: {e}",
+                dir.display()
+            ))
+        })?;
     let editor = std::env::var("VISUAL")
         .ok()
         .filter(|e| !e.is_empty())
         .or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.is_empty()))
         .unwrap_or_else(|| "vi".to_owned());
     let file = tempfile::Builder::new()
-        .prefix(".keyward-edit-")
-        .tempfile_in(&dir)
-        .map_err(|e| CliError::msg(format!("cannot create a file in {}: {e}", dir.display())))?;
+        .prefix("value-")
+        .tempfile_in(own.path())
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot create a file in {}: {e}",
+                own.path().display()
+            ))
+        })?;
     let path = file.path().to_owned();
+    let created = {
+        use std::os::unix::fs::MetadataExt;
+        let md = file
+            .as_file()
+            .metadata()
+            .map_err(|e| CliError::msg(e.to_string()))?;
+        (md.dev(), md.ino())
+    };
     // tempfile creates it 0600 and exclusively.
     let written = file
         .as_file()
@@ -178,7 +230,7 @@ pub fn edit(autostart: bool, no_prompt: bool, name: &str, force: bool) -> Result
             ));
         }
         let mut buf = Vec::new();
-        std::fs::File::open(&kept)
+        open_created(&kept, created, false)
             .and_then(|mut f| f.read_to_end(&mut buf))
             .map_err(|e| CliError::msg(format!("cannot read back {}: {e}", kept.display())))?;
         // Editors end the last line with a newline: one is dropped, as `set` does.
@@ -190,7 +242,10 @@ pub fn edit(autostart: bool, no_prompt: bool, name: &str, force: bool) -> Result
         }
         Ok(Secret::new(buf))
     })();
-    shred(&kept);
+    shred(&kept, created);
+    // The editor's own files beside it (a swap file, if it writes one
+    // there) go with the directory.
+    drop(own);
     debug_assert_eq!(path, kept);
     let new = outcome?;
     let unchanged = unlocked(autostart, no_prompt, |c| c.get(name))?.expose() == new.expose();

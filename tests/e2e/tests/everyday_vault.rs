@@ -213,3 +213,36 @@ fn edit_goes_through_the_editor_and_leaves_no_file() {
     assert_eq!(home.ok(&["get", "note"]).stdout, "edited secret line");
     assert!(files_holding(home.path(), b"secret line").is_empty());
 }
+
+/// The review's S1: `edit` writes the value only into a runtime directory
+/// that is private to the user (checked after the agent has started, so a
+/// directory another user took is never used), in a fresh directory of its own.
+#[test]
+fn edit_refuses_a_runtime_directory_that_is_not_private() {
+    let home = Home::new();
+    home.init(PW);
+    set(&home, "note", "private value here");
+    let editor = home.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    home.set_env([("EDITOR".to_owned(), editor.display().to_string())]);
+    let run = home.paths.runtime_dir.clone();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = home.run(&["edit", "note", "--force"]);
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("not writing"), "{r}");
+    assert!(files_holding(home.path(), b"private value").is_empty());
+    // Private again: it works, and leaves nothing behind in the directory.
+    home.ok(&["edit", "note", "--force"]);
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".keyward-edit-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -14,6 +14,7 @@ use crate::protect::UnlockIo;
 use keyward_client::message::{AgentError, ErrorCode, UnlockRequest};
 use keyward_client::{PromptKind, Secret};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// [`UnlockIo`] through the configured pinentry (the connection that made
@@ -37,6 +38,13 @@ impl UnlockIo for PinentryIo {
     fn notice(&self, message: &str) {
         tracing::info!(notice = message, "during an unlock on demand");
     }
+}
+
+fn nobody_unlocked() -> AgentError {
+    err(
+        ErrorCode::Locked,
+        "the agent is locked, and nobody unlocked it at the password prompt: run `keyward unlock`",
+    )
 }
 
 impl Agent {
@@ -63,12 +71,20 @@ impl Agent {
 
     /// Asks for the Master Password through the pinentry and unlocks.
     async fn unlock_on_demand(self: &Arc<Self>, what: &str) -> Result<(), AgentError> {
+        let seen = self.on_demand_prompts.load(Ordering::SeqCst);
         let _one = self.on_demand.lock().await;
         let id = match &*self.read_state() {
             State::Unlocked(_) => return Ok(()),
             State::NoAccount => return Err(no_account_error()),
             State::Locked(a) => a.id,
         };
+        // A prompt ran while this request waited its turn, and the agent is
+        // still locked: the user cancelled it or let it time out. Its
+        // answer is this request's too (one prompt per burst, not one per
+        // waiting client).
+        if self.on_demand_prompts.load(Ordering::SeqCst) != seen {
+            return Err(nobody_unlocked());
+        }
         let program = self.config.pinentry.clone();
         let timeout = Duration::from_secs(self.config.pinentry_timeout_seconds);
         let description = format!(
@@ -88,17 +104,16 @@ impl Agent {
             .await
             .map_err(internal)?
         };
+        // Counted once the prompt is over: requests that arrived while it
+        // was up take its outcome (above) rather than asking again.
+        self.on_demand_prompts.fetch_add(1, Ordering::SeqCst);
         let password = match asked {
             Ok(p) if !p.is_empty() => p,
             Ok(_) | Err(_) => {
                 if let Err(why) = &asked {
                     tracing::info!("unlock on demand: {why}");
                 }
-                return Err(err(
-                    ErrorCode::Locked,
-                    "the agent is locked, and nobody unlocked it at the password prompt: run \
-                     `keyward unlock`",
-                ));
+                return Err(nobody_unlocked());
             }
         };
         let io = Arc::new(PinentryIo { program, timeout });

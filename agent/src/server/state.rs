@@ -116,6 +116,9 @@ pub struct Agent {
     pub(super) heavy: tokio::sync::Mutex<()>,
     /// One unlock on demand (a pinentry) at a time (`on_demand.rs`).
     pub(super) on_demand: tokio::sync::Mutex<()>,
+    /// How many of those prompts have run (a request that waited through
+    /// one takes its outcome instead of asking again).
+    pub(super) on_demand_prompts: AtomicU64,
     attempts: Mutex<Attempts>,
     /// The last activity, in milliseconds on the [`boot_clock`].
     last_activity_ms: AtomicU64,
@@ -357,6 +360,7 @@ impl Agent {
             writer: Mutex::new(()),
             heavy: tokio::sync::Mutex::new(()),
             on_demand: tokio::sync::Mutex::new(()),
+            on_demand_prompts: AtomicU64::new(0),
             attempts: Mutex::new(attempts),
             last_activity_ms: AtomicU64::new(0),
             locks: AtomicU64::new(0),

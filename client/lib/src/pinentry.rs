@@ -4,8 +4,8 @@
 //! to ask (`pinentry` in the config).
 
 use crate::secret::Secret;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 use zeroize::Zeroize;
 
@@ -44,6 +44,29 @@ fn assuan_unescape(s: &str) -> Vec<u8> {
     out
 }
 
+/// Assuan's longest line (1,000 bytes) with room to spare: the buffers
+/// are this large from the start, so they never move (leaving copies).
+const LINE_MAX: usize = 4096;
+
+/// One line (up to and with its newline) into `line`, a byte at a time.
+fn read_line(r: &mut impl Read, line: &mut String) -> std::io::Result<usize> {
+    let mut bytes: Vec<u8> = Vec::with_capacity(LINE_MAX);
+    let mut byte = [0u8; 1];
+    while bytes.len() < LINE_MAX && r.read(&mut byte)? == 1 {
+        bytes.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    let n = bytes.len();
+    if let Ok(text) = std::str::from_utf8(&bytes) {
+        line.push_str(text);
+    }
+    bytes.zeroize();
+    byte.zeroize();
+    Ok(n)
+}
+
 /// Runs `program` (a pinentry) and asks for one secret. With `timeout`,
 /// the pinentry is told to give up after it (`SETTIMEOUT`), and is killed
 /// if it has not answered a few seconds later. Cancelling, a timeout, or a
@@ -54,10 +77,14 @@ pub fn ask(
     description: &str,
     timeout: Option<Duration>,
 ) -> Result<Secret, String> {
+    use std::os::unix::process::CommandExt;
+    // In a process group of its own: a pinentry that is a wrapper script
+    // (or forks) is killed whole, so nothing keeps its output open.
     let mut child = Command::new(program)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run pinentry {program}: {e}"))?;
     let pid = child.id();
@@ -66,18 +93,24 @@ pub fn ask(
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let t = t + Duration::from_secs(3);
         std::thread::spawn(move || {
-            if stopped.recv_timeout(t) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
+            if stopped.recv_timeout(t) == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                && let Some(group) = i32::try_from(pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             }
         });
         stop
     });
     let mut stdin = child.stdin.take().ok_or("pinentry: no stdin")?;
-    let mut out = BufReader::new(child.stdout.take().ok_or("pinentry: no stdout")?);
-    let mut line = String::new();
-    let expect_ok = |out: &mut BufReader<_>, line: &mut String| -> Result<(), String> {
+    // Read without a buffer of the standard library's: the line holding
+    // the secret is in memory this function wipes, and nowhere else.
+    let mut out = child.stdout.take().ok_or("pinentry: no stdout")?;
+    let mut line = String::with_capacity(LINE_MAX);
+    let expect_ok = |out: &mut ChildStdout, line: &mut String| -> Result<(), String> {
         line.clear();
-        out.read_line(line).map_err(|e| format!("pinentry: {e}"))?;
+        read_line(out, line).map_err(|e| format!("pinentry: {e}"))?;
         if line.starts_with("OK") {
             Ok(())
         } else {
@@ -102,11 +135,7 @@ pub fn ask(
     loop {
         line.zeroize();
         line.clear();
-        if out
-            .read_line(&mut line)
-            .map_err(|e| format!("pinentry: {e}"))?
-            == 0
-        {
+        if read_line(&mut out, &mut line).map_err(|e| format!("pinentry: {e}"))? == 0 {
             break;
         }
         if let Some(data) = line.strip_prefix("D ") {
@@ -164,6 +193,30 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let s = ask(script.to_str().unwrap(), "PIN", "desc", None).unwrap();
         assert_eq!(s.expose(), b"s3cr%t");
+    }
+
+    /// A wrapper script that does not `exec` (its child keeps the output
+    /// open): the whole group is killed.
+    #[test]
+    fn a_wrapper_pinentry_that_hangs_is_given_up_on() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("pinentry");
+        std::fs::write(&script, "#!/bin/sh\necho 'OK hello'\nsleep 60\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let start = std::time::Instant::now();
+        let r = ask(
+            script.to_str().unwrap(),
+            "PIN",
+            "desc",
+            Some(Duration::from_secs(1)),
+        );
+        assert!(r.is_err());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

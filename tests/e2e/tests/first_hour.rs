@@ -465,6 +465,23 @@ fn a_library_client_gets_its_item_after_an_unlock_through_pinentry() {
         start.elapsed()
     );
 
+    // Four clients at once while the pinentry hangs: one prompt, and all
+    // four get "locked" once it is given up on (review S2).
+    std::fs::remove_file(tools.path().join("record")).unwrap();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = home.client();
+            std::thread::spawn(move || c.get("k").map(|_| ()))
+        })
+        .collect();
+    for t in clients {
+        assert!(
+            matches!(t.join().unwrap(), Err(ClientError::Agent(e)) if e.code == ErrorCode::Locked)
+        );
+    }
+    let prompts = std::fs::read_to_string(tools.path().join("record")).unwrap();
+    assert_eq!(prompts.lines().count(), 1, "{prompts}");
+
     // Not configured: locked at once, no pinentry run.
     let plain = Home::new();
     plain.init(PW);

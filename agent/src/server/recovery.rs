@@ -266,8 +266,15 @@ impl Agent {
             let pending = v
                 .begin_secret_key_change(&path, &new_password, params, now)
                 .map_err(change_error)?;
+            // Once that first write is on disk, what this device must
+            // remember (the generation; for a grant, its id and the codes
+            // it revoked) is recorded before any later step can fail: a
+            // rolled-back copy must not bring them back (review S4).
+            me.remember_generation(&id, v.file().generation);
+            let mut early = Vec::new();
+            after(&me, &mut v, &path, now, token, &mut early);
             let mut notes = me.complete_secret_key_change(&mut v, &path, &pending)?;
-            after(&me, &mut v, &path, now, token, &mut notes);
+            notes.extend(early);
             me.remember_generation(&id, v.file().generation);
             me.remember_wrap_costs(v.file());
             let sk = v

@@ -43,10 +43,58 @@ fn absolute(path: &str) -> Result<&Path, AgentError> {
 }
 
 impl Agent {
+    /// Whom `Backup` may write: not into keyward's own directories (the
+    /// file protector, the state), and with `force` only over an earlier
+    /// backup (a regular file that starts with the vault magic), so that a
+    /// client holding only the socket cannot have the agent overwrite other
+    /// files of the user (the review's S5).
+    fn backup_target_allowed(&self, target: &Path, force: bool) -> Result<(), AgentError> {
+        let parent = target
+            .parent()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidInput,
+                    format!("{}: its directory does not exist", target.display()),
+                )
+            })?;
+        for own in [
+            &self.paths.data_dir,
+            &self.paths.state_dir,
+            &self.paths.runtime_dir,
+        ] {
+            if std::fs::canonicalize(own).is_ok_and(|o| parent.starts_with(&o)) {
+                return Err(err(
+                    ErrorCode::InvalidInput,
+                    format!(
+                        "not writing a backup into keyward's own directory {}: choose another place",
+                        own.display()
+                    ),
+                ));
+            }
+        }
+        if force && let Ok(md) = std::fs::symlink_metadata(target) {
+            let is_backup = md.is_file()
+                && crate::vault::store::read_limited(target, crate::vault::format::MAX_FILE_LEN)
+                    .is_ok_and(|b| b.starts_with(&crate::vault::format::MAGIC));
+            if !is_backup {
+                return Err(err(
+                    ErrorCode::Exists,
+                    format!(
+                        "{} exists and is not a keyward backup: not replacing it",
+                        target.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `Backup`: the vault file, checked with the keys in memory, copied
     /// to `out`. Holds the writers' lock, so the copy is one generation.
     pub fn backup(&self, out: &str, force: bool) -> Result<Response, AgentError> {
         let target = absolute(out)?;
+        self.backup_target_allowed(target, force)?;
         let _writer = self.writer();
         let (bytes, generation, items) = self.with_session(|s| {
             let (bytes, copy, _) = s

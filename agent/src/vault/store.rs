@@ -209,11 +209,21 @@ pub(crate) mod before_sync {
 /// Reads a whole file, refusing one larger than `max` before reading it and
 /// refusing to follow a symlink.
 pub fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    // O_NONBLOCK: opening a FIFO planted at the path returns at once (and
+    // is refused below) instead of blocking the reader, who may hold the
+    // writers' lock; it changes nothing for a regular file.
     let mut f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)?;
-    let len = f.metadata()?.len();
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let len = md.len();
     if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

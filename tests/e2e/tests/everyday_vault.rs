@@ -246,3 +246,42 @@ fn edit_refuses_a_runtime_directory_that_is_not_private() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The review's S5: through the socket alone, Backup cannot overwrite
+/// other files of the user or write into keyward's own directories, and
+/// Restore of a FIFO neither hangs nor holds up writers.
+#[test]
+fn backup_and_restore_paths_are_bounded() {
+    let home = Home::new();
+    home.init(PW);
+    set(&home, "a", "1");
+    let precious = home.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let r = home.run(&["backup", "--out", precious.to_str().unwrap(), "--force"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("not a keyward backup"), "{r}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    let inside = home.paths.data_dir.join("x.kwv");
+    let r = home.run(&["backup", "--out", inside.to_str().unwrap()]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("keyward's own directory"), "{r}");
+    // An earlier backup can be replaced with --force.
+    let b = home.path().join("b.kwv");
+    home.ok(&["backup", "--out", b.to_str().unwrap()]);
+    home.ok(&["backup", "--out", b.to_str().unwrap(), "--force"]);
+
+    let fifo = home.path().join("fifo.kwv");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    let r = home.run(&["restore", fifo.to_str().unwrap(), "--older"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("not a regular file"), "{r}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    set(&home, "b", "2");
+}

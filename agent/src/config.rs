@@ -9,7 +9,7 @@
 //! protectors = ["yubikey", "keychain", "file"]   # the order unlock tries them in
 //! pinentry = "/usr/bin/pinentry-gnome3"   # ask for the password when a request finds
 //!                                         # the agent locked ("" = never, the default)
-//! pinentry_timeout_seconds = 60
+//! pinentry_timeout_seconds = 45
 //!
 //! [kdf]                          # Argon2id for new password wraps
 //! memory_kib = 65536
@@ -87,7 +87,7 @@ impl Default for Config {
             protectors: vec!["yubikey".into(), "keychain".into(), "file".into()],
             account: None,
             pinentry: String::new(),
-            pinentry_timeout_seconds: 60,
+            pinentry_timeout_seconds: 45,
             kdf: KdfConfig::default(),
         }
     }
@@ -170,8 +170,10 @@ impl Config {
                 c.pinentry
             ));
         }
-        if !(1..=600).contains(&c.pinentry_timeout_seconds) {
-            return Err("pinentry_timeout_seconds must be between 1 and 600".into());
+        // Two prompts (password, PIN) plus the 3 s before a kill stay
+        // under keyward-client's 120 s answer timeout.
+        if !(1..=55).contains(&c.pinentry_timeout_seconds) {
+            return Err("pinentry_timeout_seconds must be between 1 and 55".into());
         }
         Ok(c)
     }

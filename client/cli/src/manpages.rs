@@ -522,7 +522,8 @@ terminal asks itself). The pinentry needs a display the agent can reach.
 .TP
 \fBpinentry_timeout_seconds\fR = \fIseconds\fR
 How long that pinentry waits for the user before the request is answered
-"locked". Default 60; 1 to 600.
+"locked". Default 45; 1 to 55 (two prompts, password and PIN, stay within
+a client's 120 s timeout).
 .TP
 \fBaccount\fR = "\fIID\fR"
 Which account to use when the data directory holds several vaults (the

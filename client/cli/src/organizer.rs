@@ -360,11 +360,21 @@ fn recover(
     else {
         return Err(unexpected());
     };
-    let path = absolute(
+    let chosen = out.is_some();
+    let mut path = absolute(
         &out.unwrap_or_else(|| PathBuf::from(format!("keyward-grant-{account_id}.json"))),
     )?;
-    crate::files::write_new_private(&path, grant.as_bytes(), false)
-        .map_err(|e| CliError::msg(format!("cannot write the grant: {e}")))?;
+    let mut written = crate::files::write_new_private(&path, grant.as_bytes(), false);
+    if !chosen && matches!(written, Err(crate::files::CreateError::Exists(_))) {
+        // The default name is taken (an earlier grant for this member):
+        // this grant's own name, rather than losing the grant just made.
+        let short = &grant_id[..grant_id.len().min(8)];
+        path = absolute(&PathBuf::from(format!(
+            "keyward-grant-{account_id}-{short}.json"
+        )))?;
+        written = crate::files::write_new_private(&path, grant.as_bytes(), false);
+    }
+    written.map_err(|e| CliError::msg(format!("cannot write the grant: {e}")))?;
     let code = code.expose_str().unwrap_or_default();
     if json {
         println!(

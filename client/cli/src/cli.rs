@@ -680,6 +680,36 @@ pub(crate) fn confirm_replace(
     }
 }
 
+/// A secret asked with `ask` and checked by the agent with `check` before
+/// anything else is asked for; on a terminal (`retry`), an answer refused
+/// with `again` is told (the message, then `tail`) and asked again, three
+/// tries in all.
+fn checked(
+    c: &mut Client,
+    retry: bool,
+    again: ErrorCode,
+    tail: &str,
+    working: &str,
+    mut ask: impl FnMut() -> Result<Secret, CliError>,
+    check: impl Fn(Secret) -> Request,
+) -> Result<Secret, CliError> {
+    let mut tries = 0;
+    loop {
+        let secret = ask()?;
+        let spinner = Spinner::start(working);
+        let r = c.call(&check(secret.clone()));
+        drop(spinner);
+        match r {
+            Ok(_) => return Ok(secret),
+            Err(ClientError::Agent(e)) if retry && tries < 2 && e.code == again => {
+                tries += 1;
+                eprintln!("{}{tail}", output::sentence(&e.message));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A connection to an unlocked agent for a command that makes several
 /// requests: if the agent is locked and a person is at a terminal (and
 /// `--no-prompt` was not given), it is unlocked first, as [`unlocked`] does.
@@ -1318,27 +1348,18 @@ fn recover(
     let mut c = connect(&paths()?, autostart)?;
     // The code is checked before a new password is asked for: a typo, or
     // a code that does not open this vault, is said at once.
-    let retry = code_fd.is_none() && input::have_tty();
-    let mut tries = 0;
-    let code = loop {
-        let code = match code_fd {
-            Some(fd) => read_fd(fd, "recovery code")?,
-            None => ask_hidden("Recovery code", "Type your keyward recovery code (RC1-…).")?,
-        };
-        let spinner = Spinner::start("Checking the recovery code…");
-        let r = c.call(&Request::CheckRecoveryCode { code: code.clone() });
-        drop(spinner);
-        match r {
-            Ok(_) => break code,
-            Err(ClientError::Agent(e))
-                if retry && tries < 2 && e.code == ErrorCode::InvalidInput =>
-            {
-                tries += 1;
-                eprintln!("{}; type it again.", output::sentence(&e.message));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let code = checked(
+        &mut c,
+        code_fd.is_none() && input::have_tty(),
+        ErrorCode::InvalidInput,
+        "; type it again.",
+        "Checking the recovery code…",
+        || match code_fd {
+            Some(fd) => Ok(read_fd(fd, "recovery code")?),
+            None => ask_hidden("Recovery code", "Type your keyward recovery code (RC1-…)."),
+        },
+        |code| Request::CheckRecoveryCode { code },
+    )?;
     let new = crate::choose::new_password(
         new_fd,
         allow_weak,
@@ -1617,29 +1638,20 @@ fn change_password(
     let mut c = connect(&paths()?, autostart)?;
     // The current password is checked before the new one is asked for
     // (three tries on a terminal, as sudo gives).
-    let retry = password.fd().is_none() && input::have_tty();
-    let mut tries = 0;
-    let old = loop {
-        let old = password.get(
-            "Current Master Password",
-            "Enter your current keyward Master Password.",
-        )?;
-        let spinner = Spinner::start("Checking your password…");
-        let r = c.call(&Request::CheckPassword {
-            password: old.clone(),
-        });
-        drop(spinner);
-        match r {
-            Ok(_) => break old,
-            Err(ClientError::Agent(e))
-                if retry && tries < 2 && e.code == ErrorCode::WrongCredentials =>
-            {
-                tries += 1;
-                eprintln!("{}.", output::sentence(&e.message));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let old = checked(
+        &mut c,
+        password.fd().is_none() && input::have_tty(),
+        ErrorCode::WrongCredentials,
+        ".",
+        "Checking your password…",
+        || {
+            password.get(
+                "Current Master Password",
+                "Enter your current keyward Master Password.",
+            )
+        },
+        |password| Request::CheckPassword { password },
+    )?;
     let new = crate::choose::new_password(
         new_fd,
         allow_weak,

@@ -11,6 +11,14 @@
 //!                                         # the agent locked ("" = never, the default)
 //! pinentry_timeout_seconds = 45
 //!
+//! [ssh]                          # the SSH agent (SECURITY.md §17)
+//! enabled = true                 # serve ssh.sock next to the keyward socket
+//! socket = ""                    # its path ("" = <runtime dir>/keyward/ssh.sock)
+//! askpass = ""                   # program for confirmations ("" = $SSH_ASKPASS, else none)
+//! add_stores = true              # `ssh-add FILE` keeps the key in the vault
+//! allowed_providers = "/usr/lib*/*,/usr/local/lib*/*"   # security-key providers
+//! prompt_timeout_seconds = 30
+//!
 //! [kdf]                          # Argon2id for new password wraps
 //! memory_kib = 65536
 //! iterations = 3
@@ -50,6 +58,40 @@ pub struct Config {
     pub pinentry_timeout_seconds: u64,
     /// Argon2id parameters for new wraps.
     pub kdf: KdfConfig,
+    /// The SSH agent.
+    pub ssh: SshConfig,
+}
+
+/// SSH agent settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// Serve the SSH agent socket.
+    pub enabled: bool,
+    /// Its path (empty: `ssh.sock` in the runtime directory).
+    pub socket: String,
+    /// The askpass program for confirmations and the locked-agent password
+    /// (empty: `$SSH_ASKPASS` from the agent's environment, else none).
+    pub askpass: String,
+    /// Whether `ssh-add FILE` (without `-t`) keeps the key in the vault.
+    pub add_stores: bool,
+    /// Security-key provider libraries `ssh-add` may name (ssh-agent's `-P`).
+    pub allowed_providers: String,
+    /// How long a confirmation or password prompt waits.
+    pub prompt_timeout_seconds: u64,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: String::new(),
+            askpass: String::new(),
+            add_stores: true,
+            allowed_providers: "/usr/lib*/*,/usr/local/lib*/*".into(),
+            prompt_timeout_seconds: 30,
+        }
+    }
 }
 
 /// Argon2id settings.
@@ -89,6 +131,7 @@ impl Default for Config {
             pinentry: String::new(),
             pinentry_timeout_seconds: 45,
             kdf: KdfConfig::default(),
+            ssh: SshConfig::default(),
         }
     }
 }
@@ -174,6 +217,14 @@ impl Config {
         // under keyward-client's 120 s answer timeout.
         if !(1..=55).contains(&c.pinentry_timeout_seconds) {
             return Err("pinentry_timeout_seconds must be between 1 and 55".into());
+        }
+        if !(1..=300).contains(&c.ssh.prompt_timeout_seconds) {
+            return Err("[ssh] prompt_timeout_seconds must be between 1 and 300".into());
+        }
+        for (key, path) in [("socket", &c.ssh.socket), ("askpass", &c.ssh.askpass)] {
+            if !path.is_empty() && !Path::new(path).is_absolute() {
+                return Err(format!("[ssh] {key}: {path:?} is not an absolute path"));
+            }
         }
         Ok(c)
     }

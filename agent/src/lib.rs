@@ -26,4 +26,5 @@ pub mod kdf;
 pub mod protect;
 pub mod secret;
 pub mod server;
+pub mod ssh;
 pub mod vault;

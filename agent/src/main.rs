@@ -144,6 +144,27 @@ fn run() -> Result<(), String> {
         .thread_name("keyward-agent")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // The SSH agent socket (SECURITY.md §17): served by threads of its own.
+    let ssh_socket = if agent.config.ssh.enabled {
+        let path = keyward_agent::ssh::server::socket_path(&agent);
+        match keyward_agent::ssh::server::bind(&path) {
+            Ok(l) => {
+                let inode = std::fs::symlink_metadata(&path).ok().map(|m| m.ino());
+                keyward_agent::ssh::server::spawn(agent.clone(), l, runtime.handle().clone());
+                tracing::info!(socket = %path.display(), "SSH agent listening");
+                Some((path, inode))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the SSH agent socket is not served: cannot bind {}: {e}",
+                    path.display()
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "keyward-agent {} listening", server::state::AGENT_VERSION);
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -152,6 +173,9 @@ fn run() -> Result<(), String> {
     let result = runtime.block_on(server::run(agent, std_listener));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     listener::remove_socket(&socket, inode);
+    if let Some((path, inode)) = ssh_socket {
+        listener::remove_socket(&path, inode);
+    }
     drop(lock);
     result.map_err(|e| e.to_string())
 }

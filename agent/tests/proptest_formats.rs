@@ -389,6 +389,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                     piv_wraps,
                     protectors,
                     organizers: Default::default(),
+                    ssh_keys: Vec::new(),
                     items,
                 }
             },

@@ -37,6 +37,8 @@ pub enum Purpose {
     Organizer,
     /// A member's account key under a recovery grant's code (§16).
     Grant,
+    /// An SSH key under the item key (§17).
+    SshKey,
 }
 
 impl Purpose {
@@ -50,6 +52,7 @@ impl Purpose {
             Purpose::OrganizerKey => "organizer-key",
             Purpose::Organizer => "organizer",
             Purpose::Grant => "grant",
+            Purpose::SshKey => "ssh-key",
         }
     }
 }

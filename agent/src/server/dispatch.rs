@@ -135,6 +135,20 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
             code,
             new_password,
         } => agent.recover_with_grant(&grant, &code, &new_password).await,
+        Request::SshGenerate {
+            name,
+            kind,
+            bits,
+            comment,
+        } => agent.ssh_generate(&name, &kind, bits, &comment).await,
+        Request::SshImport {
+            name,
+            file,
+            passphrase,
+        } => agent.ssh_import(&name, &file, passphrase.as_ref(), io.as_ref()),
+        Request::SshList => agent.ssh_list(),
+        Request::SshRemove { name } => agent.ssh_remove(&name),
+        Request::SshApprove { name, approval } => agent.ssh_approve(&name, &approval),
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

@@ -9,6 +9,7 @@
 //! - [`logind`]: locking on suspend and on screen lock.
 //! - [`protectors`]: enrolling, listing and removing Secret Key protectors.
 //! - [`organizer`]: recovery by an organizer (keys, enrollment, grants).
+//! - [`ssh`]: the SSH agent's view of the state, and the SSH key requests.
 
 pub mod conn;
 mod copies;
@@ -21,6 +22,7 @@ pub mod organizer;
 pub mod protectors;
 pub mod recovery;
 mod rollback;
+pub mod ssh;
 pub mod state;
 
 use interprocess::local_socket::traits::StreamCommon as _;

@@ -132,6 +132,8 @@ pub struct Agent {
     pub(super) timer: Notify,
     /// Signalled when the agent should stop.
     pub shutdown: Notify,
+    /// The SSH agent's keys outside the vault (wiped by every lock).
+    pub(crate) ssh: crate::ssh::Table,
 }
 
 pub(super) fn err(code: ErrorCode, message: impl Into<String>) -> AgentError {
@@ -368,6 +370,7 @@ impl Agent {
             unlocks_at_writer: AtomicU64::new(0),
             timer: Notify::new(),
             shutdown: Notify::new(),
+            ssh: crate::ssh::Table::default(),
         }))
     }
 
@@ -616,6 +619,7 @@ impl Agent {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.locks.fetch_add(1, Ordering::SeqCst);
+        self.ssh.wipe();
         if let State::Unlocked(s) = &*st {
             let account = s.account.clone();
             let old = std::mem::replace(&mut *st, State::Locked(account));

@@ -63,6 +63,8 @@ pub mod record_type {
     pub const ORGANIZER_WRAP: u8 = 0x07;
     /// A recovery grant that was used (it works once).
     pub const USED_GRANT: u8 = 0x08;
+    /// An SSH key (its private part, or where a card holds it) under the item key.
+    pub const SSH_KEY: u8 = 0x09;
 }
 
 /// Why a vault file could not be read. Each says what happened and what to do.
@@ -286,6 +288,23 @@ impl OrganizerRecords {
     }
 }
 
+/// An SSH key: its public key blob in clear (so that a locked agent can
+/// still list it), everything else sealed (`vault::ssh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeyRecord {
+    /// Random id (the sealed part's slot id, in hex).
+    pub key_id: [u8; 16],
+    /// The key blob as SSH sends it (a plain key or a certificate).
+    pub public: Vec<u8>,
+    /// Name, comment, settings and the private key or its card.
+    pub sealed: Sealed,
+}
+
+/// Longest SSH public key blob kept (a certificate with many principals).
+pub const MAX_SSH_PUBLIC: usize = 16 * 1024;
+/// Longest sealed SSH key record.
+pub const MAX_SSH_SEALED: usize = 64 * 1024;
+
 /// Item slots reserved before any record is parsed.
 const PREALLOC_ITEMS: usize = 4096;
 
@@ -317,6 +336,8 @@ pub struct VaultFile {
     pub protectors: Vec<ProtectorRecord>,
     /// Organizer key, organizer wraps, used grants.
     pub organizers: OrganizerRecords,
+    /// SSH keys.
+    pub ssh_keys: Vec<SshKeyRecord>,
     /// Items.
     pub items: Vec<ItemRecord>,
 }
@@ -403,6 +424,7 @@ impl VaultFile {
             + self.piv_wraps.len()
             + self.protectors.len()
             + self.organizers.count()
+            + self.ssh_keys.len()
             + self.items.len()
     }
 
@@ -530,6 +552,16 @@ impl VaultFile {
             w.record(record_type::USED_GRANT, |w| {
                 w.bytes(&g.grant_id);
                 w.u64(g.used);
+            });
+        }
+        for k in &self.ssh_keys {
+            w.record(record_type::SSH_KEY, |w| {
+                w.bytes(&k.key_id);
+                w.u16(k.public.len() as u16);
+                w.bytes(&k.public);
+                w.bytes(&k.sealed.nonce);
+                w.u32(k.sealed.ct.len() as u32);
+                w.bytes(&k.sealed.ct);
             });
         }
         for (item_id, sealed) in items {
@@ -709,6 +741,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         piv_wraps: Vec::new(),
         protectors: Vec::new(),
         organizers: OrganizerRecords::default(),
+        ssh_keys: Vec::new(),
         // The count is checked against the file's length, but a hostile
         // file could still ask for gigabytes up front: start small and grow
         // as records actually parse.
@@ -869,6 +902,41 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                     sealed: Sealed { nonce, ct },
                 });
                 [&[ty][..], &item_id].concat()
+            }
+            record_type::SSH_KEY => {
+                let key_id = r.arr::<16>("ssh key id")?;
+                let len_at = r.pos;
+                let public_len = usize::from(r.u16("ssh public key length")?);
+                if public_len == 0 || public_len > MAX_SSH_PUBLIC {
+                    return Err(FormatError::Malformed {
+                        offset: len_at,
+                        what: format!("an SSH public key of {public_len} bytes is out of range"),
+                    });
+                }
+                let public = r.take(public_len, "ssh public key")?.to_vec();
+                let nonce = r.arr::<NONCE_LEN>("ssh key nonce")?;
+                let ct_at = r.pos;
+                let ct_len = r.u32("ssh key length")? as usize;
+                if !(TAG_LEN..=MAX_SSH_SEALED).contains(&ct_len) {
+                    return Err(FormatError::Malformed {
+                        offset: ct_at,
+                        what: format!("an SSH key ciphertext of {ct_len} bytes is out of range"),
+                    });
+                }
+                let ct = r.take(ct_len, "ssh key")?.to_vec();
+                v.ssh_keys.push(SshKeyRecord {
+                    key_id,
+                    public: public.clone(),
+                    sealed: Sealed { nonce, ct },
+                });
+                // One record per id, and one per public key.
+                if !seen.insert([&[ty, 0][..], &public].concat()) {
+                    return Err(FormatError::Malformed {
+                        offset: start,
+                        what: format!("record {index}: the same SSH key twice"),
+                    });
+                }
+                [&[ty][..], &key_id].concat()
             }
             record_type::ORGANIZER_KEY => {
                 let key_id = r.arr::<8>("organizer key id")?;

@@ -13,6 +13,7 @@
 mod copies;
 pub mod format;
 pub mod organizer;
+pub mod ssh;
 pub mod store;
 
 pub use copies::{CopyDiff, CopyError};
@@ -247,6 +248,7 @@ pub fn create(
         piv_wraps: Vec::new(),
         protectors: Vec::new(),
         organizers: format::OrganizerRecords::default(),
+        ssh_keys: Vec::new(),
         items: Vec::new(),
     };
     let mut v = Unlocked::with_keys(file, keys, Some("pw-1".into()))?;

@@ -55,6 +55,11 @@ pub mod tag {
     pub const ORGANIZER_REMOVE: u8 = 0x21;
     pub const ORGANIZER_RECOVER: u8 = 0x22;
     pub const RECOVER_WITH_GRANT: u8 = 0x23;
+    pub const SSH_GENERATE: u8 = 0x24;
+    pub const SSH_IMPORT: u8 = 0x25;
+    pub const SSH_LIST: u8 = 0x26;
+    pub const SSH_REMOVE: u8 = 0x27;
+    pub const SSH_APPROVE: u8 = 0x28;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -79,6 +84,7 @@ pub mod tag {
     pub const ORGANIZERS: u8 = 0x94;
     pub const ORGANIZER_CHANGED: u8 = 0x95;
     pub const GRANT_MADE: u8 = 0x96;
+    pub const SSH_KEYS: u8 = 0x97;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -316,6 +322,41 @@ pub enum Request {
         /// The new Master Password.
         new_password: Secret,
     },
+    /// Makes an SSH key in the vault. Answered by `SshKeys` (the new key).
+    SshGenerate {
+        /// Its name in the vault.
+        name: String,
+        /// `ed25519`, `ecdsa` or `rsa`.
+        kind: String,
+        /// Key size (0: the type's default).
+        bits: u32,
+        /// The comment (empty: the name).
+        comment: String,
+    },
+    /// Takes an OpenSSH private key file into the vault (the agent may
+    /// prompt for its passphrase). Answered by `SshKeys` (the new key).
+    SshImport {
+        /// Its name in the vault (empty: the file's comment).
+        name: String,
+        /// The file's contents.
+        file: Secret,
+        /// Its passphrase, given up front.
+        passphrase: Option<Secret>,
+    },
+    /// The SSH keys. Answered by `SshKeys`.
+    SshList,
+    /// Deletes an SSH key from the vault. Answered by `Ok`.
+    SshRemove {
+        /// Its name (or fingerprint).
+        name: String,
+    },
+    /// Sets when the agent asks before signing with a key. Answered by `Ok`.
+    SshApprove {
+        /// Its name (or fingerprint).
+        name: String,
+        /// `never`, `once-per-process` or `always`.
+        approval: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -333,6 +374,9 @@ impl fmt::Debug for Request {
                 recipient, name, ..
             } => write!(f, "OrganizerAdd({recipient:?}, {name:?})"),
             Request::OrganizerRemove { which, .. } => write!(f, "OrganizerRemove({which:?})"),
+            Request::SshGenerate { name, kind, .. } => write!(f, "SshGenerate({name:?}, {kind})"),
+            Request::SshImport { name, .. } => write!(f, "SshImport({name:?})"),
+            Request::SshRemove { name } => write!(f, "SshRemove({name:?})"),
             Request::OrganizerRecover {
                 vault,
                 expires_hours,
@@ -382,6 +426,11 @@ impl Request {
             Request::OrganizerRemove { .. } => "OrganizerRemove",
             Request::OrganizerRecover { .. } => "OrganizerRecover",
             Request::RecoverWithGrant { .. } => "RecoverWithGrant",
+            Request::SshGenerate { .. } => "SshGenerate",
+            Request::SshImport { .. } => "SshImport",
+            Request::SshList => "SshList",
+            Request::SshRemove { .. } => "SshRemove",
+            Request::SshApprove { .. } => "SshApprove",
         }
     }
 
@@ -576,6 +625,42 @@ impl Request {
                 w.secret(new_password);
                 w
             }
+            Request::SshGenerate {
+                name,
+                kind,
+                bits,
+                comment,
+            } => {
+                let mut w = Writer::new(SSH_GENERATE);
+                w.str(name);
+                w.str(kind);
+                w.u32(*bits);
+                w.str(comment);
+                w
+            }
+            Request::SshImport {
+                name,
+                file,
+                passphrase,
+            } => {
+                let mut w = Writer::new(SSH_IMPORT);
+                w.str(name);
+                w.secret(file);
+                w.opt(passphrase.as_ref(), Writer::secret);
+                w
+            }
+            Request::SshList => Writer::new(SSH_LIST),
+            Request::SshRemove { name } => {
+                let mut w = Writer::new(SSH_REMOVE);
+                w.str(name);
+                w
+            }
+            Request::SshApprove { name, approval } => {
+                let mut w = Writer::new(SSH_APPROVE);
+                w.str(name);
+                w.str(approval);
+                w
+            }
         };
         w.finish()
     }
@@ -700,6 +785,25 @@ impl Request {
                 code: r.secret("code")?,
                 new_password: r.secret("new_password")?,
             },
+            SSH_GENERATE => Request::SshGenerate {
+                name: r.str("name")?,
+                kind: r.str("kind")?,
+                bits: r.u32("bits")?,
+                comment: r.str("comment")?,
+            },
+            SSH_IMPORT => Request::SshImport {
+                name: r.str("name")?,
+                file: r.secret("file")?,
+                passphrase: r.opt("passphrase", |r| r.secret("passphrase"))?,
+            },
+            SSH_LIST => Request::SshList,
+            SSH_REMOVE => Request::SshRemove {
+                name: r.str("name")?,
+            },
+            SSH_APPROVE => Request::SshApprove {
+                name: r.str("name")?,
+                approval: r.str("approval")?,
+            },
             other => return Err(DecodeError::UnknownTag(other)),
         };
         r.end()?;
@@ -819,6 +923,27 @@ pub struct OrganizerInfo {
     pub required: bool,
 }
 
+/// An SSH key in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeyInfo {
+    /// Its name in the vault.
+    pub name: String,
+    /// Key type (`ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`, a certificate type …).
+    pub key_type: String,
+    /// `SHA256:…`, as `ssh-add -l` prints it.
+    pub fingerprint: String,
+    /// The comment.
+    pub comment: String,
+    /// `vault`, or `yubikey:SERIAL/SLOT`.
+    pub location: String,
+    /// `never`, `once-per-process` or `always`.
+    pub approval: String,
+    /// An `authorized_keys` line.
+    pub public: String,
+    /// Whether the SSH agent offers it now (`ssh-add -d/-D` hide a key until the next lock).
+    pub loaded: bool,
+}
+
 /// What a prompt asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptKind {
@@ -832,6 +957,8 @@ pub enum PromptKind {
     SecretKey,
     /// A yes/no question; answer `y` or `n`.
     Confirm,
+    /// The passphrase of a key file.
+    Passphrase,
 }
 
 impl PromptKind {
@@ -842,6 +969,7 @@ impl PromptKind {
             PromptKind::NewPin => 3,
             PromptKind::SecretKey => 4,
             PromptKind::Confirm => 5,
+            PromptKind::Passphrase => 6,
         }
     }
     fn from_u8(v: u8) -> Option<Self> {
@@ -851,6 +979,7 @@ impl PromptKind {
             3 => Some(PromptKind::NewPin),
             4 => Some(PromptKind::SecretKey),
             5 => Some(PromptKind::Confirm),
+            6 => Some(PromptKind::Passphrase),
             _ => None,
         }
     }
@@ -1128,6 +1257,8 @@ pub enum Response {
     },
     /// Answer to `OrganizerList`.
     Organizers(Vec<OrganizerInfo>),
+    /// Answer to `SshList`, `SshGenerate`, `SshImport`.
+    SshKeys(Vec<SshKeyInfo>),
     /// An organizer was enrolled or removed.
     OrganizerChanged {
         /// Its fingerprint.
@@ -1192,6 +1323,7 @@ impl fmt::Debug for Response {
             Response::Restored { notes } => write!(f, "Restored({notes:?})"),
             Response::OrganizerKey { fingerprint, .. } => write!(f, "OrganizerKey({fingerprint})"),
             Response::Organizers(v) => write!(f, "Organizers({v:?})"),
+            Response::SshKeys(v) => write!(f, "SshKeys({})", v.len()),
             Response::OrganizerChanged { fingerprint, .. } => {
                 write!(f, "OrganizerChanged({fingerprint})")
             }
@@ -1440,6 +1572,20 @@ impl Response {
                 w.str(fingerprint);
                 w
             }
+            Response::SshKeys(v) => {
+                let mut w = Writer::new(SSH_KEYS);
+                w.list(v, |w, k| {
+                    w.str(&k.name);
+                    w.str(&k.key_type);
+                    w.str(&k.fingerprint);
+                    w.str(&k.comment);
+                    w.str(&k.location);
+                    w.str(&k.approval);
+                    w.str(&k.public);
+                    w.bool(k.loaded);
+                });
+                w
+            }
             Response::Organizers(v) => {
                 let mut w = Writer::new(ORGANIZERS);
                 w.list(v, |w, o| {
@@ -1583,6 +1729,18 @@ impl Response {
                 recipient: r.str("recipient")?,
                 fingerprint: r.str("fingerprint")?,
             },
+            SSH_KEYS => Response::SshKeys(r.list("ssh keys", 29, |r| {
+                Ok(SshKeyInfo {
+                    name: r.str("name")?,
+                    key_type: r.str("key_type")?,
+                    fingerprint: r.str("fingerprint")?,
+                    comment: r.str("comment")?,
+                    location: r.str("location")?,
+                    approval: r.str("approval")?,
+                    public: r.str("public")?,
+                    loaded: r.bool("loaded")?,
+                })
+            })?),
             ORGANIZERS => Response::Organizers(r.list("organizers", 17, |r| {
                 Ok(OrganizerInfo {
                     name: r.str("name")?,
@@ -1730,6 +1888,30 @@ pub mod samples {
                 code: s("GC1-…"),
                 new_password: s("n"),
             },
+            Request::SshGenerate {
+                name: "work".into(),
+                kind: "ed25519".into(),
+                bits: 0,
+                comment: "me@host".into(),
+            },
+            Request::SshImport {
+                name: "old".into(),
+                file: s("-----BEGIN OPENSSH PRIVATE KEY-----"),
+                passphrase: Some(s("pp")),
+            },
+            Request::SshImport {
+                name: String::new(),
+                file: s("k"),
+                passphrase: None,
+            },
+            Request::SshList,
+            Request::SshRemove {
+                name: "work".into(),
+            },
+            Request::SshApprove {
+                name: "work".into(),
+                approval: "always".into(),
+            },
         ]
     }
 
@@ -1860,6 +2042,16 @@ pub mod samples {
                 code: s("GC1-…"),
                 grant: "{}".into(),
             },
+            Response::SshKeys(vec![SshKeyInfo {
+                name: "work".into(),
+                key_type: "ssh-ed25519".into(),
+                fingerprint: "SHA256:x".into(),
+                comment: "me@host".into(),
+                location: "vault".into(),
+                approval: "never".into(),
+                public: "ssh-ed25519 AAAA me@host".into(),
+                loaded: true,
+            }]),
         ]
     }
 }

@@ -95,6 +95,11 @@ fn synthetic_vault() -> VaultFile {
                 used: 7,
             }],
         },
+        ssh_keys: vec![format::SshKeyRecord {
+            key_id: [11; 16],
+            public: b"\0\0\0\x0bssh-ed25519\0\0\0\x20abcdefghijklmnopqrstuvwxyz012345".to_vec(),
+            sealed: sealed(64, 11),
+        }],
         items: vec![ItemRecord {
             item_id: [6; 16],
             sealed: sealed(items::MIN_SEALED_LEN, 7),

@@ -7,12 +7,13 @@
 //! is set, as ssh-agent does). Security-key (FIDO) keys are signed by
 //! OpenSSH's `ssh-sk-helper` (`sk`).
 
+use super::cert::{self, Cert};
 use super::wire::{Malformed, Reader, flags};
 use crate::secret::SecretBytes;
 use ssh_encoding::{Decode, Encode};
 use ssh_key::private::KeypairData;
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, Certificate, HashAlg};
+use ssh_key::{Algorithm, HashAlg};
 
 /// Why a key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,14 +38,14 @@ impl From<ssh_key::Error> for KeyError {
     }
 }
 
-const CERT_SUFFIX: &str = "-cert-v01@openssh.com";
+const CERT_SUFFIX: &str = cert::SUFFIX;
 
 /// A private key, parsed (held only while it is used).
 pub struct PrivateKey {
     /// The key pair.
     pub keypair: KeypairData,
-    /// The certificate, if the identity is one.
-    pub cert: Option<Certificate>,
+    /// The certificate's blob, if the identity is one.
+    pub cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -101,16 +102,18 @@ pub fn decode_private(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
     let mut r = Reader(buf);
     let name = std::str::from_utf8(r.string()?).map_err(|_| KeyError::Format("bad type".into()))?;
     if name.ends_with(CERT_SUFFIX) {
-        let cert = Certificate::from_bytes(r.string()?)?;
-        let base = cert.public_key().algorithm();
-        let mut joined = cert_prefix(cert.public_key())?;
+        let cert_blob = r.string()?;
+        let cert =
+            cert::parse(cert_blob).map_err(|_| KeyError::Format("bad certificate".into()))?;
+        let base = cert.key.algorithm();
+        let mut joined = cert_prefix(&cert.key)?;
         let prefix_len = joined.len();
         joined.extend_from_slice(r.rest());
         let mut rest: &[u8] = &joined;
         let keypair = KeypairData::decode_as(&mut rest, base)?;
         let used_tail = joined.len() - rest.len() - prefix_len;
         joined.fill(0);
-        if KeyData::try_from(&keypair)? != *cert.public_key() {
+        if KeyData::try_from(&keypair)? != cert.key {
             return Err(KeyError::Format(
                 "the private key does not belong to the certificate".into(),
             ));
@@ -119,7 +122,7 @@ pub fn decode_private(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
         return Ok((
             PrivateKey {
                 keypair,
-                cert: Some(cert),
+                cert: Some(cert_blob.to_vec()),
             },
             used,
         ));
@@ -177,8 +180,9 @@ pub fn encode_private(k: &PrivateKey) -> Result<SecretBytes, KeyError> {
     let Some(cert) = &k.cert else {
         return Ok(SecretBytes::from_slice(&plain));
     };
-    let cert_blob = encode(cert)?;
-    let prefix = cert_prefix(cert.public_key())?;
+    let cert_blob = cert;
+    let parsed = cert::parse(cert_blob).map_err(|_| KeyError::Format("bad certificate".into()))?;
+    let prefix = cert_prefix(&parsed.key)?;
     // The plain form is: type name | prefix fields | the tail.
     let mut r = Reader(&plain);
     r.string()?;
@@ -187,9 +191,8 @@ pub fn encode_private(k: &PrivateKey) -> Result<SecretBytes, KeyError> {
         .get(prefix.len()..)
         .ok_or(KeyError::Format("short key".into()))?;
     let mut v = Vec::with_capacity(cert_blob.len() + tail.len() + 64);
-    let type_name = format!("{}{CERT_SUFFIX}", cert.public_key().algorithm().as_str());
-    put_string(&mut v, type_name.as_bytes());
-    put_string(&mut v, &cert_blob);
+    put_string(&mut v, type_name(cert_blob).as_bytes());
+    put_string(&mut v, cert_blob);
     v.extend_from_slice(tail);
     Ok(SecretBytes::new(v))
 }
@@ -198,7 +201,7 @@ impl PrivateKey {
     /// The key blob SSH uses for this identity (the certificate's, if any).
     pub fn public_blob(&self) -> Result<Vec<u8>, KeyError> {
         match &self.cert {
-            Some(c) => encode(c),
+            Some(c) => Ok(c.clone()),
             None => encode(&KeyData::try_from(&self.keypair)?),
         }
     }
@@ -281,12 +284,10 @@ fn sign_rsa(
 }
 
 /// The public key of a blob, parsed (a certificate's plain key for a certificate).
-pub fn parse_public(blob: &[u8]) -> Result<(KeyData, Option<Certificate>), KeyError> {
-    let mut r = Reader(blob);
-    let name = std::str::from_utf8(r.string()?).map_err(|_| KeyError::Format("bad type".into()))?;
-    if name.ends_with(CERT_SUFFIX) {
-        let cert = Certificate::from_bytes(blob)?;
-        return Ok((cert.public_key().clone(), Some(cert)));
+pub fn parse_public(blob: &[u8]) -> Result<(KeyData, Option<Cert>), KeyError> {
+    if cert::is_cert(blob) {
+        let c = cert::parse(blob).map_err(|_| KeyError::Format("bad certificate".into()))?;
+        return Ok((c.key.clone(), Some(c)));
     }
     Ok((KeyData::decode(&mut &blob[..])?, None))
 }

@@ -2,6 +2,7 @@
 //! PROTOCOL.md "The SSH agent socket").
 //!
 //! - [`wire`]: the SSH agent protocol's framing and fields.
+//! - [`cert`]: OpenSSH certificates.
 //! - [`keys`]: private keys (parsing, signing, generating, key files).
 //! - [`restrict`]: constraints, session binding, destination restrictions.
 //! - [`confirm`]: asking through `SSH_ASKPASS`; naming the requesting program.
@@ -14,6 +15,7 @@
 //! timer, suspend, `ssh-add -x`) wipes the table; the vault's keys stay
 //! sealed in the vault until the next unlock.
 
+pub mod cert;
 pub mod confirm;
 pub mod keys;
 pub mod restrict;

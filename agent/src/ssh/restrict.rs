@@ -6,7 +6,6 @@
 
 use super::keys;
 use super::wire::{Malformed, Reader, constraint, glob};
-use ssh_key::HashAlg;
 
 /// Most destination constraints on one key (OpenSSH: 1024).
 const MAX_CONSTRAINTS: usize = 1024;
@@ -215,11 +214,9 @@ fn verify(key: &[u8], data: &[u8], sig: &[u8]) -> bool {
     let Ok((k, cert)) = keys::parse_public(key) else {
         return false;
     };
-    if let Some(c) = &cert {
-        // A certificate must be signed by its CA (ssh-agent checks this on parse).
-        if !cert_signature_ok(c) {
-            return false;
-        }
+    // A certificate must be signed by its CA (ssh-agent checks this on parse).
+    if cert.is_some_and(|c| !c.signed_by_ca(key)) {
+        return false;
     }
     let Ok(sig) = ssh_key::Signature::decode(&mut &sig[..]) else {
         return false;
@@ -227,13 +224,10 @@ fn verify(key: &[u8], data: &[u8], sig: &[u8]) -> bool {
     signature::Verifier::verify(&k, data, &sig).is_ok()
 }
 
-/// The CA's signature on a certificate, whatever its validity period.
-fn cert_signature_ok(c: &ssh_key::Certificate) -> bool {
-    let ca = c.signature_key().fingerprint(HashAlg::Sha256);
-    let now = std::time::SystemTime::now()
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    c.validate_at(now, [&ca]).is_ok()
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Whether host key `key` matches `hop` (a plain key listed there, or a
@@ -243,48 +237,27 @@ fn match_hop(key: &[u8], hop: &Hop) -> bool {
         Ok((_, c)) => c,
         Err(_) => return false,
     };
-    for (k, is_ca) in &hop.keys {
-        match &cert {
-            None => {
-                if !is_ca && k == key {
-                    return true;
-                }
-            }
-            Some(c) => {
-                if !is_ca {
-                    continue;
-                }
-                let Ok((ca, _)) = keys::parse_public(k) else {
-                    continue;
-                };
-                if c.signature_key() != &ca {
-                    continue;
-                }
-                let Some(host) = hop.hostname.as_deref() else {
-                    continue;
-                };
-                if host_cert_ok(c, host) {
-                    return true;
-                }
-            }
+    hop.keys.iter().any(|(k, is_ca)| match &cert {
+        None => !is_ca && k == key,
+        Some(c) => {
+            *is_ca
+                && c.signature_key == *k
+                && hop
+                    .hostname
+                    .as_deref()
+                    .is_some_and(|host| host_cert_ok(c, key, host))
         }
-    }
-    false
+    })
 }
 
 /// `sshkey_cert_check_host`: a host certificate, valid now, naming `host`
 /// (principals may be patterns), signed by its CA with an allowed algorithm.
-fn host_cert_ok(c: &ssh_key::Certificate, host: &str) -> bool {
-    if c.cert_type() != ssh_key::certificate::CertType::Host {
-        return false;
-    }
-    if !cert_signature_ok(c) {
-        return false;
-    }
-    if c.signature().algorithm().as_str() == "ssh-rsa" {
-        return false; // SHA-1 CA signatures are not allowed
-    }
-    c.valid_principals().iter().any(|p| glob(host, p))
+fn host_cert_ok(c: &super::cert::Cert, blob: &[u8], host: &str) -> bool {
+    c.cert_type == super::cert::HOST
+        && c.valid_at(unix_now())
+        && c.signature_algorithm() != "ssh-rsa" // SHA-1 CA signatures are not allowed
+        && c.signed_by_ca(blob)
+        && c.principals.iter().any(|p| glob(host, p))
 }
 
 fn permitted_by(from: Option<&[u8]>, to: Option<&[u8]>, dest: &[Dest], user: Option<&str>) -> bool {

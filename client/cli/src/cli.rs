@@ -384,6 +384,12 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::organizer::OrganizerAction,
     },
+    /// SSH keys in the vault, offered to ssh and git by the agent's SSH socket.
+    #[command(after_help = crate::ssh::EXAMPLES)]
+    Ssh {
+        #[command(subcommand)]
+        action: crate::ssh::SshAction,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -520,7 +526,7 @@ pub(crate) fn paths() -> Result<Paths, CliError> {
 /// prompt or a notice is shown, so that they stay readable, and started
 /// again once the agent is back at work.
 #[derive(Default)]
-struct Terminal {
+pub(crate) struct Terminal {
     pin: Option<Secret>,
     /// The spinner's label while a request runs (`None`: no spinner).
     label: Option<String>,
@@ -536,13 +542,13 @@ impl Terminal {
     }
 
     /// Shows a spinner with `label` until [`Terminal::done`].
-    fn working(&mut self, label: &str) {
+    pub(crate) fn working(&mut self, label: &str) {
         self.label = Some(label.to_owned());
         self.spinner = Some(Spinner::start(label));
     }
 
     /// Stops the spinner for good.
-    fn done(&mut self) {
+    pub(crate) fn done(&mut self) {
         self.label = None;
         self.spinner = None;
     }
@@ -574,6 +580,9 @@ impl Interaction for Terminal {
             } else {
                 "n"
             })),
+            PromptKind::Passphrase => {
+                ask_hidden(message.trim_end_matches([':', ' ']), message).ok()
+            }
             // A new secret is asked twice: a typo would set a PIN nobody knows.
             PromptKind::NewPin => ask_new(message, message).ok(),
             _ => ask_hidden(message, message).ok(),
@@ -992,6 +1001,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             file.as_deref(),
         ),
         Command::Organizer { action } => crate::organizer::run(autostart, cli.no_prompt, action),
+        Command::Ssh { action } => crate::ssh::run(autostart, cli.no_prompt, action),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -21,6 +21,7 @@ mod kit;
 mod organizer;
 mod output;
 mod run;
+mod ssh;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -210,6 +210,12 @@ const CLI_ENVIRONMENT: &[(&str, &str)] = &[
         "How long get --clip leaves the value on the clipboard before clearing it (if it still \
          holds it). Default 45.",
     ),
+    (
+        "SSH_AUTH_SOCK",
+        "Where ssh and git look for an SSH agent. keyward ssh env prints the commands that set \
+         it to keyward's SSH socket (ssh.sock next to the agent's socket); keyward ssh generate \
+         and import say so when it names another.",
+    ),
 ];
 
 /// Environment variables only the agent reads (beyond the directories).
@@ -245,6 +251,22 @@ const AGENT_ENVIRONMENT: &[(&str, &str)] = &[
     (
         "DBUS_SESSION_BUS_ADDRESS",
         "The session bus, for the keychain protector (Secret Service).",
+    ),
+    (
+        "SSH_ASKPASS",
+        "The program the SSH agent runs to ask you (to approve a signature, for the Master \
+         Password when a signature finds the agent locked, for a security key's PIN), unless \
+         keyward.toml's [ssh] askpass names one. It is run only with a display (DISPLAY or \
+         WAYLAND_DISPLAY in the agent's environment) or with SSH_ASKPASS_REQUIRE=force.",
+    ),
+    (
+        "SSH_ASKPASS_REQUIRE",
+        "force: run the askpass program even without a display.",
+    ),
+    (
+        "SSH_SK_HELPER",
+        "The helper the SSH agent runs for security-key (sk-…) signatures (default \
+         /usr/lib/openssh/ssh-sk-helper).",
     ),
     (
         "PCSCLITE_CSOCK_NAME",
@@ -288,6 +310,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "$XDG_RUNTIME_DIR/keyward/agent.sock",
         "The agent's socket (mode 0600, in a 0700 directory).",
+    ),
+    (
+        "$XDG_RUNTIME_DIR/keyward/ssh.sock",
+        "The SSH agent socket, for ssh and git (SSH_AUTH_SOCK; see keyward ssh env).",
     ),
     (
         "$XDG_RUNTIME_DIR/keyward/agent.lock",
@@ -530,6 +556,40 @@ Which account to use when the data directory holds several vaults (the
 6\-symbol account ID of \fIvault\-ID.kwv\fR). Default: none, which is
 right when there is one vault; with several and no \fBaccount\fR the
 agent refuses to guess.
+.SS "[ssh] table"
+.TP
+\fBssh\fR
+The \fB[ssh]\fR table: the SSH agent, which offers the vault's SSH keys
+(\fBkeyward ssh\fR) to ssh, git and ssh\-add on a socket of its own.
+Optional, as is every key in it; by default the SSH agent runs.
+.TP
+\fBenabled\fR = \fItrue\fR|\fIfalse\fR
+Serve the SSH agent socket. Default true.
+.TP
+\fBsocket\fR = "\fIpath\fR"
+The SSH agent socket (an absolute path). Default "": \fIssh.sock\fR next to
+the agent's socket, which \fBkeyward ssh env\fR prints the commands to use.
+.TP
+\fBaskpass\fR = "\fIpath\fR"
+The program that asks you to approve a signature (\fBkeyward ssh
+approve\fR, \fBssh\-add \-c\fR), and for the Master Password when a
+signature finds the agent locked. Default "": $SSH_ASKPASS from the agent's
+environment, else none (a key that needs approval is then not used). It is
+run only when the agent has a display (see keyward\-agent(1)).
+.TP
+\fBadd_stores\fR = \fItrue\fR|\fIfalse\fR
+Whether \fBssh\-add\fR \fIFILE\fR (without \fB\-t\fR) keeps the key in the
+vault. Default true; with false such keys stay in memory only, until the
+agent locks.
+.TP
+\fBallowed_providers\fR = "\fIglobs\fR"
+The security\-key provider libraries \fBssh\-add\fR may name, as
+comma\-separated globs (ssh\-agent's \fB\-P\fR). Default
+"/usr/lib*/*,/usr/local/lib*/*".
+.TP
+\fBprompt_timeout_seconds\fR = \fIseconds\fR
+How long an approval, password or PIN prompt of the SSH agent waits.
+Default 30; 1 to 300.
 .SS "[kdf] table"
 The Argon2id cost of new password wraps (\fBinit\fR, \fBchange\-password\fR,
 \fBrecover\fR, \fBsecret\-key rotate\fR). Existing wraps keep the cost they

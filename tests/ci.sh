@@ -25,7 +25,7 @@ PACKAGES="
     pcscd vsmartcard-vpcd yubico-piv-tool opensc openssl
     dbus dbus-bin gnome-keyring libsecret-tools
     pamtester
-    openssh-client gnupg pass
+    openssh-client openssh-server openssh-tests gnupg pass
     poppler-utils zbar-tools faketime
     systemd
     iproute2 util-linux procps python3-dbus
@@ -41,8 +41,17 @@ if [ -n "$missing" ]; then
     echo "==> installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # No package may start a service while installing (openssh-server would
+    # start an sshd listening on every address): Debian's policy-rc.d hook.
+    policy_added=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    [ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 echo "==> cargo fmt --check"
@@ -57,6 +66,9 @@ cargo build --workspace --bins --locked
 echo "==> cargo test (services required)"
 export KEYWARD_REQUIRE_SERVICES=1
 cargo test --workspace --locked
+
+echo "==> OpenSSH's agent regression tests (agent, agent-timeout, agent-restrict, agent-subprocess) against keyward"
+tests/ssh/regress.sh "$PWD/target/debug"
 
 echo "==> stack scrub sizes, measured in the optimised build too"
 cargo test --release --locked -p keyward-agent --lib stack_ -- --nocapture

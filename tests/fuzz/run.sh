@@ -27,7 +27,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 seconds=${1:-10}
 sanitizer=${FUZZ_SANITIZER:-none}
-targets=${FUZZ_TARGETS:-"frame request response vault secret_key recovery_code items apdu applet"}
+targets=${FUZZ_TARGETS:-"frame request response vault secret_key recovery_code items apdu applet ssh"}
 jobs=${FUZZ_JOBS:-2}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 

@@ -292,6 +292,20 @@ fn main() {
     }
     put(&dir, "applet", "vpcd", &vpcd);
     println!("seeds written to {}", dir.display());
+    // SSH: ADD_IDENTITY messages (mode 0) and bare private keys (mode 1)
+    // for each key type the agent signs with, with a comment and constraints.
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        let bits = if kind == "rsa" { 2048 } else { 0 };
+        let key = keyward_agent::ssh::keys::generate(kind, bits).expect("key");
+        let private = keyward_agent::ssh::keys::encode_private(&key).expect("encode");
+        let mut msg = vec![25u8];
+        msg.extend_from_slice(private.expose());
+        msg.extend_from_slice(&[0, 0, 0, 4]);
+        msg.extend_from_slice(b"seed");
+        msg.extend_from_slice(&[1, 0, 0, 0, 30, 2]); // lifetime 30 s, confirm
+        put(&dir, "ssh", &format!("add-{kind}"), &[[0].as_slice(), &msg].concat());
+        put(&dir, "ssh", &format!("key-{kind}"), &[[1].as_slice(), private.expose()].concat());
+    }
 }
 
 /// The P-256 base point, uncompressed.
@@ -300,4 +314,5 @@ fn g_point() -> Vec<u8> {
         "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
          4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
     )
+
 }

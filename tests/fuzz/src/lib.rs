@@ -175,7 +175,8 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::OrganizerAdd { .. }
         | Request::OrganizerRemove { .. }
         | Request::OrganizerRecover { .. }
-        | Request::RecoverWithGrant { .. } => true,
+        | Request::RecoverWithGrant { .. }
+        | Request::SshImport { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         Request::Hello { .. }
         | Request::Status
@@ -193,7 +194,11 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::OrganizerCreate
         | Request::OrganizerShow
         | Request::OrganizerCheck { .. }
-        | Request::OrganizerList => false,
+        | Request::OrganizerList
+        | Request::SshGenerate { .. }
+        | Request::SshList
+        | Request::SshRemove { .. }
+        | Request::SshApprove { .. } => false,
     }
 }
 
@@ -222,6 +227,7 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::Restored { .. }
         | Response::OrganizerKey { .. }
         | Response::Organizers(_)
+        | Response::SshKeys(_)
         | Response::OrganizerChanged { .. }
         | Response::Error(_) => false,
     }

@@ -192,6 +192,15 @@ pub fn scrub_stack() {
     std::hint::black_box(&mut buf);
 }
 
+/// [`scrub_stack`] over `N` bytes: for deeper operations (an SSH signature:
+/// big-number arithmetic and a deterministic nonce's HMAC states).
+#[inline(never)]
+pub fn scrub_stack_deep<const N: usize>() {
+    let mut buf = [0u8; N];
+    buf.fill(0);
+    std::hint::black_box(&mut buf);
+}
+
 /// XOR of two 32-byte secrets, into a new secret.
 pub fn xor32(a: &Key32, b: &Key32) -> Key32 {
     let mut out = Key32::zero();

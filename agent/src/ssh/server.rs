@@ -150,7 +150,16 @@ fn serve(ctx: &Ctx, mut stream: UnixStream, pid: Option<u32>) {
             return;
         }
         let reply = Zeroizing::new(handle(ctx, &mut conn, &body));
+        let touched_keys = matches!(
+            body.first(),
+            Some(&(msg::SIGN_REQUEST | msg::ADD_IDENTITY | msg::ADD_ID_CONSTRAINED))
+        );
         drop(body);
+        if touched_keys {
+            // Signing and parsing leave key material in the frames below
+            // this one (the thread's stack is 256 KiB; they use far less).
+            crate::secret::scrub_stack_deep::<{ 160 * 1024 }>();
+        }
         if stream.write_all(&reply).is_err() {
             return;
         }

@@ -274,3 +274,129 @@ fn the_agent_is_not_dumpable_and_refuses_ptrace() {
         "PTRACE_ATTACH to the CLI must fail with EPERM, got {cli_attach:?}"
     );
 }
+
+/// Runs `prog args` with `SSH_AUTH_SOCK=sock`; panics unless it succeeds.
+fn ssh_tool(sock: &std::path::Path, prog: &str, args: &[&str]) {
+    let out = std::process::Command::new(prog)
+        .args(args)
+        .env("SSH_AUTH_SOCK", sock)
+        .env_remove("SSH_ASKPASS")
+        .env_remove("DISPLAY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The secret scalar bytes of an OpenSSH private key file (parsed with the
+/// agent's own library, from the outside).
+fn private_needles(file: &std::path::Path) -> Vec<Vec<u8>> {
+    use ssh_key::private::KeypairData;
+    let text = std::fs::read(file).unwrap();
+    let (k, _) = keyward_agent::ssh::keys::import_file(&text, None).unwrap();
+    match &k.keypair {
+        KeypairData::Ed25519(kp) => vec![kp.private.to_bytes().to_vec()],
+        KeypairData::Ecdsa(kp) => vec![kp.private_key_bytes().to_vec()],
+        KeypairData::Rsa(kp) => vec![
+            kp.private.p.as_positive_bytes().unwrap().to_vec(),
+            kp.private.q.as_positive_bytes().unwrap().to_vec(),
+            kp.private.d.as_positive_bytes().unwrap().to_vec(),
+        ],
+        other => panic!("unexpected key type {other:?}"),
+    }
+}
+
+#[test]
+fn after_lock_no_ssh_private_key_remains_in_the_agents_memory() {
+    if !require("root (to read another process's memory)", is_root()) {
+        return;
+    }
+    if !require(
+        "ssh-keygen and ssh-add (openssh-client)",
+        std::path::Path::new("/usr/bin/ssh-add").exists(),
+    ) {
+        return;
+    }
+    let home = Home::new();
+    home.init(PW);
+    let sock = home.paths.runtime_dir.join("ssh.sock");
+    let d = tempfile::tempdir().unwrap();
+    let key = |name: &str, ty: &str| {
+        let f = d.path().join(name);
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-t", ty, "-C", name, "-f"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        f
+    };
+    // Kept in the vault (sealed; opened for each signature), and one for
+    // this session only (in the agent's memory while unlocked).
+    let vault_ed = key("vault-ed25519", "ed25519");
+    let vault_rsa = key("vault-rsa", "rsa");
+    let session_ec = key("session-ecdsa", "ecdsa");
+    let data = d.path().join("data");
+    std::fs::write(&data, b"sign me").unwrap();
+    for k in [&vault_ed, &vault_rsa] {
+        ssh_tool(&sock, "ssh-add", &[k.to_str().unwrap()]);
+    }
+    ssh_tool(
+        &sock,
+        "ssh-add",
+        &["-t", "600", session_ec.to_str().unwrap()],
+    );
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for k in [&vault_ed, &vault_rsa, &session_ec] {
+        for n in private_needles(k) {
+            needles.push((k.file_name().unwrap().to_string_lossy().into(), n));
+        }
+        // Sign with each through the agent (the private key file moved away).
+        let hidden = k.with_extension("hidden");
+        std::fs::rename(k, &hidden).unwrap();
+        let public = format!("{}.pub", k.display());
+        ssh_tool(
+            &sock,
+            "ssh-keygen",
+            &[
+                "-Y",
+                "sign",
+                "-n",
+                "file",
+                "-f",
+                &public,
+                data.to_str().unwrap(),
+            ],
+        );
+        std::fs::remove_file(d.path().join("data.sig")).unwrap();
+        std::fs::rename(&hidden, k).unwrap();
+    }
+    let pid = home.agent_pid().unwrap();
+    let before = memory_of(pid);
+    let session_scalar = &private_needles(&session_ec)[0];
+    assert!(
+        !find(&before, session_scalar).is_empty(),
+        "scan sanity: the session key's scalar is in memory while unlocked"
+    );
+    drop(before);
+
+    home.ok(&["lock"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let after = memory_of(pid);
+    let total: usize = after.iter().map(|(_, r)| r.len()).sum();
+    let leaks: Vec<String> = needles
+        .iter()
+        .filter_map(|(what, n)| {
+            let hits = find(&after, n);
+            (!hits.is_empty()).then(|| format!("{what} ({} bytes) at {hits:x?}", n.len()))
+        })
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "SSH private key bytes found in {total} bytes of agent memory after lock: {leaks:#?}"
+    );
+}

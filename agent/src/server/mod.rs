@@ -4,7 +4,9 @@
 //! - [`evloop`]: the event loop: handshakes and quick requests of every connection.
 //! - [`conn`]: a connection on its own thread once a slow request needs one (prompts).
 //! - [`dispatch`]: request → operation.
-//! - [`state`]: the state machine (no account / locked / unlocked) and timers.
+//! - [`state`]: the state machine (no account / locked / unlocked) and timers;
+//!   its children `init.rs` (creating the account) and `unlock.rs` (protectors,
+//!   back-off, unlocking).
 //! - [`recovery`]: recovery codes, recovering, rotating the Secret Key, the kit.
 //! - [`logind`]: locking on suspend and on screen lock.
 //! - [`protectors`]: enrolling, listing and removing Secret Key protectors.

@@ -1,0 +1,425 @@
+//! `Unlock`: the protectors asked for the Secret Key, the back-off, and the
+//! session it installs (a child of `state`, whose private parts it uses).
+
+use super::*;
+
+/// An [`UnlockIo`] that answers the first PIN prompt with a PIN given up front.
+struct PresetPin<'a> {
+    pin: Mutex<Option<Secret>>,
+    inner: &'a dyn UnlockIo,
+}
+
+impl UnlockIo for PresetPin<'_> {
+    fn prompt(&self, kind: PromptKind, message: &str) -> Option<Secret> {
+        if kind == PromptKind::Pin
+            && let Some(pin) = self.pin.lock().ok().and_then(|mut p| p.take())
+        {
+            return Some(pin);
+        }
+        self.inner.prompt(kind, message)
+    }
+    fn notice(&self, message: &str) {
+        self.inner.notice(message);
+    }
+}
+
+/// The protectors to ask for the Secret Key, in order, and the kinds left
+/// out because they are stale.
+type Candidates = (Vec<Box<dyn Protector>>, Vec<&'static str>);
+
+impl Agent {
+    pub(in crate::server) fn backoff_error(&self, message: &str) -> Option<AgentError> {
+        let remaining = self
+            .attempts()
+            .remaining(self.clock.unix_now(), Instant::now());
+        if remaining.is_zero() {
+            return None;
+        }
+        let mut e = err(
+            ErrorCode::BackedOff,
+            format!(
+                "{message}: too many failed attempts; try again in {} s",
+                remaining.as_secs().max(1)
+            ),
+        );
+        e.retry_after_secs = remaining.as_secs().max(1);
+        Some(e)
+    }
+
+    pub(in crate::server) fn record_failure(&self, message: &str) -> AgentError {
+        let mut a = self.attempts();
+        let delay = match a.record_failure(self.clock.unix_now(), Instant::now()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot persist the failed-attempt counter: {e}");
+                crate::attempts::delay_for(a.failures())
+            }
+        };
+        let failures = a.failures();
+        drop(a);
+        tracing::warn!(failures, "failed unlock attempt");
+        let free_left = crate::attempts::FREE_FAILURES.saturating_sub(failures);
+        let hint = if delay.is_zero() {
+            format!(
+                "{free_left} more {} before keyward starts delaying attempts",
+                if free_left == 1 { "try" } else { "tries" }
+            )
+        } else {
+            format!("next attempt accepted in {} s", delay.as_secs())
+        };
+        let mut e = err(ErrorCode::WrongCredentials, format!("{message} ({hint})"));
+        e.retry_after_secs = delay.as_secs();
+        e
+    }
+
+    /// The protectors to try, in order.
+    fn candidates(
+        &self,
+        file: &vault::format::VaultFile,
+        with: Option<&str>,
+    ) -> Result<Candidates, AgentError> {
+        let id = file.account_id;
+        let mut out: Vec<Box<dyn Protector>> = Vec::new();
+        let mut stale = Vec::new();
+        let wanted =
+            |kind: &str| with.is_none_or(|w| w == kind || w.starts_with(&format!("{kind}:")));
+        // A stale protector holds an older Secret Key (it could not take a
+        // new one): asking it would only fail as a wrong password and count
+        // against the user.
+        let mut has = |k: ProtectorKind| {
+            let fresh = file
+                .protectors
+                .iter()
+                .any(|p| p.kind == k && p.flags & FLAG_STALE == 0);
+            if !fresh && file.protectors.iter().any(|p| p.kind == k) {
+                stale.push(k.name());
+            }
+            fresh
+        };
+        for kind in &self.config.protectors {
+            match kind.as_str() {
+                "yubikey" => {
+                    for w in &file.piv_wraps {
+                        let this = format!("yubikey:{}", w.serial);
+                        let full = crate::protect::yubikey::protector_id(w.serial, w.slot);
+                        if with.is_none_or(|x| x == "yubikey" || x == this || x == full) {
+                            out.push(Box::new(YubiKeyProtector::new(w.clone(), id)));
+                        }
+                    }
+                }
+                "keychain" if wanted("keychain") && has(ProtectorKind::Keychain) => {
+                    out.push(Box::new(KeychainProtector::new(id)));
+                }
+                "file" if wanted("file") && has(ProtectorKind::File) => {
+                    out.push(Box::new(self.file_protector(&id)));
+                }
+                _ => {}
+            }
+        }
+        if let Some(w) = with
+            && w != "none"
+            && out.is_empty()
+        {
+            return Err(err(
+                ErrorCode::Protector,
+                match stale.first() {
+                    Some(kind) => format!(
+                        "the {kind} protector is stale (it holds an older Secret Key): unlock with \
+                         the Secret Key from your Emergency Kit, then re-enroll it with \
+                         `keyward protector add {kind}`"
+                    ),
+                    None => {
+                        format!("no protector {w:?} is enrolled (see `keyward protector list`)")
+                    }
+                },
+            ));
+        }
+        Ok((out, stale))
+    }
+
+    /// Obtains the Secret Key from the protectors (or the request).
+    async fn secret_key_for_unlock(
+        &self,
+        file: &vault::format::VaultFile,
+        req: &UnlockRequest,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<(SecretKey, String), AgentError> {
+        if let Some(typed) = &req.secret_key {
+            let text = typed.expose_str().ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidInput,
+                    "this Secret Key has a typo: it is not text",
+                )
+            })?;
+            let sk =
+                SecretKey::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+            return Ok((sk, "none".into()));
+        }
+        if req.with.as_deref() == Some("none") {
+            return Err(err(
+                ErrorCode::NeedSecretKey,
+                "enter the Secret Key from your Emergency Kit",
+            ));
+        }
+        let mut blocked = None;
+        let mut cancelled = false;
+        let (candidates, stale) = self.candidates(file, req.with.as_deref())?;
+        let mut reasons: Vec<String> = stale
+            .iter()
+            .map(|kind| {
+                format!(
+                    "{kind}: stale, it holds an older Secret Key (re-enroll it with \
+                     `keyward protector add {kind}` once unlocked)"
+                )
+            })
+            .collect();
+        let quiet = reasons.len();
+        // A reason told as it happened (a notice, when another protector
+        // is tried next) is not repeated in the final error.
+        let mut told = 0;
+        let last = candidates.len();
+        for (n, p) in candidates.into_iter().enumerate() {
+            let more = n + 1 < last;
+            let id = p.id();
+            let thread_io = io.clone();
+            let pin = req.pin.clone();
+            let fetched = tokio::task::spawn_blocking(move || {
+                let preset = PresetPin {
+                    pin: Mutex::new(pin),
+                    inner: &*thread_io,
+                };
+                p.fetch(&preset)
+            })
+            .await
+            .map_err(internal)?;
+            match fetched {
+                Ok(sk) => return Ok((sk, id)),
+                Err(ProtectorError::Unavailable(why)) if more => {
+                    io.notice(&format!("{id}: {why}; trying the next protector"));
+                    told += 1;
+                }
+                Err(ProtectorError::Unavailable(why)) => {
+                    reasons.push(format!("{id}: {why}"));
+                }
+                Err(e @ ProtectorError::WrongPin { tries_left, .. }) => {
+                    // The user typed a wrong PIN: say so now (with the tries left)
+                    // rather than falling through to other protectors.
+                    let mut ae = err(ErrorCode::WrongPin, e.to_string());
+                    ae.tries_left = Some(tries_left);
+                    return Err(ae);
+                }
+                Err(e @ ProtectorError::PinBlocked { .. }) => {
+                    if more {
+                        io.notice(&format!("{id}: {e}; trying the next protector"));
+                        told += 1;
+                    } else {
+                        reasons.push(format!("{id}: {e}"));
+                    }
+                    blocked.get_or_insert(e.to_string());
+                }
+                Err(ProtectorError::Cancelled) => {
+                    // No PIN to be had (a script, a login): another protector may do.
+                    reasons.push(format!("{id}: no PIN was given"));
+                    cancelled = true;
+                }
+                Err(ProtectorError::Failed(why)) => {
+                    reasons.push(format!("{id}: {why}"));
+                }
+            }
+        }
+        if let Some(blocked) = blocked {
+            return Err(err(ErrorCode::PinBlocked, blocked));
+        }
+        if cancelled && req.pin.is_none() && told == 0 && reasons.len() == quiet + 1 {
+            return Err(err(
+                ErrorCode::Cancelled,
+                "no PIN was given for the YubiKey (pass it with --pin-fd N in scripts)",
+            ));
+        }
+        let why = match (reasons.is_empty(), told) {
+            (true, 0) => "no protector on this device keeps the Secret Key".to_owned(),
+            (true, _) => "no protector on this device could give the Secret Key".to_owned(),
+            (false, _) => reasons.join("; "),
+        };
+        Err(err(
+            ErrorCode::NeedSecretKey,
+            format!("{why}; enter the Secret Key from your Emergency Kit"),
+        ))
+    }
+
+    /// `Unlock`.
+    pub async fn unlock(
+        self: &Arc<Self>,
+        req: UnlockRequest,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<Response, AgentError> {
+        // Marked on arrival: a lock while this waits its turn behind
+        // another unlock (a PIN prompt) counts too.
+        let mark = self.lock_mark();
+        let _heavy = self.heavy.lock().await;
+        let account = match &*self.read_state() {
+            State::NoAccount => return Err(no_account_error()),
+            State::Unlocked(s) => {
+                return Ok(self.unlocked_response(
+                    &s.account.id,
+                    &s.protector,
+                    vec!["already unlocked".into()],
+                ));
+            }
+            State::Locked(a) => a.clone(),
+        };
+        if let Some(e) = self.backoff_error("not unlocking") {
+            return Err(e);
+        }
+        let password = Arc::new(password_from(&req.password)?);
+        let mut parsed = vault::read(&account.vault_path).map_err(read_error)?;
+        self.check_wrap_costs(&parsed.vault)?;
+        let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
+        let sk = Arc::new(sk);
+        let mut reads = 1;
+        let (writer, mut v) = loop {
+            let generation = parsed.vault.generation;
+            let (pw, key) = (password.clone(), sk.clone());
+            let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &pw, &key))
+                .await
+                .map_err(internal)?;
+            let v = match result {
+                Ok(v) => v,
+                Err(UnlockError::WrongCredentials) => {
+                    return Err(self.record_failure("wrong Master Password or Secret Key"));
+                }
+                Err(e @ UnlockError::OtherAccount { .. }) => {
+                    return Err(err(ErrorCode::InvalidInput, e.to_string()));
+                }
+                Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
+                    return Err(err(ErrorCode::Corrupt, e.to_string()));
+                }
+                Err(e) => return Err(internal(e)),
+            };
+            // What follows writes the file (settling, recording the
+            // protector's use) and installs the session: under the writers'
+            // lock, from the file as it is now. A change that was being
+            // written when the agent locked (locking does not wait for it)
+            // may have landed since the read above: then open that.
+            #[cfg(test)]
+            self.unlocks_at_writer.fetch_add(1, Ordering::SeqCst);
+            let writer = self.writer();
+            let now = vault::read(&account.vault_path).map_err(read_error)?;
+            if now.vault.generation == generation {
+                break (writer, v);
+            }
+            drop(writer);
+            if reads == 3 {
+                return Err(err(
+                    ErrorCode::Busy,
+                    "the vault changed on disk three times while unlocking; try again",
+                ));
+            }
+            reads += 1;
+            self.check_wrap_costs(&now.vault)?;
+            parsed = now;
+        };
+        if let Err(e) = self.attempts().reset() {
+            tracing::warn!("cannot reset the failed-attempt counter: {e}");
+        }
+        let mut notes = Vec::new();
+        let now = self.clock.unix_now();
+        if v.needs_settling() {
+            match v.settle(&account.vault_path, now) {
+                Ok(()) => {
+                    notes.push(
+                        "finished an interrupted change of the Secret Key or password".into(),
+                    );
+                    self.restore_stores(&mut v, &account.vault_path, now, &mut notes);
+                }
+                Err(e) => notes.push(format!("could not finish an interrupted change: {e}")),
+            }
+        }
+        if let Some(note) = self.check_generation(&account.id, v.file().generation) {
+            notes.push(note);
+        }
+        self.revoke_again(&mut v, &account.vault_path, &mut notes);
+        if let Some(which) = protector_ref(&protector)
+            && let Err(e) = v.touch_protector(&account.vault_path, which, now)
+        {
+            tracing::warn!("cannot record protector use: {e}");
+        }
+        self.remember_generation(&account.id, v.file().generation);
+        self.remember_wrap_costs(v.file());
+        let resp = self.unlocked_response(&account.id, &protector, notes);
+        self.install_unless_locked(
+            &writer,
+            Session {
+                account,
+                vault: v,
+                protector,
+                unlocked_at: boot_clock(),
+            },
+            mark,
+        )?;
+        tracing::info!("unlocked");
+        Ok(resp)
+    }
+
+    pub(in crate::server) fn unlocked_response(
+        &self,
+        id: &AccountId,
+        protector: &str,
+        notes: Vec<String>,
+    ) -> Response {
+        Response::Unlocked {
+            account_id: id.to_string(),
+            protector: protector.to_owned(),
+            idle_lock_secs: self.config.idle_lock_seconds,
+            lifetime_secs: self.config.lifetime_seconds,
+            notes,
+        }
+    }
+
+    /// Puts the Secret Key in force into every file/keychain protector.
+    pub(in crate::server) fn restore_stores(
+        &self,
+        v: &mut vault::Unlocked,
+        path: &Path,
+        now: u64,
+        notes: &mut Vec<String>,
+    ) {
+        let Some(sk) = v.secret_key() else { return };
+        let kinds: Vec<(ProtectorKind, bool)> = v
+            .file()
+            .protectors
+            .iter()
+            .map(|p| (p.kind, p.flags & FLAG_STALE != 0))
+            .collect();
+        for (kind, stale) in kinds {
+            let stored = match kind {
+                ProtectorKind::File => self
+                    .file_protector(&v.account_id())
+                    .store(&sk)
+                    .map_err(|e| e.to_string()),
+                ProtectorKind::Keychain => self.keychain_store(&v.account_id(), &sk),
+            };
+            match stored {
+                // It holds the key in force again: no longer stale.
+                Ok(()) if stale => {
+                    if let Err(e) = v.upsert_protector(path, kind, now) {
+                        notes.push(format!("{} protector: {e}", kind.name()));
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => notes.push(format!("{} protector: {e}", kind.name())),
+            }
+        }
+    }
+
+    /// Stores the Secret Key in the OS keychain (blocking, bounded by the protector's timeout).
+    pub(in crate::server) fn keychain_store(
+        &self,
+        id: &AccountId,
+        sk: &SecretKey,
+    ) -> Result<(), String> {
+        KeychainProtector::new(*id)
+            .store(sk)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -97,8 +97,15 @@ fn encode(k: &impl Encode) -> Result<Vec<u8>, KeyError> {
 }
 
 /// Parses a private key as `ADD_IDENTITY` carries it, from the front of
-/// `buf`; returns the key and how many bytes it took.
+/// `buf`; returns the key and how many bytes it took. The halves of the key
+/// are checked against each other.
 pub fn decode_private(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
+    let (k, used) = decode_unchecked(buf)?;
+    check_consistent(&k.keypair)?;
+    Ok((k, used))
+}
+
+fn decode_unchecked(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
     let mut r = Reader(buf);
     let name = std::str::from_utf8(r.string()?).map_err(|_| KeyError::Format("bad type".into()))?;
     if name.ends_with(CERT_SUFFIX) {
@@ -164,9 +171,11 @@ fn check_consistent(k: &KeypairData) -> Result<(), KeyError> {
     }
 }
 
-/// Parses a key stored by [`encode_private`] (the vault keeps that form).
+/// Parses a key stored by [`encode_private`] (the vault keeps that form;
+/// its halves were checked when it was added, and the vault's MAC and AEAD
+/// keep it as it was).
 pub fn parse_stored(bytes: &SecretBytes) -> Result<PrivateKey, KeyError> {
-    let (k, used) = decode_private(bytes.expose())?;
+    let (k, used) = decode_unchecked(bytes.expose())?;
     if used != bytes.len() {
         return Err(KeyError::Format("trailing bytes".into()));
     }

@@ -16,8 +16,8 @@ use keyward_client::{PromptKind, Secret};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -29,6 +29,54 @@ struct Ctx {
     agent: Arc<Agent>,
     runtime: tokio::runtime::Handle,
     connections: AtomicUsize,
+    /// Connection threads waiting for a connection (`ssh-add -l`, one per
+    /// command, then costs a wake-up rather than a thread's creation).
+    idle: AtomicUsize,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<mpsc::Receiver<Job>>,
+}
+
+/// An accepted connection and its peer's pid.
+type Job = (UnixStream, Option<u32>);
+
+/// Most threads kept waiting for connections.
+const MAX_IDLE: usize = 4;
+/// How long a waiting thread stays.
+const IDLE_FOR: Duration = Duration::from_secs(60);
+
+/// A connection thread: serves `first`, then waits for more.
+fn worker(ctx: Arc<Ctx>, first: Job) {
+    let mut job = Some(first);
+    loop {
+        if let Some((stream, pid)) = job.take() {
+            serve(&ctx, stream, pid);
+            ctx.connections.fetch_sub(1, Ordering::SeqCst);
+        }
+        if ctx.idle.fetch_add(1, Ordering::SeqCst) >= MAX_IDLE {
+            ctx.idle.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        loop {
+            let got = ctx
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .recv_timeout(IDLE_FOR);
+            match got {
+                Ok(j) => {
+                    job = Some(j);
+                    break;
+                }
+                // Leave, unless the acceptor already counted on this thread.
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if ctx
+                        .idle
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| i.checked_sub(1))
+                        .is_err() => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 /// Where the SSH socket goes: `[ssh] socket`, else `ssh.sock` beside the
@@ -70,10 +118,14 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves `listener` on threads of its own until the process ends.
 pub fn spawn(agent: Arc<Agent>, listener: UnixListener, runtime: tokio::runtime::Handle) {
+    let (tx, rx) = mpsc::channel();
     let ctx = Arc::new(Ctx {
         agent,
         runtime,
         connections: AtomicUsize::new(0),
+        idle: AtomicUsize::new(0),
+        jobs: Mutex::new(Some(tx)),
+        queue: Mutex::new(rx),
     });
     let reaper = ctx.clone();
     let _ = std::thread::Builder::new()
@@ -109,16 +161,30 @@ pub fn spawn(agent: Arc<Agent>, listener: UnixListener, runtime: tokio::runtime:
                     continue;
                 }
                 let pid = creds.map(|c| c.pid.as_raw_nonzero().get() as u32);
-                let c = ctx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("ssh-conn".into())
-                    .stack_size(256 * 1024)
-                    .spawn(move || {
-                        serve(&c, stream, pid);
-                        c.connections.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    ctx.connections.fetch_sub(1, Ordering::SeqCst);
+                // A waiting thread takes it; else a new one.
+                let claimed = ctx
+                    .idle
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| i.checked_sub(1))
+                    .is_ok();
+                let mut job = Some((stream, pid));
+                if claimed {
+                    let jobs = ctx.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(tx) = jobs.as_ref()
+                        && let Some(j) = job.take()
+                        && let Err(mpsc::SendError(j)) = tx.send(j)
+                    {
+                        job = Some(j);
+                    }
+                }
+                if let Some(j) = job {
+                    let c = ctx.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("ssh-conn".into())
+                        .stack_size(256 * 1024)
+                        .spawn(move || worker(c, j));
+                    if spawned.is_err() {
+                        ctx.connections.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
             }
         });
@@ -135,26 +201,28 @@ fn serve(ctx: &Ctx, mut stream: UnixStream, pid: Option<u32>) {
         pid,
         bindings: Vec::new(),
     };
+    // One read usually brings a whole request (one system call, not two);
+    // what was read is zeroed as soon as it is used (an add carries a key).
+    let mut buf: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(READ_CHUNK));
     loop {
-        let mut len = [0u8; 4];
-        if stream.read_exact(&mut len).is_err() {
+        if fill(&mut stream, &mut buf, 4).is_none() {
             return;
         }
-        let len = u32::from_be_bytes(len) as usize;
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > wire::MAX_MESSAGE {
             tracing::info!(len, "SSH agent message too long; closing the connection");
             return;
         }
-        let mut body = Zeroizing::new(vec![0u8; len]);
-        if stream.read_exact(&mut body).is_err() {
+        if fill(&mut stream, &mut buf, 4 + len).is_none() {
             return;
         }
-        let reply = Zeroizing::new(handle(ctx, &mut conn, &body));
+        let body = &buf[4..4 + len];
+        let reply = Zeroizing::new(handle(ctx, &mut conn, body));
         let touched_keys = matches!(
             body.first(),
             Some(&(msg::SIGN_REQUEST | msg::ADD_IDENTITY | msg::ADD_ID_CONSTRAINED))
         );
-        drop(body);
+        consume(&mut buf, 4 + len);
         if touched_keys {
             // Signing and parsing leave key material in the frames below
             // this one (the thread's stack is 256 KiB; they use far less).
@@ -164,6 +232,41 @@ fn serve(ctx: &Ctx, mut stream: UnixStream, pid: Option<u32>) {
             return;
         }
     }
+}
+
+/// How much one read asks for.
+const READ_CHUNK: usize = 4096;
+
+/// Reads until `buf` holds at least `n` bytes; `None` at the end or an error.
+fn fill(stream: &mut UnixStream, buf: &mut Zeroizing<Vec<u8>>, n: usize) -> Option<()> {
+    while buf.len() < n {
+        let have = buf.len();
+        let want = (n - have).max(READ_CHUNK);
+        if buf.capacity() < have + want {
+            // Grow into a new buffer so that the old one is zeroed, not freed as it is.
+            let mut bigger: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(have + want));
+            bigger.extend_from_slice(buf);
+            *buf = bigger;
+        }
+        buf.resize(have + want, 0);
+        match stream.read(&mut buf[have..]) {
+            Ok(0) | Err(_) => {
+                buf.truncate(have);
+                return None;
+            }
+            Ok(k) => buf.truncate(have + k),
+        }
+    }
+    Some(())
+}
+
+/// Drops the first `n` bytes of `buf`, zeroing what they were.
+fn consume(buf: &mut Zeroizing<Vec<u8>>, n: usize) {
+    let rest = buf.len() - n;
+    buf.copy_within(n.., 0);
+    let len = buf.len();
+    buf[rest..len].fill(0);
+    buf.truncate(rest);
 }
 
 fn failure() -> Vec<u8> {
@@ -328,8 +431,40 @@ fn sign(ctx: &Ctx, conn: &Conn, key: &[u8], data: &[u8], flags: u32) -> Result<V
     let private: Zeroizing<Vec<u8>> = match &found.session {
         Some(p) => p.clone(),
         None => {
-            if let Location::Card { .. } = found.location {
-                return Err("keys on a YubiKey are not served yet".into());
+            if let Location::Card {
+                serial,
+                slot,
+                touch,
+            } = found.location
+            {
+                // The card signs; its PIN (and the touch) are asked through askpass.
+                let program = confirm::askpass(&ctx.agent.config.ssh.askpass).ok_or_else(|| {
+                    format!(
+                        "the key is on YubiKey {serial}, which needs its PIN, and no askpass \
+                         program (SSH_ASKPASS, [ssh] askpass) with a display is set to ask for it"
+                    )
+                })?;
+                let io = AskpassIo {
+                    program,
+                    timeout: Duration::from_secs(ctx.agent.config.ssh.prompt_timeout_seconds),
+                };
+                let card = super::card::CardKey {
+                    serial,
+                    slot,
+                    touch,
+                };
+                let sig = super::card::sign(
+                    &io,
+                    card,
+                    key,
+                    data,
+                    &found.comment,
+                    &confirm::describe(conn.pid),
+                )
+                .map_err(|e| e.to_string())?;
+                let mut w = Writer::new(msg::SIGN_RESPONSE);
+                w.string(&sig);
+                return Ok(w.finish());
             }
             let e: SshKeyEntry = ctx
                 .agent
@@ -372,6 +507,9 @@ fn sign(ctx: &Ctx, conn: &Conn, key: &[u8], data: &[u8], flags: u32) -> Result<V
 
 /// Asks before a signature, as the key's approval setting says.
 fn approve(ctx: &Ctx, conn: &Conn, key: &[u8], found: &Found, data: &[u8]) -> Result<(), String> {
+    if found.approval == Approval::Never {
+        return Ok(());
+    }
     let proc: Option<Proc> = conn.pid.and_then(confirm::proc_info);
     let this = proc.as_ref().map(|p| (p.pid, p.start));
     match found.approval {

@@ -970,11 +970,11 @@ fn open_only() -> Result<YubiKey, ProtectorError> {
     }
 }
 
-fn open_raw(serial: u32) -> Result<YubiKey, YkError> {
+pub(crate) fn open_raw(serial: u32) -> Result<YubiKey, YkError> {
     YubiKey::open_by_serial(Serial(serial))
 }
 
-fn is_absent(e: &YkError) -> bool {
+pub(crate) fn is_absent(e: &YkError) -> bool {
     matches!(
         e,
         YkError::NotFound
@@ -988,7 +988,7 @@ fn open_serial(serial: u32) -> Result<YubiKey, ProtectorError> {
     open_raw(serial).map_err(|e| open_error(serial, e))
 }
 
-fn open_error(serial: u32, e: YkError) -> ProtectorError {
+pub(crate) fn open_error(serial: u32, e: YkError) -> ProtectorError {
     match e {
         e if is_absent(&e) => ProtectorError::Unavailable(format!(
             "YubiKey {serial} is not inserted; insert it and try again, or unlock with another protector"
@@ -1017,7 +1017,7 @@ fn pcsc_unavailable(e: YkError, what: &str) -> ProtectorError {
 }
 
 /// An error while talking to an opened card.
-fn card_error(serial: u32, action: &str, e: YkError) -> ProtectorError {
+pub(crate) fn card_error(serial: u32, action: &str, e: YkError) -> ProtectorError {
     match e {
         YkError::PcscError {
             inner:
@@ -1035,7 +1035,10 @@ fn card_error(serial: u32, action: &str, e: YkError) -> ProtectorError {
     }
 }
 
-fn prompt_pin(io: &dyn UnlockIo, message: &str) -> Result<Zeroizing<Vec<u8>>, ProtectorError> {
+pub(crate) fn prompt_pin(
+    io: &dyn UnlockIo,
+    message: &str,
+) -> Result<Zeroizing<Vec<u8>>, ProtectorError> {
     let answer = io
         .prompt(PromptKind::Pin, message)
         .ok_or(ProtectorError::Cancelled)?;
@@ -1047,7 +1050,7 @@ fn pin_length_ok(pin: &[u8]) -> bool {
 }
 
 /// A PIN of the wrong length is refused here, before it costs a try on the card.
-fn check_pin_length(serial: u32, pin: &[u8]) -> Result<(), ProtectorError> {
+pub(crate) fn check_pin_length(serial: u32, pin: &[u8]) -> Result<(), ProtectorError> {
     if pin.is_empty() {
         return Err(ProtectorError::Cancelled);
     }
@@ -1060,7 +1063,7 @@ fn check_pin_length(serial: u32, pin: &[u8]) -> Result<(), ProtectorError> {
     }
 }
 
-fn verify_pin(yk: &mut YubiKey, serial: u32, pin: &[u8]) -> Result<(), ProtectorError> {
+pub(crate) fn verify_pin(yk: &mut YubiKey, serial: u32, pin: &[u8]) -> Result<(), ProtectorError> {
     yk.verify_pin(pin)
         .map_err(|e| pin_error(serial, e, "verify the PIN of"))
 }
@@ -1081,7 +1084,7 @@ fn pin_error(serial: u32, e: YkError, action: &str) -> ProtectorError {
 
 /// PIN tries left, without spending one: from metadata (firmware ≥ 5.3), else
 /// the VERIFY status query.
-fn pin_tries_left(yk: &mut YubiKey) -> Option<u8> {
+pub(crate) fn pin_tries_left(yk: &mut YubiKey) -> Option<u8> {
     match ykpiv::metadata(yk, SlotId::Management(ManagementSlotId::Pin)) {
         Ok(m) => m.retries.map(|r| r.remaining_count),
         Err(_) => yk.get_pin_retries().ok(),

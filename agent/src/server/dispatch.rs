@@ -149,6 +149,18 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::SshList => agent.ssh_list(),
         Request::SshRemove { name } => agent.ssh_remove(&name),
         Request::SshApprove { name, approval } => agent.ssh_approve(&name, &approval),
+        Request::SshGenerateCard {
+            name,
+            serial,
+            slot,
+            touch,
+            pin,
+            comment,
+        } => {
+            agent
+                .ssh_generate_card(&name, serial, slot, touch.as_deref(), pin, &comment, io)
+                .await
+        }
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

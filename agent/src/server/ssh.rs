@@ -1,9 +1,13 @@
 //! What the SSH agent (`crate::ssh`) needs of the state, and the keyward
-//! protocol's SSH requests (`SshGenerate`, `SshImport`, `SshList`,
-//! `SshRemove`, `SshApprove`).
+//! protocol's SSH requests (`SshGenerate`, `SshGenerateCard`, `SshImport`,
+//! `SshList`, `SshRemove`, `SshApprove`).
 
+use super::protectors::protector_error;
 use super::state::{Agent, State, change_error, err, internal, locked_error, no_account_error};
 use crate::protect::UnlockIo;
+use crate::protect::yubikey::Touch;
+use crate::secret::SecretBytes;
+use crate::ssh::card;
 use crate::ssh::keys::{self, ImportError, PrivateKey};
 use crate::ssh::{VaultIdent, restrict};
 use crate::vault::ssh::{Approval, Location, SshKeyEntry};
@@ -222,6 +226,92 @@ impl Agent {
             .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
         let comment = if comment.is_empty() { name } else { comment };
         this.ssh_store_new(name, &key, comment)
+    }
+
+    /// `SshGenerateCard`: a P-256 key made on a YubiKey (PIV slot 9a unless
+    /// told otherwise); the vault keeps where it is and its public key. The
+    /// card's PIN (unless given), a management key it does not know, and
+    /// questions about factory defaults are asked through `io`; what the
+    /// user must read comes as notices.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ssh_generate_card(
+        self: &Arc<Self>,
+        name: &str,
+        serial: Option<u32>,
+        slot: Option<u8>,
+        touch: Option<&str>,
+        pin: Option<Secret>,
+        comment: &str,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<Response, AgentError> {
+        crate::vault::ssh::check_name(name).map_err(|e| err(ErrorCode::InvalidInput, e))?;
+        if comment.len() > crate::vault::ssh::MAX_COMMENT {
+            return Err(err(
+                ErrorCode::InvalidInput,
+                format!(
+                    "the comment is too long: {} bytes (at most {})",
+                    comment.len(),
+                    crate::vault::ssh::MAX_COMMENT
+                ),
+            ));
+        }
+        let touch: Touch = match touch {
+            None => Touch::Never,
+            Some(t) => t
+                .parse()
+                .map_err(|e: String| err(ErrorCode::InvalidInput, e))?,
+        };
+        // Refused before the card is touched: a key made on it stays there.
+        let taken = self.with_session(|s| {
+            let entries = s.vault.ssh_keys().map_err(|_| damaged())?;
+            Ok(entries.iter().any(|e| e.name == name))
+        })?;
+        if taken {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("an SSH key named {name:?} exists already (see `keyward ssh list`)"),
+            ));
+        }
+        let opts = card::GenerateOptions {
+            serial,
+            slot,
+            touch,
+            pin,
+        };
+        let notices = io.clone();
+        let made = tokio::task::spawn_blocking(move || card::generate(opts, &*io))
+            .await
+            .map_err(internal)?
+            .map_err(protector_error)?;
+        for note in &made.notes {
+            notices.notice(note);
+        }
+        let comment = if comment.is_empty() { name } else { comment };
+        let entry = SshKeyEntry {
+            key_id: [0; 16],
+            public: made.public.clone(),
+            name: name.to_owned(),
+            comment: comment.to_owned(),
+            created: self.clock.unix_now(),
+            location: Location::Card {
+                serial: made.serial,
+                slot: made.slot,
+                touch: made.touch.code(),
+            },
+            approval: Approval::Never,
+            private: SecretBytes::new(Vec::new()),
+            constraints: Vec::new(),
+        };
+        let info = self.ssh_info(&ident(&entry), false);
+        self.ssh_put(entry).map_err(|mut e| {
+            e.message = format!(
+                "{} (the key was made in slot {:02x} of YubiKey {} and is still there)",
+                e.message, made.slot, made.serial
+            );
+            e
+        })?;
+        tracing::info!(name, location = %info.location, "SSH key on a YubiKey stored in the vault");
+        Ok(Response::SshKeys(vec![info]))
     }
 
     /// `SshImport`.

@@ -7,6 +7,7 @@
 //! - [`restrict`]: constraints, session binding, destination restrictions.
 //! - [`confirm`]: asking through `SSH_ASKPASS`; naming the requesting program.
 //! - [`sk`]: security-key signatures through `ssh-sk-helper`.
+//! - [`card`]: keys on a YubiKey (PIV): made on the card, signed by it.
 //! - [`server`]: the socket and the requests.
 //!
 //! Keys live in two places: the vault (record type 0x09: kept across
@@ -15,6 +16,7 @@
 //! timer, suspend, `ssh-add -x`) wipes the table; the vault's keys stay
 //! sealed in the vault until the next unlock.
 
+pub mod card;
 pub mod cert;
 pub mod confirm;
 pub mod keys;

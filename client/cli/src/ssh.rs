@@ -33,7 +33,9 @@ const GENERATE_EXAMPLES: &str = "\
 Examples:
   keyward ssh generate work                     # Ed25519; prints the public key
   keyward ssh generate legacy --type rsa --bits 4096 --comment me@laptop
-  keyward ssh generate ci --json";
+  keyward ssh generate ci --json
+  keyward ssh generate card --yubikey           # P-256 on the YubiKey (slot 9a); asks for its PIN
+  keyward ssh generate card --yubikey --serial 12345678 --slot 9c --touch always --pin-fd 3 3<pin";
 
 const IMPORT_EXAMPLES: &str = "\
 Examples:
@@ -71,7 +73,14 @@ Examples:
 
 #[derive(Subcommand, Debug)]
 pub enum SshAction {
-    /// Make a new SSH key in the vault; prints its fingerprint and its authorized_keys line.
+    /// Make a new SSH key in the vault, or on a YubiKey (--yubikey); prints its fingerprint and
+    /// its authorized_keys line.
+    ///
+    /// With --yubikey the key (ECDSA P-256) is generated on the card, in a PIV
+    /// slot (9a unless --slot says otherwise), and never leaves it; the vault
+    /// keeps where it is. Each signature then needs the card and its PIN,
+    /// which the agent asks for through its askpass program (SSH_ASKPASS in
+    /// the agent's environment, or [ssh] askpass in keyward.toml).
     #[command(after_help = GENERATE_EXAMPLES)]
     Generate {
         /// Its name in the vault, e.g. work.
@@ -85,6 +94,22 @@ pub enum SshAction {
         /// The key's comment (default: its name).
         #[arg(long, value_name = "C")]
         comment: Option<String>,
+        /// Generate the key on a YubiKey (PIV, ECDSA P-256) instead of in the vault.
+        #[arg(long, conflicts_with_all = ["kind", "bits"])]
+        yubikey: bool,
+        /// The YubiKey's serial number (needed when several are plugged in).
+        #[arg(long, value_name = "N", requires = "yubikey")]
+        serial: Option<u32>,
+        /// The PIV slot, in hex: 9a (the default), 9c, 9d, 9e, or a retired slot 82 to 95.
+        #[arg(long, value_name = "HEX", value_parser = parse_slot, requires = "yubikey")]
+        slot: Option<u8>,
+        /// When the card wants a touch to sign: never (the default), always, or cached (once
+        /// per 15 s).
+        #[arg(long, value_name = "POLICY", requires = "yubikey")]
+        touch: Option<TouchPolicy>,
+        /// Read the YubiKey PIN from file descriptor N (a trailing newline stripped).
+        #[arg(long, value_name = "N", requires = "yubikey")]
+        pin_fd: Option<u32>,
         /// Print the key as JSON: name, key_type, fingerprint, comment, location, approval,
         /// public, loaded.
         #[arg(long)]
@@ -188,6 +213,33 @@ impl KeyType {
     }
 }
 
+/// When a YubiKey wants a touch before it signs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TouchPolicy {
+    /// No touch.
+    Never,
+    /// A touch for every signature.
+    Always,
+    /// A touch, which the card remembers for 15 seconds.
+    Cached,
+}
+
+impl TouchPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            TouchPolicy::Never => "never",
+            TouchPolicy::Always => "always",
+            TouchPolicy::Cached => "cached",
+        }
+    }
+}
+
+/// A PIV slot in hex (`9a`, `0x9a`, `82`).
+fn parse_slot(s: &str) -> Result<u8, String> {
+    let t = s.trim_start_matches("0x").trim_start_matches("0X");
+    u8::from_str_radix(t, 16).map_err(|_| format!("{s:?} is not a slot in hex (e.g. 9a)"))
+}
+
 /// When the agent asks before signing.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Approval {
@@ -218,10 +270,40 @@ pub fn run(autostart: bool, no_prompt: bool, action: SshAction) -> Result<(), Cl
     match action {
         SshAction::Generate {
             name,
+            kind: _,
+            bits: _,
+            comment,
+            yubikey: true,
+            serial,
+            slot,
+            touch,
+            pin_fd,
+            json,
+        } => {
+            let req = Request::SshGenerateCard {
+                name,
+                serial,
+                slot,
+                touch: touch.map(|t| t.as_str().to_owned()),
+                pin: pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?,
+                comment: comment.unwrap_or_default(),
+            };
+            let mut c = connect_unlocked(autostart, no_prompt)?;
+            // The agent may ask for the PIN, the management key, and about
+            // factory defaults; its notices (warnings about them) are shown.
+            let mut ui = Terminal::default();
+            ui.working("Making the key on the YubiKey…");
+            let r = c.call_with(&req, &mut ui);
+            ui.done();
+            show_new(one_key(r?)?, json, "Made")
+        }
+        SshAction::Generate {
+            name,
             kind,
             bits,
             comment,
             json,
+            ..
         } => {
             let req = Request::SshGenerate {
                 name,
@@ -351,8 +433,17 @@ fn show_new(key: SshKeyInfo, json: bool, verb: &str) -> Result<(), CliError> {
         return Ok(());
     }
     let bits = key_bits(&key.key_type, &key.public).map_or_else(String::new, |b| format!(" {b}"));
+    let place = match key.location.strip_prefix("yubikey:") {
+        Some(card) => match card.split_once('/') {
+            Some((serial, slot)) => {
+                format!("on YubiKey {serial} (slot {slot}), which it never leaves")
+            }
+            None => format!("on YubiKey {card}"),
+        },
+        None => "kept in the vault".to_owned(),
+    };
     println!(
-        "{verb} SSH key {} ({}{bits}), kept in the vault.",
+        "{verb} SSH key {} ({}{bits}), {place}.",
         key.name,
         type_label(&key.key_type)
     );

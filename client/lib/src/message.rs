@@ -60,6 +60,7 @@ pub mod tag {
     pub const SSH_LIST: u8 = 0x26;
     pub const SSH_REMOVE: u8 = 0x27;
     pub const SSH_APPROVE: u8 = 0x28;
+    pub const SSH_GENERATE_CARD: u8 = 0x29;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -357,6 +358,24 @@ pub enum Request {
         /// `never`, `once-per-process` or `always`.
         approval: String,
     },
+    /// Makes an SSH key (P-256) on a YubiKey: the private key never leaves
+    /// the card; the vault keeps where it is. The agent may prompt for the
+    /// PIN, the management key, and about factory defaults. Answered by
+    /// `SshKeys` (the new key).
+    SshGenerateCard {
+        /// Its name in the vault.
+        name: String,
+        /// The card's serial (required when several are present).
+        serial: Option<u32>,
+        /// The PIV slot (default 9a).
+        slot: Option<u8>,
+        /// Touch policy: `never`, `always`, `cached` (default never).
+        touch: Option<String>,
+        /// The card's PIN, given up front.
+        pin: Option<Secret>,
+        /// The comment (empty: the name).
+        comment: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -377,6 +396,9 @@ impl fmt::Debug for Request {
             Request::SshGenerate { name, kind, .. } => write!(f, "SshGenerate({name:?}, {kind})"),
             Request::SshImport { name, .. } => write!(f, "SshImport({name:?})"),
             Request::SshRemove { name } => write!(f, "SshRemove({name:?})"),
+            Request::SshGenerateCard { name, serial, .. } => {
+                write!(f, "SshGenerateCard({name:?}, {serial:?})")
+            }
             Request::OrganizerRecover {
                 vault,
                 expires_hours,
@@ -431,6 +453,7 @@ impl Request {
             Request::SshList => "SshList",
             Request::SshRemove { .. } => "SshRemove",
             Request::SshApprove { .. } => "SshApprove",
+            Request::SshGenerateCard { .. } => "SshGenerateCard",
         }
     }
 
@@ -661,6 +684,23 @@ impl Request {
                 w.str(approval);
                 w
             }
+            Request::SshGenerateCard {
+                name,
+                serial,
+                slot,
+                touch,
+                pin,
+                comment,
+            } => {
+                let mut w = Writer::new(SSH_GENERATE_CARD);
+                w.str(name);
+                w.opt(serial.as_ref(), |w, v| w.u32(*v));
+                w.opt(slot.as_ref(), |w, v| w.u8(*v));
+                w.opt(touch.as_ref(), |w, s| w.str(s));
+                w.opt(pin.as_ref(), Writer::secret);
+                w.str(comment);
+                w
+            }
         };
         w.finish()
     }
@@ -803,6 +843,14 @@ impl Request {
             SSH_APPROVE => Request::SshApprove {
                 name: r.str("name")?,
                 approval: r.str("approval")?,
+            },
+            SSH_GENERATE_CARD => Request::SshGenerateCard {
+                name: r.str("name")?,
+                serial: r.opt("serial", |r| r.u32("serial"))?,
+                slot: r.opt("slot", |r| r.u8("slot"))?,
+                touch: r.opt("touch", |r| r.str("touch"))?,
+                pin: r.opt("pin", |r| r.secret("pin"))?,
+                comment: r.str("comment")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -1911,6 +1959,22 @@ pub mod samples {
             Request::SshApprove {
                 name: "work".into(),
                 approval: "always".into(),
+            },
+            Request::SshGenerateCard {
+                name: "card".into(),
+                serial: Some(7),
+                slot: Some(0x9a),
+                touch: Some("cached".into()),
+                pin: Some(s("123456")),
+                comment: "me@host".into(),
+            },
+            Request::SshGenerateCard {
+                name: "card2".into(),
+                serial: None,
+                slot: None,
+                touch: None,
+                pin: None,
+                comment: String::new(),
             },
         ]
     }

@@ -124,6 +124,24 @@ fn request() -> impl Strategy<Value = Request> {
                 new_password,
             }
         }),
+        (
+            text(),
+            option::of(any::<u32>()),
+            option::of(any::<u8>()),
+            option::of(text()),
+            opt_secret(),
+            text()
+        )
+            .prop_map(|(name, serial, slot, touch, pin, comment)| {
+                Request::SshGenerateCard {
+                    name,
+                    serial,
+                    slot,
+                    touch,
+                    pin,
+                    comment,
+                }
+            }),
     ]
 }
 
@@ -373,6 +391,7 @@ proptest! {
         let (_, secret) = req.encode();
         let has_secret = match &req {
             Request::PromptReply { answer } => answer.is_some(),
+            Request::SshGenerateCard { pin, .. } => pin.is_some(),
             Request::ProtectorAdd(_) | Request::RecoveryCodeRevoke { .. }
             | Request::ProtectorRemove { .. }
             | Request::CheckPassword { .. } | Request::CheckRecoveryCode { .. }

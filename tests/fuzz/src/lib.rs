@@ -178,6 +178,8 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::RecoverWithGrant { .. }
         | Request::SshImport { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
+        // Its one secret, the PIN, is optional: the frame is secret when it is there.
+        Request::SshGenerateCard { pin, .. } => pin.is_some(),
         Request::Hello { .. }
         | Request::Status
         | Request::Lock
@@ -333,6 +335,7 @@ pub fn blind_request(r: &Request) -> Request {
             p.password = blind(&p.password);
         }
         Request::PromptReply { answer } => *answer = blind_opt(answer),
+        Request::SshGenerateCard { pin, .. } => *pin = blind_opt(pin),
         _ => {}
     }
     r

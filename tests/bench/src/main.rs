@@ -25,6 +25,7 @@
 mod ceiling;
 mod kdf;
 mod procs;
+mod ssh;
 mod stats;
 mod suite;
 
@@ -52,16 +53,18 @@ fn main() -> Result<()> {
         Some("kdf") => kdf::run(n(1, 11), KdfParams::DEFAULT),
         Some("memory") => suite::memory(),
         Some("scale") => suite::scale(n(1, 15), n(2, 2000)),
+        Some("ssh") => ssh::run(n(1, 15), n(2, 2000)),
         Some("all") => {
             suite::rtt(15, 2000)?;
             suite::throughput(5, None)?;
             suite::cold(200)?;
             kdf::run(11, KdfParams::DEFAULT)?;
             suite::memory()?;
-            suite::scale(15, 2000)
+            suite::scale(15, 2000)?;
+            ssh::run(15, 2000)
         }
         _ => bail!(
-            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] [threads|epoll|split] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N]"
+            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] [threads|epoll|split] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N] | ssh [ROUNDS] [N]"
         ),
     }
 }

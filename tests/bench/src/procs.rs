@@ -284,6 +284,8 @@ pub struct SshAgent {
     child: Daemon,
     /// Its socket.
     pub socket: PathBuf,
+    /// The key it holds (its private key file; `.pub` beside it).
+    pub key: PathBuf,
 }
 
 impl SshAgent {
@@ -319,6 +321,7 @@ impl SshAgent {
             _dir: dir,
             child,
             socket,
+            key,
         })
     }
 

@@ -134,30 +134,29 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// The listening socket passed by a service manager (systemd socket
-/// activation: `LISTEN_FDS`, checked against `LISTEN_PID`), if any. The socket
-/// file, when it has a path we own, is made 0600 (systemd-socket-activate
-/// creates it 0644; peers are checked on every connection anyway).
-pub fn take_activated_listener() -> std::io::Result<Option<std::os::unix::net::UnixListener>> {
+/// The listening sockets passed by the service manager (socket
+/// activation: `LISTEN_FDS`), in the order the unit lists them; empty when
+/// the agent was not socket-activated. Each socket in a directory of ours
+/// is narrowed to 0600.
+pub fn take_activated_listeners() -> std::io::Result<Vec<std::os::unix::net::UnixListener>> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    let mut fds = sd_notify::listen_fds()?;
-    let Some(fd) = fds.next() else {
-        return Ok(None);
-    };
-    // SAFETY: the service manager passed this descriptor to this process
-    // (LISTEN_PID matched) for us to own; nothing else in the process has
-    // taken it, and listen_fds() yields each descriptor once.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let listener = std::os::unix::net::UnixListener::from(owned);
-    let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    if let Some(path) = addr.as_pathname() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == euid()) {
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    let mut out = Vec::new();
+    for fd in sd_notify::listen_fds()? {
+        // SAFETY: the service manager passed this descriptor to this process
+        // (LISTEN_PID matched) for us to own; nothing else in the process has
+        // taken it, and listen_fds() yields each descriptor once.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let listener = std::os::unix::net::UnixListener::from(owned);
+        let addr = listener.local_addr()?;
+        if let Some(path) = addr.as_pathname() {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.uid() == euid()) {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            }
         }
+        out.push(listener);
     }
-    Ok(Some(listener))
+    Ok(out)
 }
 
 /// Gives memory freed by the allocator back to the system (after a lock:

@@ -106,16 +106,24 @@ fn run() -> Result<(), String> {
     harden::raise_fd_limit();
     // Socket activation first: the descriptors must be taken before anything
     // else could open files.
-    let activated = harden::take_activated_listener()
+    let activated = harden::take_activated_listeners()
         .map_err(|e| format!("invalid socket from the service manager: {e}"))?;
+    let path_of = |l: &std::os::unix::net::UnixListener| {
+        l.local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.to_owned()))
+            .unwrap_or_default()
+    };
+    // The SSH agent socket is the one named ssh.sock; the other is keyward's.
+    let (ssh_activated, mut activated): (Vec<_>, Vec<_>) = activated
+        .into_iter()
+        .partition(|l| path_of(l).file_name().is_some_and(|n| n == "ssh.sock"));
     let lock = listener::take_instance_lock(&mut paths, uid).map_err(|e| e.to_string())?;
-    let (std_listener, socket, owned_socket) = match activated {
+    let (std_listener, socket, owned_socket) = match activated.pop() {
         Some(l) => {
-            let path = l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| p.to_owned()))
-                .unwrap_or_default();
+            let path = path_of(&l);
+            l.set_nonblocking(true)
+                .map_err(|e| format!("invalid socket from the service manager: {e}"))?;
             tracing::info!(socket = %path.display(), "using the socket passed by the service manager");
             (l, path, false)
         }
@@ -145,7 +153,12 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     // The SSH agent socket (SECURITY.md §17): served by threads of its own.
-    let ssh_socket = if agent.config.ssh.enabled {
+    let ssh_socket = if let Some(l) = ssh_activated.into_iter().next() {
+        // Passed by the service manager (keyward-agent.socket): it owns the file.
+        tracing::info!(socket = %path_of(&l).display(), "SSH agent on the socket passed by the service manager");
+        keyward_agent::ssh::server::spawn(agent.clone(), l, runtime.handle().clone());
+        None
+    } else if agent.config.ssh.enabled {
         let path = keyward_agent::ssh::server::socket_path(&agent);
         match keyward_agent::ssh::server::bind(&path) {
             Ok(l) => {

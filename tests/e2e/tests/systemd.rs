@@ -165,6 +165,99 @@ fn the_agent_takes_its_socket_from_systemd_socket_activate() {
     drop(activator);
 }
 
+#[test]
+fn the_ssh_socket_can_be_socket_activated_too() {
+    if !require(
+        "systemd-socket-activate (package systemd) and ssh-add (openssh-client)",
+        has("systemd-socket-activate") && has("ssh-add"),
+    ) {
+        return;
+    }
+    let home = Home::new();
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&home.paths.runtime_dir)
+        .unwrap();
+    let socket = home.paths.socket();
+    let ssh_sock = home.paths.runtime_dir.join("ssh.sock");
+    let log = home.path().join("activated.log");
+    // As keyward-agent.socket lists them: keyward's socket, then the SSH one.
+    let child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg("-l")
+        .arg(&ssh_sock)
+        .arg("-E")
+        .arg(format!("KEYWARD_HOME={}", home.path().display()))
+        .args(["-E", "KEYWARD_LOG=info"])
+        .arg(agent_bin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let activator = Reap(child);
+    home.wait_for(Duration::from_secs(5), "the activation sockets", || {
+        socket.exists() && ssh_sock.exists()
+    });
+    // The first SSH client starts the agent: no account, so no identities.
+    let ssh_add = |args: &[&str]| {
+        Command::new("ssh-add")
+            .args(args)
+            .env("SSH_AUTH_SOCK", &ssh_sock)
+            .env_remove("SSH_ASKPASS")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ssh_add(&["-l"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no identities"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("SSH agent on the socket passed by the service manager"),
+        "{text}"
+    );
+    assert!(
+        text.contains("using the socket passed by the service manager"),
+        "{text}"
+    );
+    let mode = std::fs::metadata(&ssh_sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The same agent serves both: an account made through keyward's socket,
+    // a key added and listed through the SSH one.
+    home.init("pw for activation");
+    let key = home.path().join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", "activated", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    assert!(ssh_add(&[key.to_str().unwrap()]).status.success());
+    let listed = ssh_add(&["-l"]);
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("activated"));
+    let st = home
+        .run(&["--no-autostart", "status", "--json"])
+        .expect_code(0)
+        .json();
+    let pid = st["agent_pid"].as_i64().unwrap() as i32;
+    signal(pid, rustix::process::Signal::TERM);
+    home.wait_for(
+        Duration::from_secs(5),
+        "the activated agent to stop",
+        || {
+            !Path::new(&format!("/proc/{pid}/exe")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z"))
+        },
+    );
+    drop(activator);
+}
+
 /// A private systemd user manager (`systemd --user`) for one fresh account:
 /// its own home (nothing in it), runtime directory and unit directory
 /// holding keyward's units with ExecStart pointing at the built agent. It

@@ -1210,3 +1210,151 @@ fn hostile_frames_fail_or_close_and_the_agent_serves_on() {
         || agent_log(&home).contains("SSH agent message too long"),
     );
 }
+
+#[test]
+fn a_signature_that_finds_keyward_locked_asks_for_the_master_password_through_askpass() {
+    if !clients_available() {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let asked = scripts.path().join("asked");
+    let answer = scripts.path().join("answer");
+    let askpass = scripts.path().join("askpass");
+    // Prints the password in `answer` and records the question.
+    write_script(
+        &askpass,
+        &format!(
+            "{{ printf 'prompt=%s\\n' \"${{SSH_ASKPASS_PROMPT-}}\"; printf '%s\\n' \"$1\"; \
+             echo ---; }} >>'{asked}'\ncat '{answer}'\n",
+            asked = asked.display(),
+            answer = answer.display(),
+        ),
+    );
+    let home = ssh_home(
+        &format!("[ssh]\naskpass = \"{}\"\n", askpass.display()),
+        &[("SSH_ASKPASS_REQUIRE", "force")],
+    );
+    let sock = sock_of(&home);
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyFile::ed25519(dir.path(), "locked");
+    ssh_add(&sock, &[key.path_str()]).expect_code(0);
+    key.hide_private();
+    home.ok(&["lock"]);
+    assert_eq!(state(&home), "locked");
+
+    // A wrong password: no signature, still locked, and the guess counted.
+    std::fs::write(&answer, "not the password\n").unwrap();
+    let (r, _) = sign_with(&sock, &key, dir.path(), "wrong");
+    assert_ne!(r.code, 0, "signed with a wrong Master Password\n{r}");
+    assert_eq!(state(&home), "locked");
+    let prompts = std::fs::read_to_string(&asked).unwrap();
+    assert!(prompts.contains("Master Password"), "{prompts}");
+    assert!(prompts.contains(&key.fingerprint), "{prompts}");
+    assert!(!prompts.contains("prompt=confirm"), "{prompts}");
+    let st = home.ok(&["status", "--json"]).json();
+    assert!(
+        st["backoff_seconds"].as_u64().is_some(),
+        "status reports the back-off: {st}"
+    );
+
+    // The right one: the agent unlocks and signs.
+    std::fs::write(&answer, format!("{PW}\n")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Wait out a back-off the wrong guess may have started.
+        let st = home.ok(&["status", "--json"]).json();
+        if st["backoff_seconds"].as_u64().unwrap_or(0) == 0 || std::time::Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sign_and_verify(&sock, &key, dir.path(), "unlocked");
+    assert_eq!(state(&home), "unlocked");
+    let log = agent_log(&home);
+    assert!(!log.contains(PW), "the password reached the agent log");
+}
+
+/// A SIGN_REQUEST frame for the key of `.pub` line `type_b64`.
+fn sign_frame(type_b64: &str, data: &[u8]) -> Vec<u8> {
+    let b64 = type_b64.split_whitespace().nth(1).unwrap();
+    let blob = base64_decode(b64);
+    let mut body = vec![13u8];
+    body.extend_from_slice(&(blob.len() as u32).to_be_bytes());
+    body.extend_from_slice(&blob);
+    body.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    body.extend_from_slice(data);
+    body.extend_from_slice(&0u32.to_be_bytes());
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[test]
+fn once_per_process_asks_each_requesting_process_once() {
+    if !clients_available() {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let asked = scripts.path().join("asked");
+    let askpass = scripts.path().join("askpass");
+    write_script(
+        &askpass,
+        &format!(
+            "{{ printf '%s\\n' \"$1\"; echo ---; }} >>'{}'\nexit 0\n",
+            asked.display()
+        ),
+    );
+    let home = ssh_home(
+        &format!("[ssh]\naskpass = \"{}\"\n", askpass.display()),
+        &[("SSH_ASKPASS_REQUIRE", "force")],
+    );
+    let sock = sock_of(&home);
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyFile::ed25519(dir.path(), "opp");
+    ssh_add(&sock, &[key.path_str()]).expect_code(0);
+    key.hide_private();
+    let name = home
+        .ok(&["ssh", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["fingerprint"] == key.fingerprint.as_str())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    home.ok(&["ssh", "approve", &name, "once-per-process"]);
+    let count = || {
+        std::fs::read_to_string(&asked)
+            .unwrap_or_default()
+            .matches("---")
+            .count()
+    };
+
+    // This test process signs three times, on two connections: asked once.
+    let frame = sign_frame(&key.line, b"data to sign");
+    let mut a = connect(&sock);
+    assert_eq!(request(&mut a, &frame)[4], 14);
+    assert_eq!(request(&mut a, &frame)[4], 14);
+    let mut b = connect(&sock);
+    assert_eq!(request(&mut b, &frame)[4], 14);
+    assert_eq!(count(), 1, "asked more than once for one process");
+    let prompt = std::fs::read_to_string(&asked).unwrap();
+    assert!(
+        prompt.contains(&format!("pid {}", std::process::id())),
+        "{prompt}"
+    );
+
+    // Another process is asked again.
+    sign_and_verify(&sock, &key, dir.path(), "other-process");
+    assert_eq!(count(), 2);
+
+    // After a lock and unlock, this process is asked again too.
+    home.ok(&["lock"]);
+    home.unlock(PW).expect_code(0);
+    let mut c = connect(&sock);
+    assert_eq!(request(&mut c, &frame)[4], 14);
+    assert_eq!(count(), 3);
+}

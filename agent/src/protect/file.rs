@@ -1,7 +1,11 @@
-//! The `file` protector: the Secret Key in a 0600 file in the data directory.
-//! The weakest protector: anyone who can read your files (a backup, a stolen
-//! unencrypted disk) has the Secret Key, and then only the Master Password
-//! stands between them and the vault.
+//! The `file` protector: the Secret Key in a 0600 file in the *state*
+//! directory, which belongs to this device. The weakest protector: anyone
+//! who can read your files (a backup of the home, a stolen unencrypted disk)
+//! has the Secret Key, and then only the Master Password stands between
+//! them and the vault. It is never kept beside the vault: a folder that is
+//! backed up or synced to other devices holds the vault, and must not hold
+//! both secrets (keyward before this version kept it in the data directory;
+//! [`FileProtector::migrate_from`] moves it).
 
 use super::{Protector, ProtectorError, Store, UnlockIo};
 use crate::account::AccountId;
@@ -18,12 +22,49 @@ pub struct FileProtector {
 }
 
 impl FileProtector {
-    /// `<data dir>/secret-key-<account ID>`.
-    pub fn new(data_dir: &Path, id: &AccountId, uid: u32) -> Self {
+    /// `<state dir>/secret-key-<account ID>`.
+    pub fn new(state_dir: &Path, id: &AccountId, uid: u32) -> Self {
         Self {
-            path: data_dir.join(format!("secret-key-{id}")),
+            path: state_dir.join(format!("secret-key-{id}")),
             uid,
         }
+    }
+
+    /// Moves the Secret Key file an older keyward kept in `old_dir` (the
+    /// data directory, beside the vault) to this protector's place.
+    /// `Ok(true)` if a file was moved (or was a copy of the one already
+    /// there, and removed); `Ok(false)` if there was none. A file that
+    /// differs from one already in place is left where it is (and said).
+    pub fn migrate_from(&self, old_dir: &Path) -> Result<bool, ProtectorError> {
+        let Some(name) = self.path.file_name() else {
+            return Ok(false);
+        };
+        let old = FileProtector {
+            path: old_dir.join(name),
+            uid: self.uid,
+        };
+        if old.path == self.path || std::fs::symlink_metadata(&old.path).is_err() {
+            return Ok(false);
+        }
+        let sk = old.fetch(&super::NoIo)?;
+        if self.exists() {
+            let here = self.fetch(&super::NoIo)?;
+            if here.display().expose() != sk.display().expose() {
+                return Err(ProtectorError::Failed(format!(
+                    "{} and {} hold different Secret Keys; keyward uses the second. Remove the \
+                     first once you have checked which is current (`keyward unlock --with file`)",
+                    old.path.display(),
+                    self.path.display()
+                )));
+            }
+        } else {
+            self.store(&sk)?;
+        }
+        old.erase()?;
+        if let Ok(d) = std::fs::File::open(old_dir) {
+            let _ = d.sync_all();
+        }
+        Ok(true)
     }
 
     /// The file.
@@ -101,7 +142,12 @@ impl Store for FileProtector {
         let mut text = String::with_capacity(shown.expose().len() + 1);
         text.push_str(shown.expose());
         text.push('\n');
-        let r = write_atomic(&self.path, text.as_bytes());
+        let dir_ready = self.path.parent().map_or(Ok(()), |d| {
+            crate::vault::store::ensure_private_dir(d, self.uid).map_err(|e| e.to_string())
+        });
+        let r = dir_ready
+            .map_err(std::io::Error::other)
+            .and_then(|()| write_atomic(&self.path, text.as_bytes()));
         text.zeroize();
         r.map_err(|e| {
             ProtectorError::Failed(format!("cannot write {}: {e}", self.path.display()))
@@ -132,6 +178,7 @@ mod tests {
     #[test]
     fn store_fetch_erase_and_refuse_loose_permissions() {
         let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let id = AccountId::generate().unwrap();
         let p = FileProtector::new(d.path(), &id, crate::harden::euid());
         assert!(matches!(
@@ -157,5 +204,47 @@ mod tests {
         p.erase().unwrap();
         assert!(!p.exists());
         p.erase().unwrap();
+    }
+
+    #[test]
+    fn an_older_file_beside_the_vault_is_moved_to_the_state_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let (data, state) = (d.path().join("data"), d.path().join("state"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let id = AccountId::generate().unwrap();
+        let uid = crate::harden::euid();
+        let old = FileProtector::new(&data, &id, uid);
+        let sk = SecretKey::generate(&id).unwrap();
+        old.store(&sk).unwrap();
+        let new = FileProtector::new(&state, &id, uid);
+        assert!(new.migrate_from(&data).unwrap());
+        assert!(
+            !old.exists(),
+            "the old file is gone from the data directory"
+        );
+        assert_eq!(
+            new.fetch(&NoIo).unwrap().expose_compact(),
+            sk.expose_compact()
+        );
+        assert_eq!(
+            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // Nothing left to move.
+        assert!(!new.migrate_from(&data).unwrap());
+        // A copy of the same key beside the vault is removed.
+        old.store(&sk).unwrap();
+        assert!(new.migrate_from(&data).unwrap());
+        assert!(!old.exists());
+        // A different one is left alone, and said.
+        old.store(&SecretKey::generate(&id).unwrap()).unwrap();
+        let err = new.migrate_from(&data).unwrap_err().to_string();
+        assert!(err.contains("different Secret Keys"), "{err}");
+        assert!(old.exists());
+        assert_eq!(
+            new.fetch(&NoIo).unwrap().expose_compact(),
+            sk.expose_compact()
+        );
     }
 }

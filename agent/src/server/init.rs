@@ -4,7 +4,7 @@ use super::*;
 
 impl Agent {
     pub(in crate::server) fn file_protector(&self, id: &AccountId) -> FileProtector {
-        FileProtector::new(&self.paths.data_dir, id, self.uid)
+        FileProtector::new(&self.paths.state_dir, id, self.uid)
     }
 
     /// `Init`: creates the account and keeps the Secret Key with the chosen protector.

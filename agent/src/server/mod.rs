@@ -12,9 +12,11 @@
 //! - [`protectors`]: enrolling, listing and removing Secret Key protectors.
 //! - [`organizer`]: recovery by an organizer (keys, enrollment, grants).
 //! - [`ssh`]: the SSH agent's view of the state, and the SSH key requests.
+//! - `device`: what belongs to this device, kept out of the vault's folder.
 
 pub mod conn;
 mod copies;
+mod device;
 pub mod dispatch;
 pub mod evloop;
 pub mod listener;

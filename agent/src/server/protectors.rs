@@ -28,7 +28,7 @@ pub(super) fn protector_error(e: ProtectorError) -> AgentError {
     }
 }
 
-fn describe(file: &VaultFile, data_dir: &std::path::Path) -> Vec<ProtectorInfo> {
+fn describe(file: &VaultFile, state_dir: &std::path::Path) -> Vec<ProtectorInfo> {
     let mut out = Vec::new();
     for w in &file.piv_wraps {
         out.push(ProtectorInfo {
@@ -47,7 +47,7 @@ fn describe(file: &VaultFile, data_dir: &std::path::Path) -> Vec<ProtectorInfo> 
         });
     }
     for p in &file.protectors {
-        let key_file = data_dir.join(format!("secret-key-{}", file.account_id));
+        let key_file = state_dir.join(format!("secret-key-{}", file.account_id));
         // The record is in the vault, the file on one device: on another
         // (a copied vault) it is missing, and unusable as a stale one.
         let missing = p.kind == ProtectorKind::File && !key_file.exists();
@@ -85,7 +85,7 @@ impl Agent {
             State::Locked(a) => vault::read(&a.vault_path).map_err(read_error)?.vault,
             State::NoAccount => return Err(no_account_error()),
         };
-        Ok(Response::Protectors(describe(&file, &self.paths.data_dir)))
+        Ok(Response::Protectors(describe(&file, &self.paths.state_dir)))
     }
 
     /// `ProtectorAdd` (re-asks the password: the Secret Key goes somewhere

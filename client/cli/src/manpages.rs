@@ -287,8 +287,11 @@ const FILES: &[(&str, &str)] = &[
          without your Master Password and Secret Key.",
     ),
     (
-        "~/.local/share/keyward/secret-key-ID",
-        "The Secret Key, for the file protector (mode 0600).",
+        "~/.local/state/keyward/secret-key-ID",
+        "The Secret Key, for the file protector (mode 0600): in the state directory, which \
+         belongs to this device, never beside the vault (whose directory you may back up or \
+         sync); an older keyward's ~/.local/share/keyward/secret-key-ID is moved here when the \
+         agent starts.",
     ),
     (
         "~/.local/state/keyward/attempts",

@@ -176,8 +176,9 @@ fn yubikeys_enroll_unlock_wrong_pin_blocked_removed_and_two_cards() {
         home.status()["account_id"].as_str().unwrap()
     )))
     .unwrap();
-    let sk_files = std::fs::read_dir(&home.paths.data_dir)
-        .unwrap()
+    let sk_files = [&home.paths.data_dir, &home.paths.state_dir]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
         .filter(|e| {
             e.as_ref()
                 .unwrap()

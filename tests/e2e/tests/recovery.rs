@@ -62,7 +62,7 @@ fn the_full_lock_out_story() {
     );
 
     // Lose everything: the Secret Key's copy on this device, and the password.
-    std::fs::remove_file(home.paths.data_dir.join(format!("secret-key-{account}"))).unwrap();
+    std::fs::remove_file(home.paths.state_dir.join(format!("secret-key-{account}"))).unwrap();
     home.ok(&["lock"]);
     home.stop_agent();
 

@@ -436,7 +436,7 @@ fn check_vault_has_no_private_key(home: &Home, key: &PublicKey) {
     let account = home.status()["account_id"].as_str().unwrap().to_owned();
     let path = home.paths.data_dir.join(format!("vault-{account}.kwv"));
     // The Secret Key: from the file protector's file.
-    let sk_file = home.paths.data_dir.join(format!("secret-key-{account}"));
+    let sk_file = home.paths.state_dir.join(format!("secret-key-{account}"));
     let sk_text = std::fs::read_to_string(&sk_file).unwrap();
     let sk = SecretKey::parse(sk_text.trim()).unwrap();
     let v = vault::unlock(

@@ -565,3 +565,317 @@ fn vault_file_vector() {
     let rv = vault::unlock_with_recovery_code(vault::read(&vp).unwrap(), &code).unwrap();
     assert_eq!(rv.len(), 3);
 }
+
+/// An SSH string (RFC 4251): u32 length, then the bytes.
+fn ssh_string(v: &mut Vec<u8>, s: &[u8]) {
+    v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    v.extend_from_slice(s);
+}
+
+/// The records of an encoded vault file: (type, payload), in file order.
+fn records(file: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    // Envelope header (18), account ID (6), created (8), generation (8).
+    let count = u32::from_be_bytes(file[40..44].try_into().unwrap());
+    let mut at = 44;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let ty = file[at];
+        let len = u32::from_be_bytes(file[at + 1..at + 5].try_into().unwrap()) as usize;
+        out.push((ty, file[at + 5..at + 5 + len].to_vec()));
+        at += 5 + len;
+    }
+    out
+}
+
+/// SSH key records (0x09, SECURITY.md §17): the sealed plaintext of a key
+/// held in the vault (Ed25519, with a destination restriction) and of one
+/// held by a YubiKey, sealed with fixed nonces, and the records' payloads.
+/// The plaintexts are the code's own (`Unlocked::put_ssh_key`, opened
+/// again); the records are the code's encoding; and `vault::ssh` reads the
+/// vector's records back into the same entries.
+#[test]
+fn ssh_key_vectors() {
+    use keyward_agent::secret::SecretBytes;
+    use keyward_agent::ssh::{keys, restrict};
+    use keyward_agent::vault::format::{PasswordWrap, SshKeyRecord, VaultFile};
+    use keyward_agent::vault::ssh::{Approval, Location, SshKeyEntry};
+    use ssh_key::private::{Ed25519Keypair, KeypairData};
+
+    let acct = id("ABCDEF");
+    let account_key = key("4242424242424242424242424242424242424242424242424242424242424242");
+    let ik = item_key(account_key.expose(), &acct);
+
+    // The key held in the vault: Ed25519 from a fixed seed, in the agent
+    // form (type, public key, seed ‖ public key).
+    let seed: [u8; 32] = unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+    let kp = Ed25519Keypair::from_seed(&seed);
+    let ed_public = kp.public.0;
+    let pk = keys::PrivateKey {
+        keypair: KeypairData::Ed25519(kp),
+        cert: None,
+    };
+    let private = keys::encode_private(&pk).unwrap();
+    let public = pk.public_blob().unwrap();
+    let mut by_hand = Vec::new();
+    ssh_string(&mut by_hand, b"ssh-ed25519");
+    ssh_string(&mut by_hand, &ed_public);
+    assert_eq!(public, by_hand);
+    ssh_string(&mut by_hand, &[&seed[..], &ed_public[..]].concat());
+    assert_eq!(private.expose(), &by_hand[..]);
+
+    // One destination restriction (`ssh-add -h git@github.com`): from this
+    // machine to user git at github.com, whose host key is another fixed
+    // Ed25519 key.
+    let host_seed: [u8; 32] =
+        unhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb");
+    let host = keys::PrivateKey {
+        keypair: KeypairData::Ed25519(Ed25519Keypair::from_seed(&host_seed)),
+        cert: None,
+    };
+    let host_blob = host.public_blob().unwrap();
+    let mut from = Vec::new();
+    for s in [&b""[..], b"", b""] {
+        ssh_string(&mut from, s);
+    }
+    let mut to = Vec::new();
+    for s in [&b"git"[..], b"github.com", b"", &host_blob] {
+        ssh_string(&mut to, s);
+    }
+    to.push(0);
+    let mut one = Vec::new();
+    ssh_string(&mut one, &from);
+    ssh_string(&mut one, &to);
+    ssh_string(&mut one, b"");
+    let mut dest = Vec::new();
+    ssh_string(&mut dest, &one);
+    let mut constraints = vec![255u8];
+    ssh_string(&mut constraints, b"restrict-destination-v00@openssh.com");
+    ssh_string(&mut constraints, &dest);
+    let c = restrict::parse_constraints(&constraints).unwrap();
+    assert_eq!(c.dest.len(), 1);
+    assert_eq!(c.dest[0].to.user.as_deref(), Some("git"));
+    assert_eq!(restrict::stored_form(&c), constraints);
+
+    // The key held by a YubiKey: P-256 from a fixed scalar.
+    let card_scalar: [u8; 32] =
+        unhex("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721");
+    let card_sk = p256_013::SecretKey::from_slice(&card_scalar).unwrap();
+    let point = p256_013::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+        &card_sk.public_key(),
+        false,
+    );
+    let mut card_public = Vec::new();
+    ssh_string(&mut card_public, b"ecdsa-sha2-nistp256");
+    ssh_string(&mut card_public, b"nistp256");
+    ssh_string(&mut card_public, point.as_bytes());
+    assert!(keys::parse_public(&card_public).is_ok());
+
+    struct Case {
+        entry: SshKeyEntry,
+        nonce: [u8; 12],
+        input: Value,
+    }
+    let cases = [
+        Case {
+            entry: SshKeyEntry {
+                key_id: unhex("0f0e0d0c0b0a09080706050403020100"),
+                public: public.clone(),
+                name: "work laptop".into(),
+                comment: "me@example.com".into(),
+                created: 1_700_000_000,
+                location: Location::Vault,
+                approval: Approval::OncePerProcess,
+                private: SecretBytes::from_slice(private.expose()),
+                constraints: constraints.clone(),
+            },
+            nonce: unhex("090909090909090909090909"),
+            input: json!({
+                "location": "vault",
+                "ed25519_seed": h(&seed),
+                "ed25519_public": h(&ed_public),
+                "private": h(private.expose()),
+                "constraints": [{
+                    "from": {"user": "", "hostname": "", "keys": []},
+                    "to": {
+                        "user": "git",
+                        "hostname": "github.com",
+                        "keys": [{"ed25519_seed": h(&host_seed), "blob": h(&host_blob), "ca": false}],
+                    },
+                }],
+            }),
+        },
+        Case {
+            entry: SshKeyEntry {
+                key_id: unhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"),
+                public: card_public.clone(),
+                name: "yubikey".into(),
+                comment: "".into(),
+                created: 1_700_000_100,
+                location: Location::Card {
+                    serial: 12_345_678,
+                    slot: 0x9a,
+                    touch: 2,
+                },
+                approval: Approval::Always,
+                private: SecretBytes::new(Vec::new()),
+                constraints: Vec::new(),
+            },
+            nonce: unhex("0a0a0a0a0a0a0a0a0a0a0a0a"),
+            input: json!({
+                "location": "card",
+                "p256_scalar": h(&card_scalar),
+                "card": {"serial": 12_345_678u32, "slot": "9a", "touch": 2},
+                "constraints": [],
+            }),
+        },
+    ];
+
+    // A vault of this account (password + Secret Key, cheap KDF parameters)
+    // with no SSH key yet: `put_ssh_key` seals each entry as the code does.
+    let sk = SecretKey::from_parts(&acct, "GHJKLMNPQRSTVWXYZ23456789A").unwrap();
+    let password = Password::new("correct horse battery staple").unwrap();
+    let salt16: [u8; 16] = unhex("000102030405060708090a0b0c0d0e0f");
+    let params = KdfParams {
+        m_kib: 256,
+        t: 2,
+        p: 2,
+    };
+    let km = password::derive_km(&password, &salt16, &acct, &params).unwrap();
+    let a = auk(&km, &sk.derive_ks());
+    let pw_wrap = PasswordWrap {
+        slot_id: "pw-1".into(),
+        salt16,
+        params,
+        sealed: wrap::seal_with_nonce(
+            a.expose(),
+            Purpose::Password,
+            &acct,
+            "pw-1",
+            account_key.expose(),
+            unhex("0102030405060708090a0b0c"),
+        ),
+    };
+    let mac_key = vault_mac_key(account_key.expose(), &acct);
+    let file_with = |ssh_keys: Vec<SshKeyRecord>| {
+        VaultFile {
+            account_id: acct,
+            created: 1_700_000_000,
+            generation: 1,
+            password_wraps: vec![pw_wrap.clone()],
+            recovery_wraps: Vec::new(),
+            piv_wraps: Vec::new(),
+            protectors: Vec::new(),
+            organizers: Default::default(),
+            ssh_keys,
+            items: Vec::new(),
+        }
+        .encode(mac_key.expose())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let vp = dir.path().join("vault");
+    std::fs::write(&vp, file_with(Vec::new())).unwrap();
+    let mut v = vault::unlock(vault::read(&vp).unwrap(), &password, &sk).unwrap();
+
+    let mut out = Vec::new();
+    let mut vector_records = Vec::new();
+    for case in &cases {
+        let e = &case.entry;
+        v.put_ssh_key(
+            &vp,
+            SshKeyEntry {
+                key_id: [0; 16],
+                public: e.public.clone(),
+                name: e.name.clone(),
+                comment: e.comment.clone(),
+                created: e.created,
+                location: e.location,
+                approval: e.approval,
+                private: SecretBytes::from_slice(e.private.expose()),
+                constraints: e.constraints.clone(),
+            },
+        )
+        .unwrap();
+        let written = vault::read(&vp).unwrap().vault.ssh_keys;
+        let rec = written.iter().find(|r| r.public == e.public).unwrap();
+        let plaintext = wrap::open(
+            ik.expose(),
+            Purpose::SshKey,
+            &acct,
+            &hex::encode(rec.key_id),
+            &rec.sealed,
+        )
+        .unwrap();
+        let slot = hex::encode(e.key_id);
+        let sealed = wrap::seal_with_nonce(
+            ik.expose(),
+            Purpose::SshKey,
+            &acct,
+            &slot,
+            plaintext.expose(),
+            case.nonce,
+        );
+        let record = SshKeyRecord {
+            key_id: e.key_id,
+            public: e.public.clone(),
+            sealed: sealed.clone(),
+        };
+        // The record as the vault file holds it (the code's encoding).
+        let file = file_with(vec![record.clone()]);
+        let payload = records(&file)
+            .into_iter()
+            .find(|(ty, _)| *ty == 0x09)
+            .unwrap()
+            .1;
+        vector_records.push(record);
+        let mut entry = json!({
+            "key_id": h(&e.key_id),
+            "public": h(&e.public),
+            "name": e.name,
+            "comment": e.comment,
+            "created": e.created,
+            "approval": e.approval.name(),
+            "constraints_bytes": h(&e.constraints),
+            "plaintext": h(plaintext.expose()),
+            "slot_id": slot,
+            "aad": String::from_utf8(wrap::aad(Purpose::SshKey, &acct, &slot)).unwrap(),
+            "nonce": h(&case.nonce),
+            "ciphertext_and_tag": h(&sealed.ct),
+            "record_payload": h(&payload),
+        });
+        for (k, val) in case.input.as_object().unwrap() {
+            entry[k] = val.clone();
+        }
+        out.push(entry);
+    }
+
+    // `vault::ssh` reads the vector's records back into the same entries.
+    std::fs::write(&vp, file_with(vector_records)).unwrap();
+    let v = vault::unlock(vault::read(&vp).unwrap(), &password, &sk).unwrap();
+    let got = v.ssh_keys().unwrap();
+    assert_eq!(got.len(), cases.len());
+    for (g, case) in got.iter().zip(&cases) {
+        let e = &case.entry;
+        assert_eq!(g.key_id, e.key_id);
+        assert_eq!(g.public, e.public);
+        assert_eq!(g.name, e.name);
+        assert_eq!(g.comment, e.comment);
+        assert_eq!(g.created, e.created);
+        assert_eq!(g.location, e.location);
+        assert_eq!(g.approval, e.approval);
+        assert_eq!(g.private.expose(), e.private.expose());
+        assert_eq!(g.constraints, e.constraints);
+    }
+    // The vault key parses as the key it was made from.
+    let back = keys::parse_stored(&got[0].private).unwrap();
+    assert_eq!(back.public_blob().unwrap(), public);
+
+    check(
+        "ssh_key",
+        json!({
+            "account_id": "ABCDEF",
+            "account_key": h(account_key.expose()),
+            "item_key": h(ik.expose()),
+            "keys": out,
+        }),
+    );
+}

@@ -34,7 +34,7 @@ try:
     from argon2.low_level import Type as Argon2Type, hash_secret_raw
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 except ImportError as exc:  # pragma: no cover - environment problem
     sys.stderr.write(
@@ -280,7 +280,7 @@ def mac_key(account_key: bytes, account_id: str) -> bytes:
     return hkdf(account_key, account_id.encode("ascii"), b"keyward/v1 vault-mac")
 
 
-PURPOSES = ("password", "recovery", "piv", "item", "organizer-key", "organizer", "grant")
+PURPOSES = ("password", "recovery", "piv", "item", "organizer-key", "organizer", "grant", "ssh-key")
 
 
 def wrap_aad(purpose: str, account_id: str, slot_id: str) -> bytes:
@@ -459,6 +459,116 @@ def piv_unwrap_card(card_priv: ec.EllipticCurvePrivateKey, epk_c: bytes) -> byte
 
 
 # ---------------------------------------------------------------------------
+# §17.1 SSH keys in the vault (record 0x09, purpose ssh-key)
+# ---------------------------------------------------------------------------
+
+
+def ssh_string(b: bytes) -> bytes:
+    """RFC 4251 string: u32 length, then the bytes."""
+    return struct.pack(">I", len(b)) + b
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    k = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    return k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def ssh_ed25519_blob(public: bytes) -> bytes:
+    return ssh_string(b"ssh-ed25519") + ssh_string(public)
+
+
+def ssh_ed25519_agent_private(seed: bytes) -> bytes:
+    """§17.1: string "ssh-ed25519" ‖ string A ‖ string (seed ‖ A)."""
+    a = ed25519_public(seed)
+    return ssh_string(b"ssh-ed25519") + ssh_string(a) + ssh_string(seed + a)
+
+
+def ssh_p256_blob(scalar: int) -> bytes:
+    q = sec1_uncompressed(ec.derive_private_key(scalar, CURVE).public_key())
+    return ssh_string(b"ecdsa-sha2-nistp256") + ssh_string(b"nistp256") + ssh_string(q)
+
+
+def ssh_hop(user: str, hostname: str, keys: list) -> bytes:
+    """§17.1: string user ‖ string hostname ‖ string "" then (string key ‖ u8 is-CA)*."""
+    out = ssh_string(user.encode()) + ssh_string(hostname.encode()) + ssh_string(b"")
+    for blob, is_ca in keys:
+        out += ssh_string(blob) + bytes([1 if is_ca else 0])
+    return out
+
+
+def ssh_constraints(sk_provider: str | None, destinations: list) -> bytes:
+    """§17.1: byte 255 ‖ string name ‖ string value, sk-provider first.
+    `destinations`: [((user, host, keys), (user, host, keys))]."""
+    out = b""
+    if sk_provider is not None:
+        out += b"\xff" + ssh_string(b"sk-provider@openssh.com") + ssh_string(sk_provider.encode())
+    if destinations:
+        value = b"".join(
+            ssh_string(ssh_string(ssh_hop(*frm)) + ssh_string(ssh_hop(*to)) + ssh_string(b""))
+            for frm, to in destinations
+        )
+        out += b"\xff" + ssh_string(b"restrict-destination-v00@openssh.com") + ssh_string(value)
+    return out
+
+
+SSH_APPROVALS = {"never": 0, "once-per-process": 1, "always": 2}
+SSH_NAME_MAX, SSH_COMMENT_MAX = 256, 1024
+
+
+class SshKeyError(KeywardError):
+    kind = "SSH key record"
+
+
+def encode_ssh_key_plaintext(location: int, approval: str, created: int, name: str, comment: str,
+                             secret: bytes, constraints: bytes) -> bytes:
+    nb, cb = name.encode("utf-8"), comment.encode("utf-8")
+    if not 1 <= len(nb) <= SSH_NAME_MAX or _has_control(name):
+        raise SshKeyError("name")
+    if len(cb) > SSH_COMMENT_MAX:
+        raise SshKeyError("comment")
+    if location == 2 and len(secret) != 6:
+        raise SshKeyError("card secret")
+    return (bytes([1, location, SSH_APPROVALS[approval]]) + struct.pack(">Q", created)
+            + struct.pack(">H", len(nb)) + nb + struct.pack(">H", len(cb)) + cb
+            + struct.pack(">I", len(secret)) + secret + struct.pack(">I", len(constraints)) + constraints)
+
+
+def card_secret(serial: int, slot: int, touch: int) -> bytes:
+    return struct.pack(">IBB", serial, slot, touch)
+
+
+def decode_ssh_key_plaintext(pt: bytes) -> dict:
+    """The reader's checks of §17.1; raises SshKeyError("damaged")."""
+    r = _Reader(pt, "ssh key plaintext")
+    try:
+        if r.u8() != 1:
+            raise SshKeyError("damaged", "version")
+        location, approval_b = r.u8(), r.u8()
+        if location not in (1, 2):
+            raise SshKeyError("damaged", "location")
+        approval = {v: k for k, v in SSH_APPROVALS.items()}.get(approval_b)
+        if approval is None:
+            raise SshKeyError("damaged", "approval")
+        created = r.u64()
+        name = r.take(r.u16()).decode("utf-8")
+        comment = r.take(r.u16()).decode("utf-8")
+        secret = r.take(r.u32())
+        if location == 2 and len(secret) != 6:
+            raise SshKeyError("damaged", "card secret")
+        constraints = r.take(r.u32())
+        r.done()
+    except (VaultError, UnicodeDecodeError) as exc:
+        raise SshKeyError("damaged", str(exc)) from None
+    return {"location": location, "approval": approval, "created": created, "name": name,
+            "comment": comment, "secret": secret, "constraints": constraints}
+
+
+def ssh_key_slot_id(key_id: bytes) -> str:
+    assert len(key_id) == 16
+    return key_id.hex()
+
+
+# ---------------------------------------------------------------------------
 # §10 Vault file
 # ---------------------------------------------------------------------------
 
@@ -560,6 +670,14 @@ class Protector:
 @dataclass
 class ItemRecord:
     item_id: bytes
+    nonce: bytes
+    ct: bytes
+
+
+@dataclass
+class SshKeyRecord:
+    key_id: bytes
+    public: bytes
     nonce: bytes
     ct: bytes
 
@@ -684,12 +802,29 @@ def _parse_item(r: _Reader) -> ItemRecord:
     return ItemRecord(item_id, nonce, r.take(ct_len))
 
 
+SSH_PUBLIC_MAX, SSH_CT_MIN, SSH_CT_MAX = 16384, 16, 65536
+
+
+def _parse_ssh_key(r: _Reader) -> SshKeyRecord:
+    key_id = r.take(16)
+    public_len = r.u16()
+    if not 1 <= public_len <= SSH_PUBLIC_MAX:
+        raise VaultError("malformed", f"ssh key: public_len {public_len} out of range")
+    public = r.take(public_len)
+    nonce = r.take(12)
+    ct_len = r.u32()
+    if not SSH_CT_MIN <= ct_len <= SSH_CT_MAX:
+        raise VaultError("malformed", f"ssh key: ct_len {ct_len} out of range")
+    return SshKeyRecord(key_id, public, nonce, r.take(ct_len))
+
+
 RECORD_PARSERS = {
     0x01: (_parse_password_wrap, lambda x: ("pw", x.slot_id)),
     0x02: (_parse_recovery_wrap, lambda x: ("rc", x.code_id)),
     0x03: (_parse_piv_wrap, lambda x: ("piv", x.serial, x.slot)),
     0x04: (_parse_protector, lambda x: ("prot", x.kind)),
     0x05: (_parse_item, lambda x: ("item", x.item_id)),
+    0x09: (_parse_ssh_key, lambda x: ("ssh", x.key_id)),
 }
 
 
@@ -715,10 +850,13 @@ def read_vault(data: bytes) -> Vault:
         rr = _Reader(payload, f"record {i} (type {rtype:#04x})")
         rec = parse(rr)
         rr.done()
-        key = ident(rec)
-        if key in seen:
-            raise VaultError("malformed", f"record {i}: duplicate {key!r}")
-        seen.add(key)
+        keys = [ident(rec)]
+        if rtype == 0x09:
+            keys.append(("ssh public", rec.public))  # §10.3: a second record with the same blob
+        for key in keys:
+            if key in seen:
+                raise VaultError("malformed", f"record {i}: duplicate {key!r}")
+            seen.add(key)
         records.append((rtype, rec))
     end_of_records = HEADER_LEN + r.pos
     mac = r.take(32)
@@ -748,6 +886,9 @@ def _ser_record(rtype: int, rec) -> bytes:
         p = struct.pack(">BQQB", rec.kind, rec.added, rec.last_used, rec.flags)
     elif rtype == 0x05:
         p = rec.item_id + rec.nonce + struct.pack(">I", len(rec.ct)) + rec.ct
+    elif rtype == 0x09:
+        p = rec.key_id + struct.pack(">H", len(rec.public)) + rec.public + rec.nonce
+        p += struct.pack(">I", len(rec.ct)) + rec.ct
     else:
         raise ValueError(rtype)
     return bytes([rtype]) + struct.pack(">I", len(p)) + p
@@ -1194,6 +1335,86 @@ def test_organizer(res: Results, vdir: str):
 # --- vault -----------------------------------------------------------------
 
 
+def test_ssh_key(res: Results, vdir: str):
+    v = load(vdir, "ssh_key.json")
+    acct, ak = v["account_id"], H(v["account_key"])
+    ik = item_key(ak, acct)
+    res.check("item_key", ik, H(v["item_key"]))
+    for e in v["keys"]:
+        tag = e["name"]
+        if e["location"] == "vault":
+            seed = H(e["ed25519_seed"])
+            res.check(f"{tag} ed25519_public", ed25519_public(seed), H(e["ed25519_public"]))
+            public = ssh_ed25519_blob(ed25519_public(seed))
+            secret = ssh_ed25519_agent_private(seed)
+            res.check(f"{tag} private (agent form)", secret, H(e["private"]))
+            location = 1
+        else:
+            public = ssh_p256_blob(int(e["p256_scalar"], 16))
+            c = e["card"]
+            secret = card_secret(c["serial"], int(c["slot"], 16), c["touch"])
+            location = 2
+        res.check(f"{tag} public", public, H(e["public"]))
+        dests = []
+        for d in e["constraints"]:
+            hops = []
+            for hop in (d["from"], d["to"]):
+                keys = []
+                for k in hop["keys"]:
+                    blob = ssh_ed25519_blob(ed25519_public(H(k["ed25519_seed"])))
+                    res.check(f"{tag} host key blob", blob, H(k["blob"]))
+                    keys.append((blob, k["ca"]))
+                hops.append((hop["user"], hop["hostname"], keys))
+            dests.append(tuple(hops))
+        constraints = ssh_constraints(None, dests)
+        res.check(f"{tag} constraints_bytes", constraints, H(e["constraints_bytes"]))
+        pt = encode_ssh_key_plaintext(location, e["approval"], e["created"], e["name"], e["comment"],
+                                      secret, constraints)
+        res.check(f"{tag} plaintext", pt, H(e["plaintext"]))
+        key_id = H(e["key_id"])
+        sid = ssh_key_slot_id(key_id)
+        res.check(f"{tag} slot_id", sid, e["slot_id"])
+        res.check(f"{tag} aad", wrap_aad("ssh-key", acct, sid), e["aad"].encode())
+        ct = seal(ik, "ssh-key", acct, sid, H(e["nonce"]), pt)
+        res.check(f"{tag} ciphertext_and_tag", ct, H(e["ciphertext_and_tag"]))
+        rec = SshKeyRecord(key_id, public, H(e["nonce"]), ct)
+        res.check(f"{tag} record_payload", _ser_record(0x09, rec)[5:], H(e["record_payload"]))
+        # ... and back: parse the payload, open it, decode the plaintext.
+        rr = _Reader(H(e["record_payload"]), "ssh key record")
+        back = _parse_ssh_key(rr)
+        rr.done()
+        res.check(f"{tag} record parses back", back, rec)
+        d = decode_ssh_key_plaintext(open_wrap(ik, "ssh-key", acct, ssh_key_slot_id(back.key_id), back.nonce, back.ct))
+        res.check(f"{tag} plaintext decodes back",
+                  (d["location"], d["approval"], d["created"], d["name"], d["comment"], d["secret"], d["constraints"]),
+                  (location, e["approval"], e["created"], e["name"], e["comment"], secret, constraints))
+        # The wrap is bound to its key id and purpose.
+        other = ssh_key_slot_id(bytes(16))
+        for what, fn in (("another key id", lambda: open_wrap(ik, "ssh-key", acct, other, back.nonce, back.ct)),
+                         ("purpose item", lambda: open_wrap(ik, "item", acct, sid, back.nonce, back.ct))):
+            try:
+                fn()
+                res.ok(f"{tag}: {what} does not open", False)
+            except InvalidTag:
+                res.ok(f"{tag}: {what} does not open", True)
+    # The reader's refusals (§17.1) and the record bounds (§10.3); no vector holds these.
+    good = H(v["keys"][0]["plaintext"])
+    for what, bad in (("version 2", b"\x02" + good[1:]), ("location 3", good[:1] + b"\x03" + good[2:]),
+                      ("approval 3", good[:2] + b"\x03" + good[3:]), ("a trailing byte", good + b"\0"),
+                      ("one byte short", good[:-1])):
+        expect_error(res, f"plaintext with {what} -> damaged", lambda: decode_ssh_key_plaintext(bad), SshKeyError, "damaged")
+    card7 = (bytes([1, 2, 2]) + struct.pack(">QH", 0, 1) + b"n" + struct.pack(">HI", 0, 7) + bytes(7)
+             + struct.pack(">I", 0))
+    expect_error(res, "card secret of 7 bytes -> damaged", lambda: decode_ssh_key_plaintext(card7), SshKeyError, "damaged")
+    card6 = card7[:16] + struct.pack(">I", 6) + bytes(6) + struct.pack(">I", 0)
+    res.check("card secret of 6 bytes decodes", decode_ssh_key_plaintext(card6)["secret"], bytes(6))
+    for what, payload in (("public_len 0", bytes(16) + b"\0\0" + bytes(12) + struct.pack(">I", 16) + bytes(16)),
+                          ("ct_len 15", bytes(16) + b"\0\x01x" + bytes(12) + struct.pack(">I", 15) + bytes(15)),
+                          ("ct_len 65537", bytes(16) + b"\0\x01x" + bytes(12) + struct.pack(">I", 65537) + bytes(65537))):
+        expect_error(res, f"record with {what} -> malformed", lambda: _parse_ssh_key(_Reader(payload, "ssh")),
+                     VaultError, "malformed")
+
+
 def test_vault(res: Results, vdir: str):
     e = load(vdir, "vault.json")
     data = H(e["file"])
@@ -1456,6 +1677,7 @@ def main() -> int:
         ("recovery.json", test_recovery),
         ("piv.json", test_piv),
         ("organizer.json", test_organizer),
+        ("ssh_key.json", test_ssh_key),
     ]
     for name, fn in plan:
         res.section(name)

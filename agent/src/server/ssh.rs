@@ -26,7 +26,16 @@ pub enum VaultKeys {
 }
 
 fn ident(e: &SshKeyEntry) -> VaultIdent {
-    let c = restrict::parse_constraints(&e.constraints).unwrap_or_default();
+    // Constraints that do not parse (a record that opens, so written by
+    // keyward, but not understood) must not quietly drop a restriction:
+    // such a key is restricted to no host, so it signs for nobody.
+    let c = restrict::parse_constraints(&e.constraints).unwrap_or_else(|_| {
+        tracing::warn!(name = %e.name, "an SSH key's stored constraints do not parse; it will not sign");
+        restrict::Constraints {
+            dest: vec![restrict::unreachable()],
+            ..Default::default()
+        }
+    });
     VaultIdent {
         public: e.public.clone(),
         name: e.name.clone(),

@@ -392,17 +392,46 @@ pub enum ImportError {
     /// Not a format keyward reads.
     #[error(
         "not an SSH private key file keyward can read ({0}); keyward reads OpenSSH private key \
-         files (`-----BEGIN OPENSSH PRIVATE KEY-----`, as `ssh-keygen` writes them); convert \
-         others with `ssh-keygen -p -f FILE`"
+         files (`-----BEGIN OPENSSH PRIVATE KEY-----`, as `ssh-keygen` writes them) and PEM \
+         files of RSA, ECDSA (P-256, P-384, P-521) and Ed25519 keys: PKCS#1 (`BEGIN RSA PRIVATE \
+         KEY`), SEC1 (`BEGIN EC PRIVATE KEY`) and PKCS#8 (`BEGIN PRIVATE KEY`, `BEGIN ENCRYPTED \
+         PRIVATE KEY`); convert others with `ssh-keygen -p -f FILE`"
     )]
     Format(String),
+    /// A file keyward recognises but does not read; the message says what
+    /// to do instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
-/// Reads an OpenSSH private key file; returns the key and its comment.
+/// Reads a private key file: an OpenSSH private key file, or a PEM file
+/// (PKCS#1 RSA, SEC1 EC, PKCS#8, encrypted PKCS#8). Returns the key and its
+/// comment (empty for PEM files, which have none).
 pub fn import_file(
     text: &[u8],
     passphrase: Option<&[u8]>,
 ) -> Result<(PrivateKey, String), ImportError> {
+    if find(text, b"-----BEGIN OPENSSH PRIVATE KEY-----").is_none() {
+        if let Some(block) = pem::private_key_block(text) {
+            let keypair = pem::import(block, passphrase)?;
+            check_consistent(&keypair).map_err(|e| ImportError::Format(e.to_string()))?;
+            let pk = PrivateKey {
+                keypair,
+                cert: None,
+            };
+            return Ok((pk, String::new()));
+        }
+        if let Some(label) = pem::first_label(text) {
+            return Err(ImportError::Format(format!("a PEM file of {label:?}")));
+        }
+        if text.starts_with(b"PuTTY-User-Key-File-") {
+            return Err(ImportError::Unsupported(
+                "this is a PuTTY key file (.ppk), which keyward does not read: convert it with \
+                 `puttygen FILE -O private-openssh-new -o NEW` and import NEW"
+                    .into(),
+            ));
+        }
+    }
     let k =
         ssh_key::PrivateKey::from_openssh(text).map_err(|e| ImportError::Format(e.to_string()))?;
     let k = if k.is_encrypted() {
@@ -419,4 +448,258 @@ pub fn import_file(
     };
     check_consistent(&pk.keypair).map_err(|e| ImportError::Format(e.to_string()))?;
     Ok((pk, k.comment().to_owned()))
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// PEM private key files (RFC 7468 encapsulation): PKCS#1 RSA (RFC 8017),
+/// SEC 1 EC, PKCS#8 (RFC 5958) and its PBES2 encryption (RFC 8018).
+mod pem {
+    use super::{ImportError, find};
+    use pkcs8::der::Decode as _;
+    use pkcs8::pkcs5::{self, pbes2};
+    use pkcs8::{AssociatedOid as _, ObjectIdentifier, PrivateKeyInfo};
+    use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
+    use zeroize::Zeroizing;
+
+    /// rsaEncryption (RFC 8017).
+    const RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+    /// id-RSASSA-PSS (RFC 8017): a key SSH cannot sign with.
+    const RSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
+    /// id-ecPublicKey (RFC 5480).
+    const EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    /// id-Ed25519 (RFC 8410).
+    const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+    /// Most PBKDF2 iterations tried (OpenSSL writes 2048; more than this
+    /// would keep the agent busy for minutes).
+    const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+    /// Most memory an scrypt-encrypted file may make the agent use (OpenSSL
+    /// writes N = 16384, r = 8: 16 MiB).
+    const MAX_SCRYPT_BYTES: u64 = 256 << 20;
+
+    const CONVERT: &str = "convert it with `ssh-keygen -p -f FILE` (which asks for the \
+                           passphrase and rewrites the file as an OpenSSH key file) or with \
+                           `openssl pkcs8 -topk8 -v2 aes-256-cbc -in FILE -out NEW`, then import \
+                           that";
+
+    /// Not a key keyward reads, and why.
+    fn unreadable(what: impl Into<String>) -> ImportError {
+        ImportError::Format(what.into())
+    }
+
+    /// The first PEM block of `text` whose label ends in `PRIVATE KEY`
+    /// (from its `-----BEGIN` line to the end of its `-----END` line).
+    pub(super) fn private_key_block(text: &[u8]) -> Option<&[u8]> {
+        let mut rest = text;
+        loop {
+            let at = find(rest, b"-----BEGIN ")?;
+            let block = &rest[at..];
+            let label_end = find(&block[11..], b"-----")? + 11;
+            let label = &block[11..label_end];
+            let end = find(block, b"-----END ").and_then(|e| {
+                let close = find(&block[e + 9..], b"-----")?;
+                Some(e + 9 + close + 5)
+            });
+            if label.ends_with(b"PRIVATE KEY") {
+                return Some(&block[..end.unwrap_or(block.len())]);
+            }
+            rest = &block[end.unwrap_or(label_end)..];
+        }
+    }
+
+    /// The label of the first PEM block of `text`, if it has one.
+    pub(super) fn first_label(text: &[u8]) -> Option<String> {
+        let at = find(text, b"-----BEGIN ")? + 11;
+        let len = find(&text[at..], b"-----")?;
+        let label = &text[at..at + len];
+        (label.len() <= 64 && label.iter().all(|b| b.is_ascii_graphic() || *b == b' '))
+            .then(|| String::from_utf8_lossy(label).into_owned())
+    }
+
+    /// The key pair in a PEM block that [`private_key_block`] found.
+    pub(super) fn import(
+        block: &[u8],
+        passphrase: Option<&[u8]>,
+    ) -> Result<KeypairData, ImportError> {
+        if find(block, b"Proc-Type:").is_some() || find(block, b"DEK-Info:").is_some() {
+            return Err(ImportError::Unsupported(format!(
+                "the key file is encrypted in OpenSSL's legacy PEM format (`Proc-Type: \
+                 4,ENCRYPTED`), which keyward does not read: {CONVERT}"
+            )));
+        }
+        let (label, der) = pkcs8::der::pem::decode_vec(block)
+            .map_err(|e| unreadable(format!("a PEM file that does not decode: {e}")))?;
+        let der = Zeroizing::new(der);
+        match label {
+            "RSA PRIVATE KEY" => {
+                use rsa::pkcs1::DecodeRsaPrivateKey as _;
+                let k = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| {
+                    unreadable(format!("a PKCS#1 RSA key that does not parse: {e}"))
+                })?;
+                rsa_keypair(&k)
+            }
+            "EC PRIVATE KEY" => sec1_keypair(&der),
+            "PRIVATE KEY" => pkcs8_keypair(&der),
+            "ENCRYPTED PRIVATE KEY" => {
+                let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der).map_err(|e| {
+                    unreadable(format!("an encrypted PKCS#8 key that does not parse: {e}"))
+                })?;
+                check_cost(&info.encryption_algorithm)?;
+                let Some(p) = passphrase else {
+                    return Err(ImportError::NeedPassphrase);
+                };
+                let plain = Zeroizing::new(
+                    info.encryption_algorithm
+                        .decrypt(p, info.encrypted_data)
+                        .map_err(|e| match e {
+                            // pkcs5 0.7.1 reports bad padding after decryption
+                            // (a wrong passphrase) as `EncryptFailed`.
+                            pkcs5::Error::DecryptFailed | pkcs5::Error::EncryptFailed => {
+                                ImportError::WrongPassphrase
+                            }
+                            e => ImportError::Unsupported(format!(
+                                "the key file is encrypted with a scheme keyward does not \
+                                 decrypt ({e}); keyward decrypts PBES2 with PBKDF2 \
+                                 (HMAC-SHA-224/256/384/512) or scrypt, and AES-CBC: {CONVERT}"
+                            )),
+                        })?,
+                );
+                // A wrong passphrase passes the padding check once in 256
+                // tries; what it gives then is not a key.
+                if PrivateKeyInfo::from_der(&plain).is_err() {
+                    return Err(ImportError::WrongPassphrase);
+                }
+                pkcs8_keypair(&plain)
+            }
+            other => Err(unreadable(format!("a PEM file of {other:?}"))),
+        }
+    }
+
+    /// Refuses key derivations that would keep the agent busy for minutes
+    /// or take gigabytes (before any passphrase is asked).
+    fn check_cost(scheme: &pkcs5::EncryptionScheme<'_>) -> Result<(), ImportError> {
+        let pkcs5::EncryptionScheme::Pbes2(params) = scheme else {
+            return Err(ImportError::Unsupported(format!(
+                "the key file is encrypted with PBES1, which keyward does not decrypt: {CONVERT}"
+            )));
+        };
+        let too_costly = match &params.kdf {
+            pbes2::Kdf::Pbkdf2(k) => k.iteration_count > MAX_PBKDF2_ITERATIONS,
+            pbes2::Kdf::Scrypt(k) => {
+                let per_block = 128 * u64::from(k.block_size);
+                k.cost_parameter.saturating_mul(per_block) > MAX_SCRYPT_BYTES
+                    || k.parallelization > 16
+            }
+            _ => false,
+        };
+        if too_costly {
+            return Err(ImportError::Unsupported(format!(
+                "the key file's passphrase is stretched far more than keyward allows \
+                 ({:?}); {CONVERT}",
+                params.kdf
+            )));
+        }
+        Ok(())
+    }
+
+    fn rsa_keypair(k: &rsa::RsaPrivateKey) -> Result<KeypairData, ImportError> {
+        use rsa::traits::PrivateKeyParts as _;
+        if k.primes().len() != 2 {
+            return Err(unreadable("a multi-prime RSA key (SSH uses two primes)"));
+        }
+        // ssh-key's conversion from `rsa` (the other direction is the one
+        // that is wrong in 0.6.7, see `rsa_key`).
+        let kp = RsaKeypair::try_from(k).map_err(|e| unreadable(format!("an RSA key: {e}")))?;
+        Ok(KeypairData::Rsa(kp))
+    }
+
+    /// An EC key of `curve` from its SEC 1 `ECPrivateKey` (whose public
+    /// key, if it has one, must match; so must `public`, RFC 5958's copy).
+    fn ec_keypair(
+        curve: ObjectIdentifier,
+        sec1_der: &[u8],
+        public: Option<&[u8]>,
+    ) -> Result<KeypairData, ImportError> {
+        macro_rules! on {
+            ($crate_:ident, $variant:ident, $name:literal) => {{
+                let sk = $crate_::SecretKey::from_sec1_der(sec1_der).map_err(|_| {
+                    unreadable(concat!(
+                        "a ",
+                        $name,
+                        " key that does not parse or whose halves do not match"
+                    ))
+                })?;
+                let pk = sk.public_key();
+                if let Some(p) = public
+                    && $crate_::PublicKey::from_sec1_bytes(p).ok() != Some(pk)
+                {
+                    return Err(unreadable(concat!(
+                        "a ",
+                        $name,
+                        " key whose halves do not match"
+                    )));
+                }
+                EcdsaKeypair::$variant {
+                    public: pk.into(),
+                    private: sk.into(),
+                }
+            }};
+        }
+        let kp = if curve == p256_013::NistP256::OID {
+            on!(p256_013, NistP256, "P-256")
+        } else if curve == p384::NistP384::OID {
+            on!(p384, NistP384, "P-384")
+        } else if curve == p521::NistP521::OID {
+            on!(p521, NistP521, "P-521")
+        } else {
+            return Err(unreadable(format!(
+                "an EC key on curve {curve}; SSH uses P-256, P-384 and P-521"
+            )));
+        };
+        Ok(KeypairData::Ecdsa(kp))
+    }
+
+    /// `-----BEGIN EC PRIVATE KEY-----`: SEC 1, with its curve named.
+    fn sec1_keypair(der: &[u8]) -> Result<KeypairData, ImportError> {
+        let k = sec1::EcPrivateKey::from_der(der)
+            .map_err(|e| unreadable(format!("a SEC 1 EC key that does not parse: {e}")))?;
+        let curve = match k.parameters {
+            Some(p) => p.named_curve().ok_or_else(|| {
+                unreadable("an EC key with explicit curve parameters (SSH uses named curves)")
+            })?,
+            None => return Err(unreadable("an EC key that does not name its curve")),
+        };
+        ec_keypair(curve, der, None)
+    }
+
+    /// `-----BEGIN PRIVATE KEY-----`: PKCS#8 (RFC 5208 or RFC 5958).
+    fn pkcs8_keypair(der: &[u8]) -> Result<KeypairData, ImportError> {
+        let info = PrivateKeyInfo::from_der(der)
+            .map_err(|e| unreadable(format!("a PKCS#8 key that does not parse: {e}")))?;
+        let oid = info.algorithm.oid;
+        if oid == RSA {
+            let k = rsa::RsaPrivateKey::try_from(info)
+                .map_err(|e| unreadable(format!("a PKCS#8 RSA key that does not parse: {e}")))?;
+            rsa_keypair(&k)
+        } else if oid == EC {
+            let curve = info.algorithm.parameters_oid().map_err(|_| {
+                unreadable("an EC key that does not name its curve (SSH uses named curves)")
+            })?;
+            ec_keypair(curve, info.private_key, info.public_key)
+        } else if oid == ED25519 {
+            let sk = ed25519_dalek::SigningKey::try_from(info).map_err(|_| {
+                unreadable("an Ed25519 key that does not parse or whose halves do not match")
+            })?;
+            Ok(KeypairData::Ed25519(Ed25519Keypair::from(&sk)))
+        } else if oid == RSA_PSS {
+            Err(unreadable(
+                "an RSA-PSS key (restricted to PSS signatures; SSH signs with PKCS#1 v1.5)",
+            ))
+        } else {
+            Err(unreadable(format!("a PKCS#8 key of algorithm {oid}")))
+        }
+    }
 }

@@ -104,6 +104,23 @@ pub fn parse_dest(b: &[u8]) -> Result<Vec<Dest>, Malformed> {
     Ok(v)
 }
 
+/// A restriction no connection meets: from nowhere (a host with no key)
+/// to nowhere. Given to a key whose kept restrictions cannot be read.
+pub fn unreachable() -> Dest {
+    Dest {
+        from: Hop {
+            user: None,
+            hostname: Some(String::new()),
+            keys: Vec::new(),
+        },
+        to: Hop {
+            user: None,
+            hostname: Some(String::new()),
+            keys: Vec::new(),
+        },
+    }
+}
+
 /// Parses the constraints after an added key's comment.
 pub fn parse_constraints(b: &[u8]) -> Result<Constraints, Malformed> {
     let mut r = Reader(b);

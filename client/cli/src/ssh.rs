@@ -115,8 +115,10 @@ pub enum SshAction {
         #[arg(long)]
         json: bool,
     },
-    /// Take an OpenSSH private key file into the vault (asks for its passphrase, if it has one).
+    /// Take a private key file into the vault (asks for its passphrase, if it has one).
     ///
+    /// OpenSSH's format (ssh-keygen's default), and PEM: PKCS#1 RSA, SEC1 EC,
+    /// PKCS#8 (also encrypted). A PEM file has no comment: give a name with --name.
     /// The file is read by keyward and handed to the agent, which decrypts it
     /// and keeps the key in the vault; the file itself is left as it is
     /// (delete it once you no longer need it outside keyward).

@@ -2,7 +2,9 @@
 //! Property tests of the agent's formats: Secret Keys and recovery codes
 //! (display, then typed back with any case, separators and aliases; every
 //! single-symbol typo of a Secret Key is caught), item plaintexts, and vault
-//! files with arbitrary record sets (encode, parse, MAC, tamper detection).
+//! files with arbitrary record sets, SSH key records and organizer records
+//! (an organizer key in the vault or on a card, organizer wraps, used
+//! grants) included (encode, parse, MAC, tamper detection).
 //! (The fuzz targets in tests/fuzz check the other direction: arbitrary bytes.)
 
 use keyward_agent::account::AccountId;
@@ -12,8 +14,9 @@ use keyward_agent::account::recovery::{RecoveryCode, RecoveryCodeError};
 use keyward_agent::account::secret_key::{ALPHABET, LEN, SecretKey};
 use keyward_agent::account::wrap::{NONCE_LEN, Sealed, TAG_LEN};
 use keyward_agent::vault::format::{
-    self, FormatError, ItemRecord, PasswordWrap, PivWrap, ProtectorKind, ProtectorRecord,
-    RecoveryWrap, VaultFile,
+    self, FormatError, ItemRecord, OrganizerCardRecord, OrganizerKeyRecord, OrganizerRecords,
+    OrganizerWrap, PasswordWrap, PivWrap, ProtectorKind, ProtectorRecord, RecoveryWrap,
+    SshKeyRecord, UsedGrant, VaultFile,
 };
 use p256::elliptic_curve::sec1::ToSec1Point;
 use proptest::collection::{btree_map, btree_set, vec};
@@ -266,6 +269,79 @@ fn point() -> impl Strategy<Value = [u8; 33]> {
     })
 }
 
+/// The organizer records: no organizer key, one in the vault (0x06) or one
+/// on a card (0x0a), never both; organizer wraps (0x07); used grants (0x08).
+fn organizers() -> impl Strategy<Value = OrganizerRecords> {
+    let slots: Vec<u8> = (0x82..=0x95).chain([0x9a, 0x9c, 0x9d, 0x9e]).collect();
+    let key =
+        (any::<[u8; 8]>(), any::<u64>(), sealed(Just(48))).prop_map(|(key_id, created, sealed)| {
+            OrganizerKeyRecord {
+                key_id,
+                created,
+                sealed,
+            }
+        });
+    let card = (
+        any::<u32>(),
+        select(slots),
+        1u8..=3,
+        1u8..=3,
+        point(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(serial, slot, pin_policy, touch_policy, card_pk, created)| OrganizerCardRecord {
+                serial,
+                slot,
+                pin_policy,
+                touch_policy,
+                card_pk,
+                created,
+            },
+        );
+    let which = prop_oneof![
+        Just((None, None)),
+        key.prop_map(|k| (Some(k), None)),
+        card.prop_map(|c| (None, Some(c))),
+    ];
+    let wraps = btree_map(
+        point(),
+        (
+            point(),
+            0u8..=format::FLAG_REQUIRED,
+            any::<u64>(),
+            "[a-zA-Z0-9 é—]{0,16}",
+            sealed(Just(48)),
+        ),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(
+                |(org_pk, (epk, flags, added, name, sealed))| OrganizerWrap {
+                    org_pk,
+                    epk,
+                    flags,
+                    added,
+                    name,
+                    sealed,
+                },
+            )
+            .collect::<Vec<_>>()
+    });
+    let used = btree_map(any::<[u8; 16]>(), any::<u64>(), 0..3).prop_map(|m| {
+        m.into_iter()
+            .map(|(grant_id, used)| UsedGrant { grant_id, used })
+            .collect::<Vec<_>>()
+    });
+    (which, wraps, used).prop_map(|((key, card), wraps, used_grants)| OrganizerRecords {
+        key,
+        card,
+        wraps,
+        used_grants,
+    })
+}
+
 fn vault() -> impl Strategy<Value = VaultFile> {
     let slot_id = "[!-{}~]{1,20}"; // printable ASCII without '|'
     let password_wraps = btree_map(
@@ -354,6 +430,29 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                     .collect::<Vec<_>>()
             })
     });
+    // SSH keys (0x09): one record per key id and per public blob (the
+    // first byte, the record's index, keeps the blobs apart); the format
+    // allows blobs of 1..=16384 bytes and ciphertexts of 16..=65536, kept
+    // small here for speed, with both bounds reached now and then.
+    let public_rest = prop_oneof![
+        7 => vec(any::<u8>(), 0..80),
+        1 => Just(vec![0x5a; format::MAX_SSH_PUBLIC - 1]),
+    ];
+    let ct_len = prop_oneof![
+        7 => TAG_LEN..400usize,
+        1 => Just(format::MAX_SSH_SEALED),
+    ];
+    let ssh_keys =
+        btree_map(any::<[u8; 16]>(), (public_rest, sealed(ct_len)), 0..4).prop_map(|m| {
+            m.into_iter()
+                .enumerate()
+                .map(|(i, (key_id, (rest, sealed)))| SshKeyRecord {
+                    key_id,
+                    public: [&[i as u8][..], &rest].concat(),
+                    sealed,
+                })
+                .collect::<Vec<_>>()
+        });
     let item_records = btree_map(any::<ItemId>(), sealed(TAG_LEN..300usize), 0..6).prop_map(|m| {
         m.into_iter()
             .map(|(item_id, sealed)| ItemRecord { item_id, sealed })
@@ -367,6 +466,8 @@ fn vault() -> impl Strategy<Value = VaultFile> {
         recovery_wraps,
         piv_wraps,
         protectors,
+        organizers(),
+        ssh_keys,
         item_records,
     )
         .prop_map(
@@ -378,6 +479,8 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                 recovery_wraps,
                 piv_wraps,
                 protectors,
+                organizers,
+                ssh_keys,
                 items,
             )| {
                 VaultFile {
@@ -388,8 +491,8 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                     recovery_wraps,
                     piv_wraps,
                     protectors,
-                    organizers: Default::default(),
-                    ssh_keys: Vec::new(),
+                    organizers,
+                    ssh_keys,
                     items,
                 }
             },

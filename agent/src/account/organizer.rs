@@ -4,6 +4,10 @@
 //! - The **organizer key** is a P-256 key pair. Kept in the organizer's own
 //!   vault, its private scalar is sealed under the item key (purpose
 //!   `organizer-key`, slot id `hex(key_id)`) and never leaves the agent.
+//!   Generated on a YubiKey instead, it never leaves the card: the vault
+//!   records where it is, the card computes the shared x-coordinate (PIV
+//!   GENERAL AUTHENTICATE, after its PIN) and [`open_wrap_with_shared`] does
+//!   the rest, exactly as [`OrganizerSecret::open_wrap`] does.
 //! - Its **recipient** is the public key as text: `kwo1-` and 60 Crockford
 //!   base32 symbols in groups of four, carrying
 //!   `SEC1c(pk) (33) ‖ SHA-256("keyward/v1 organizer-recipient" ‖ SEC1c(pk))[0..4]`
@@ -304,15 +308,29 @@ impl OrganizerSecret {
         let shared = p256::ecdh::diffie_hellman(s, peer.as_affine());
         let mut x = SecretArray::<32>::zero();
         x.expose_mut().copy_from_slice(shared.raw_secret_bytes());
-        let key = wrap_key(x.expose(), epk, me.as_bytes());
-        wrap::open_key(
-            key.expose(),
-            Purpose::Organizer,
-            member,
-            &me.slot_id(),
-            sealed,
-        )
+        open_wrap_with_shared(&x, epk, &me, member, sealed)
     }
+}
+
+/// The second half of opening a member's organizer wrap, once the shared
+/// x-coordinate of `e·org_pk` is known (computed by [`OrganizerSecret`], or
+/// by the YubiKey that holds the organizer key): the wrap key, then the
+/// account key, bound to the member's account ID and to `org`.
+pub fn open_wrap_with_shared(
+    shared_x: &SecretArray<32>,
+    epk: &[u8; POINT_LEN],
+    org: &Recipient,
+    member: &AccountId,
+    sealed: &Sealed,
+) -> Result<Key32, OpenError> {
+    let key = wrap_key(shared_x.expose(), epk, org.as_bytes());
+    wrap::open_key(
+        key.expose(),
+        Purpose::Organizer,
+        member,
+        &org.slot_id(),
+        sealed,
+    )
 }
 
 /// `wrap_key = HKDF(ikm = shared x, salt = SEC1c(epk) ‖ SEC1c(org_pk), info = "keyward/v1 organizer-p256")`.
@@ -678,6 +696,27 @@ mod tests {
         let mut t = sealed.clone();
         t.ct[3] ^= 1;
         assert!(org.open_wrap(&epk, &member, &t).is_err());
+    }
+
+    #[test]
+    fn a_shared_secret_from_elsewhere_opens_the_same_wrap() {
+        // What a card holding the organizer key computes: the x-coordinate
+        // of e·org_pk, which the member's side also knows.
+        let org = OrganizerSecret::generate().unwrap();
+        let r = org.recipient().unwrap();
+        let member = id("ABCDEF");
+        let ak = [5u8; 32];
+        let e = SecretArray::<32>::from_slice(&[0x11; 32]).unwrap();
+        let (epk, x, _, sealed) = seal_to_organizer_with(&e, [2; 12], &r, &member, &ak).unwrap();
+        let opened = open_wrap_with_shared(&x, &epk, &r, &member, &sealed).unwrap();
+        assert_eq!(opened.expose(), &ak);
+        assert_eq!(org.open_wrap(&epk, &member, &sealed).unwrap().expose(), &ak);
+        // Another point, another member, another shared x: refused.
+        let other = OrganizerSecret::generate().unwrap().recipient().unwrap();
+        assert!(open_wrap_with_shared(&x, &epk, &other, &member, &sealed).is_err());
+        assert!(open_wrap_with_shared(&x, &epk, &r, &id("ABCDEG"), &sealed).is_err());
+        let wrong = SecretArray::<32>::from_slice(&[0x22; 32]).unwrap();
+        assert!(open_wrap_with_shared(&wrong, &epk, &r, &member, &sealed).is_err());
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!   the public key).
 //! - [`YubiKeyProtector`] unwraps: the card performs ECDH with the ephemeral
 //!   key stored in the wrap after the PIN is verified, the host derives the
-//!   wrap key ([`piv::wrap_key`]) and opens the sealed Secret Key.
+//!   wrap key ([`piv::wrap_key`]) and opens the sealed Secret Key. The card
+//!   steps (slot check, PIN, touch, GENERAL AUTHENTICATE) are
+//!   `key_agreement`, which an organizer key on a card uses too
+//!   (SECURITY.md §16; its key is generated with [`enroll`] as well).
 //!
 //! The agent never reads a terminal: the PIN and every other answer come
 //! through [`UnlockIo`], which the agent forwards to the client. Secrets (PIN,
@@ -790,40 +793,23 @@ impl YubiKeyProtector {
         }
     }
 
-    /// The slot must still hold the key the wrap was made for (no PIN try is
-    /// spent on a card that cannot answer right).
-    fn check_slot_key(&self, yk: &mut YubiKey) -> Result<(), ProtectorError> {
+    /// How [`key_agreement`] names this wrap's key, for its prompt and errors.
+    fn agreement(&self) -> CardAgreement<'_> {
         let (serial, slot) = (self.wrap.serial, self.wrap.slot);
-        let id = SlotId::try_from(slot).map_err(|_| {
-            ProtectorError::Failed(format!(
-                "the vault's YubiKey record names slot {slot:02x}, which is not a PIV key slot (damaged?)"
-            ))
-        })?;
-        let gone = |what: &str| {
-            ProtectorError::Failed(format!(
-                "slot {slot:02x} of YubiKey {serial} {what}, not the key this vault was enrolled with \
-                 (was the PIV applet reset or the slot reused?); unlock another way (another \
-                 protector, the Secret Key from your Emergency Kit or a recovery code) and remove \
-                 protector {}",
+        CardAgreement {
+            serial,
+            slot,
+            card_pk: &self.wrap.card_pk,
+            touch_policy: self.wrap.touch_policy,
+            pin: None,
+            pin_label: format!("PIN of YubiKey {serial}"),
+            key_name: "the key this vault was enrolled with",
+            gone_advice: format!(
+                "unlock another way (another protector, the Secret Key from your Emergency Kit or \
+                 a recovery code) and remove protector {}",
                 protector_id(serial, slot)
-            ))
-        };
-        match ykpiv::metadata(yk, id) {
-            Ok(m) => {
-                let point = m
-                    .public
-                    .as_ref()
-                    .map(|spki| spki.subject_public_key.raw_bytes().to_vec())
-                    .unwrap_or_default();
-                match piv::compress(&point) {
-                    Ok(c) if c == self.wrap.card_pk => Ok(()),
-                    _ => Err(gone("holds another key")),
-                }
-            }
-            Err(YkError::GenericError) => Err(gone("is empty")),
-            Err(YkError::NotSupported) => Ok(()), // firmware < 5.3: ECDH will tell
-            Err(e @ YkError::PcscError { .. }) => Err(card_error(serial, "read", e)),
-            Err(_) => Err(gone("holds another kind of key")),
+            ),
+            again: "unlock again",
         }
     }
 }
@@ -849,58 +835,13 @@ impl Protector for YubiKeyProtector {
 
     fn fetch(&self, io: &dyn UnlockIo) -> Result<SecretKey, ProtectorError> {
         let (serial, slot) = (self.wrap.serial, self.wrap.slot);
-        let damaged = || {
+        let epk = piv::uncompress(&self.wrap.epk).map_err(|_| {
             ProtectorError::Failed(format!(
                 "the vault's record for YubiKey {serial} slot {slot:02x} is damaged (bad ephemeral key)"
             ))
-        };
-        let epk = piv::uncompress(&self.wrap.epk).map_err(|_| damaged())?;
-        let slot_id = SlotId::try_from(slot).map_err(|_| damaged())?;
-
-        let mut yk = self.open(io)?;
-        self.check_slot_key(&mut yk)?;
-        let tries = pin_tries_left(&mut yk);
-        if tries == Some(0) {
-            return Err(ProtectorError::PinBlocked { serial });
-        }
-        let message = match tries {
-            Some(1) => format!("PIN of YubiKey {serial} (last try before it is blocked)"),
-            Some(t) if t < 3 => format!("PIN of YubiKey {serial} ({t} tries left)"),
-            _ => format!("PIN of YubiKey {serial}"),
-        };
-        let pin = prompt_pin(io, &message)?;
-        check_pin_length(serial, &pin)?;
-        verify_pin(&mut yk, serial, &pin)?;
-        drop(pin);
-
-        let touch = Touch::from_code(self.wrap.touch_policy).unwrap_or(Touch::Never);
-        match touch {
-            Touch::Never => {}
-            Touch::Always => io.notice(&format!("Touch your YubiKey {serial} (it is blinking)…")),
-            Touch::Cached => io.notice(&format!("Touch your YubiKey {serial} if it is blinking…")),
-        }
-        let shared = ykpiv::decrypt_data(&mut yk, &epk, AlgorithmId::EccP256, slot_id);
-        // Done with the card: the drop resets it, which forgets the PIN.
-        drop(yk);
-        let shared = shared.map_err(|e| match e {
-            YkError::AuthenticationError if touch != Touch::Never => {
-                ProtectorError::Failed(format!(
-                    "timed out waiting for a touch on YubiKey {serial}; unlock again and touch the key \
-                     when it blinks"
-                ))
-            }
-            YkError::AuthenticationError => ProtectorError::Failed(format!(
-                "YubiKey {serial} refused the key agreement (security status not satisfied: was the \
-                 card reset by another program?); try again"
-            )),
-            e => card_error(serial, "use", e),
         })?;
-        let x = SecretArray::<32>::from_slice(&shared).ok_or_else(|| {
-            ProtectorError::Failed(format!(
-                "YubiKey {serial} returned a malformed key agreement result"
-            ))
-        })?;
-        drop(shared);
+        let yk = self.open(io)?;
+        let x = key_agreement(yk, &self.agreement(), &epk, io)?;
         let key = piv::wrap_key(x.expose(), &self.wrap.epk, &self.wrap.card_pk);
         drop(x);
         let sk = piv::open_secret_key(&key, &self.account, serial, slot, &self.wrap.sealed)
@@ -917,6 +858,130 @@ impl Protector for YubiKeyProtector {
             )));
         }
         Ok(sk)
+    }
+}
+
+// ------------------------------------------------------------ key agreement
+
+/// A P-256 key on a card that keyward does ECDH with (the protector's key,
+/// an organizer key), and the words its prompt and errors use.
+pub(crate) struct CardAgreement<'a> {
+    /// Card serial.
+    pub serial: u32,
+    /// PIV slot.
+    pub slot: u8,
+    /// The public key the slot must hold (compressed SEC1).
+    pub card_pk: &'a [u8; 33],
+    /// Touch policy as the card encodes it (for the "touch" notice).
+    pub touch_policy: u8,
+    /// The PIN, given up front; else asked through [`UnlockIo`].
+    pub pin: Option<&'a Secret>,
+    /// What the PIN prompt says, e.g. `PIN of YubiKey 123` (the tries left
+    /// are added when few remain).
+    pub pin_label: String,
+    /// The key the slot should hold, for errors: "the key this vault was
+    /// enrolled with".
+    pub key_name: &'a str,
+    /// What to do when the slot holds another key, or none.
+    pub gone_advice: String,
+    /// How to try again after a missed touch ("unlock again").
+    pub again: &'a str,
+}
+
+/// ECDH on an opened card with the key `a` names and the peer point `epk`
+/// (uncompressed SEC1): checks that the slot holds that key (no PIN try is
+/// spent on a card that cannot answer right), verifies the PIN (given, or
+/// asked through `io`), tells the user to touch if needed, and has the card
+/// compute the shared secret (PIV GENERAL AUTHENTICATE). Returns its
+/// x-coordinate. The card handle is dropped (which resets the card,
+/// forgetting the PIN) as soon as the card has answered.
+pub(crate) fn key_agreement(
+    mut yk: YubiKey,
+    a: &CardAgreement<'_>,
+    epk: &[u8; 65],
+    io: &dyn UnlockIo,
+) -> Result<SecretArray<32>, ProtectorError> {
+    let serial = a.serial;
+    let slot_id = check_slot_key(&mut yk, a)?;
+    let tries = pin_tries_left(&mut yk);
+    if tries == Some(0) {
+        return Err(ProtectorError::PinBlocked { serial });
+    }
+    let pin = match a.pin {
+        Some(p) => Zeroizing::new(p.expose().to_vec()),
+        None => {
+            let label = &a.pin_label;
+            let message = match tries {
+                Some(1) => format!("{label} (last try before it is blocked)"),
+                Some(t) if t < 3 => format!("{label} ({t} tries left)"),
+                _ => label.clone(),
+            };
+            prompt_pin(io, &message)?
+        }
+    };
+    check_pin_length(serial, &pin)?;
+    verify_pin(&mut yk, serial, &pin)?;
+    drop(pin);
+
+    let touch = Touch::from_code(a.touch_policy).unwrap_or(Touch::Never);
+    match touch {
+        Touch::Never => {}
+        Touch::Always => io.notice(&format!("Touch your YubiKey {serial} (it is blinking)…")),
+        Touch::Cached => io.notice(&format!("Touch your YubiKey {serial} if it is blinking…")),
+    }
+    let shared = ykpiv::decrypt_data(&mut yk, epk, AlgorithmId::EccP256, slot_id);
+    // Done with the card: the drop resets it, which forgets the PIN.
+    drop(yk);
+    let shared = shared.map_err(|e| match e {
+        YkError::AuthenticationError if touch != Touch::Never => ProtectorError::Failed(format!(
+            "timed out waiting for a touch on YubiKey {serial}; {} and touch the key when it \
+             blinks",
+            a.again
+        )),
+        YkError::AuthenticationError => ProtectorError::Failed(format!(
+            "YubiKey {serial} refused the key agreement (security status not satisfied: was the \
+             card reset by another program?); try again"
+        )),
+        e => card_error(serial, "use", e),
+    })?;
+    SecretArray::<32>::from_slice(&shared).ok_or_else(|| {
+        ProtectorError::Failed(format!(
+            "YubiKey {serial} returned a malformed key agreement result"
+        ))
+    })
+}
+
+/// The slot must still hold the key `a` names; its slot id.
+fn check_slot_key(yk: &mut YubiKey, a: &CardAgreement<'_>) -> Result<SlotId, ProtectorError> {
+    let (serial, slot) = (a.serial, a.slot);
+    let id = SlotId::try_from(slot).map_err(|_| {
+        ProtectorError::Failed(format!(
+            "the vault's YubiKey record names slot {slot:02x}, which is not a PIV key slot (damaged?)"
+        ))
+    })?;
+    let gone = |what: &str| {
+        ProtectorError::Failed(format!(
+            "slot {slot:02x} of YubiKey {serial} {what}, not {} (was the PIV applet reset or the \
+             slot reused?); {}",
+            a.key_name, a.gone_advice
+        ))
+    };
+    match ykpiv::metadata(yk, id) {
+        Ok(m) => {
+            let point = m
+                .public
+                .as_ref()
+                .map(|spki| spki.subject_public_key.raw_bytes().to_vec())
+                .unwrap_or_default();
+            match piv::compress(&point) {
+                Ok(c) if &c == a.card_pk => Ok(id),
+                _ => Err(gone("holds another key")),
+            }
+        }
+        Err(YkError::GenericError) => Err(gone("is empty")),
+        Err(YkError::NotSupported) => Ok(id), // firmware < 5.3: ECDH will tell
+        Err(e @ YkError::PcscError { .. }) => Err(card_error(serial, "read", e)),
+        Err(_) => Err(gone("holds another kind of key")),
     }
 }
 

@@ -161,6 +161,18 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
                 .ssh_generate_card(&name, serial, slot, touch.as_deref(), pin, &comment, io)
                 .await
         }
+        Request::OrganizerCreateCard { serial, slot, pin } => {
+            agent.organizer_create_card(serial, slot, pin, io).await
+        }
+        Request::OrganizerRecoverCard {
+            vault,
+            expires_hours,
+            pin,
+        } => {
+            agent
+                .organizer_recover_card(&vault, expires_hours, pin, io)
+                .await
+        }
         Request::Shutdown => {
             agent.lock("shutdown");
             Ok(Response::Ok)

@@ -5,18 +5,27 @@
 //! Which requests need what (SECURITY.md §11.1): `OrganizerAdd` lets the
 //! account key go somewhere new and `OrganizerRemove` takes away a way back
 //! in, so both re-ask the Master Password; `OrganizerRecover` lets another
-//! account's key go into a grant, so it re-asks the organizer's. A grant
+//! account's key go into a grant, so it re-asks the organizer's. With the
+//! organizer key on a YubiKey (`OrganizerCreateCard`), `OrganizerRecoverCard`
+//! needs the card and its PIN instead: the card computes the shared secret
+//! of the member's wrap, the key never leaves it. A grant
 //! works once: its id is recorded in the vault (record 0x08, in the same
 //! write as the new password wrap) and in `<state dir>/used-grants-<ID>`,
 //! which a rolled-back vault cannot undo.
 
+use super::protectors::protector_error;
 use super::state::{
     Agent, State, change_error, err, internal, new_password_from, no_account_error, read_error,
 };
 use crate::account::organizer::{self, Grant, GrantCode, Recipient};
-use crate::account::{AccountId, hex};
+use crate::account::{AccountId, hex, piv};
+use crate::protect::yubikey::{self, CardAgreement, EnrollOptions, Touch};
+use crate::protect::{ProtectorError, UnlockIo};
+use crate::secret::Key32;
 use crate::vault::format::FLAG_REQUIRED;
-use crate::vault::organizer::{MemberVaultError, grant_used, unlock_with_grant};
+use crate::vault::organizer::{
+    MemberVaultError, grant_used, open_member_vault_with, unlock_with_grant,
+};
 use crate::vault::{self, ChangeError, UnlockError, store};
 use keyward_client::Secret;
 use keyward_client::message::{AgentError, ErrorCode, OrganizerInfo, Response};
@@ -173,14 +182,73 @@ fn utc(secs: u64) -> String {
     )
 }
 
+/// The path and hours of `OrganizerRecover` and `OrganizerRecoverCard`.
+fn check_recover_args(vault_path: &str, hours: u32) -> Result<PathBuf, AgentError> {
+    let path = PathBuf::from(vault_path);
+    if !path.is_absolute() {
+        return Err(err(
+            ErrorCode::InvalidInput,
+            "the member's vault file must be given as an absolute path",
+        ));
+    }
+    if !(1..=MAX_GRANT_HOURS).contains(&hours) {
+        return Err(err(
+            ErrorCode::InvalidInput,
+            format!("a grant expires after 1 to {MAX_GRANT_HOURS} hours"),
+        ));
+    }
+    Ok(path)
+}
+
+/// Reads (and parses, not yet authenticates) a copy of a member's vault.
+fn read_member_vault(path: &Path) -> Result<vault::format::Parsed, AgentError> {
+    vault::read(path).map_err(|e| match e {
+        vault::ReadError::NotFound => err(
+            ErrorCode::NotFound,
+            format!("there is no file at {}", path.display()),
+        ),
+        vault::ReadError::Io(e) => err(
+            ErrorCode::InvalidInput,
+            format!("cannot read {}: {e}", path.display()),
+        ),
+        vault::ReadError::Format(e) => err(
+            ErrorCode::Corrupt,
+            format!("{} is not a usable vault: {e}", path.display()),
+        ),
+    })
+}
+
+/// The YubiKey enrollment's notes speak of the protector's Secret Key; here
+/// the card holds the organizer key.
+fn for_organizer(note: &str) -> String {
+    note.replace(
+        "can unwrap your Secret Key",
+        "can use your organizer key, and so let any of your members' accounts in",
+    )
+    .replace(
+        "(which would lock you out of this protector, not reveal the Secret Key)",
+        "(which would destroy your organizer key, not reveal it)",
+    )
+}
+
 fn parse_recipient(text: &str) -> Result<Recipient, AgentError> {
     Recipient::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))
+}
+
+fn has_key_error() -> AgentError {
+    err(
+        ErrorCode::Exists,
+        "this account has an organizer key already (one per account): `keyward organizer show` \
+         prints its recipient",
+    )
 }
 
 fn member_error(e: MemberVaultError) -> AgentError {
     let code = match e {
         MemberVaultError::NoKey | MemberVaultError::NotEnrolled(..) => ErrorCode::NotFound,
-        MemberVaultError::OwnAccount => ErrorCode::InvalidInput,
+        MemberVaultError::OwnAccount | MemberVaultError::OnCard(..) | MemberVaultError::InVault => {
+            ErrorCode::InvalidInput
+        }
         MemberVaultError::BadKey | MemberVaultError::Tampered(_) => ErrorCode::Corrupt,
     };
     err(code, e.to_string())
@@ -241,11 +309,7 @@ impl Agent {
         let now = self.clock.unix_now();
         let r = self.edit_vault(|v, path| {
             v.create_organizer_key(path, now).map_err(|e| match e {
-                ChangeError::Exists(_) => err(
-                    ErrorCode::Exists,
-                    "this account has an organizer key already (one per account): \
-                     `keyward organizer show` prints its recipient",
-                ),
+                ChangeError::Exists(_) => has_key_error(),
                 other => change_error(other),
             })
         })?;
@@ -256,17 +320,95 @@ impl Agent {
         })
     }
 
-    /// `OrganizerShow`.
-    pub fn organizer_show(&self) -> Result<Response, AgentError> {
-        let r = self.with_session(|s| {
-            s.vault.organizer_recipient().map_err(|e| match e {
-                MemberVaultError::NoKey => err(ErrorCode::NotFound, e.to_string()),
-                other => member_error(other),
+    /// `OrganizerCreateCard`: this account's organizer key, generated on a
+    /// YubiKey (the enrollment steps of the YubiKey protector: the card
+    /// chosen by serial, the PIN and the management key asked through `io`);
+    /// the vault records where it is (record 0x0a).
+    pub async fn organizer_create_card(
+        self: &Arc<Self>,
+        serial: Option<u32>,
+        slot: Option<u8>,
+        pin: Option<Secret>,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        // Refused before the card is touched: a key made on it stays there.
+        if self.with_session(|s| Ok(s.vault.has_organizer_key()))? {
+            return Err(has_key_error());
+        }
+        let opts = EnrollOptions {
+            serial,
+            slot,
+            touch: Touch::Never,
+            pin,
+            management_key: None,
+        };
+        let notices = io.clone();
+        let made = tokio::task::spawn_blocking(move || yubikey::enroll(&opts, &*io))
+            .await
+            .map_err(internal)?
+            .map_err(protector_error)?;
+        for note in &made.notes {
+            notices.notice(&for_organizer(note));
+        }
+        let now = self.clock.unix_now();
+        let r = self.edit_vault(|v, path| {
+            v.set_organizer_card(
+                path,
+                made.serial,
+                made.slot,
+                made.pin_policy,
+                made.touch_policy,
+                &made.card_pk,
+                now,
+            )
+            .map_err(|e| {
+                let mut ae = match e {
+                    ChangeError::Exists(_) => has_key_error(),
+                    other => change_error(other),
+                };
+                ae.message = format!(
+                    "{}; the key made in slot {:02x} of YubiKey {} stays on the card (delete it \
+                     with `ykman piv keys delete {:02x}`)",
+                    ae.message, made.slot, made.serial, made.slot
+                );
+                ae
             })
         })?;
-        Ok(Response::OrganizerKey {
+        tracing::info!(
+            fingerprint = %r.fingerprint(),
+            serial = made.serial,
+            slot = %format!("{:02x}", made.slot),
+            "organizer key created on a YubiKey"
+        );
+        Ok(Response::OrganizerCardKey {
             recipient: r.display(),
             fingerprint: r.fingerprint(),
+            serial: made.serial,
+            slot: made.slot,
+        })
+    }
+
+    /// `OrganizerShow` (`OrganizerCardKey` for a key on a YubiKey).
+    pub fn organizer_show(&self) -> Result<Response, AgentError> {
+        let (r, card) = self.with_session(|s| {
+            let r = s.vault.organizer_recipient().map_err(|e| match e {
+                MemberVaultError::NoKey => err(ErrorCode::NotFound, e.to_string()),
+                other => member_error(other),
+            })?;
+            Ok((r, s.vault.organizer_card().map(|c| (c.serial, c.slot))))
+        })?;
+        Ok(match card {
+            Some((serial, slot)) => Response::OrganizerCardKey {
+                recipient: r.display(),
+                fingerprint: r.fingerprint(),
+                serial,
+                slot,
+            },
+            None => Response::OrganizerKey {
+                recipient: r.display(),
+                fingerprint: r.fingerprint(),
+            },
         })
     }
 
@@ -425,21 +567,12 @@ impl Agent {
         password: &Secret,
     ) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
-        let path = PathBuf::from(vault_path);
-        if !path.is_absolute() {
-            return Err(err(
-                ErrorCode::InvalidInput,
-                "the member's vault file must be given as an absolute path",
-            ));
-        }
-        if !(1..=MAX_GRANT_HOURS).contains(&hours) {
-            return Err(err(
-                ErrorCode::InvalidInput,
-                format!("a grant expires after 1 to {MAX_GRANT_HOURS} hours"),
-            ));
-        }
-        // Said before the password is asked: there is no key to use.
+        let path = check_recover_args(vault_path, hours)?;
+        // Said before the password is asked: there is no key to use here.
         self.with_session(|s| {
+            if let Some(c) = s.vault.organizer_card() {
+                return Err(member_error(MemberVaultError::OnCard(c.serial, c.slot)));
+            }
             s.vault
                 .organizer_recipient()
                 .map(|_| ())
@@ -447,23 +580,105 @@ impl Agent {
         })?;
         self.verify_password_counted(password, "no grant made")
             .await?;
-        let parsed = vault::read(&path).map_err(|e| match e {
-            vault::ReadError::NotFound => err(
-                ErrorCode::NotFound,
-                format!("there is no file at {}", path.display()),
-            ),
-            vault::ReadError::Io(e) => err(
-                ErrorCode::InvalidInput,
-                format!("cannot read {}: {e}", path.display()),
-            ),
-            vault::ReadError::Format(e) => err(
-                ErrorCode::Corrupt,
-                format!("{} is not a usable vault: {e}", path.display()),
-            ),
-        })?;
+        let parsed = read_member_vault(&path)?;
         let id = parsed.vault.account_id;
         let account_key =
             self.with_session(|s| s.vault.open_member_vault(&parsed).map_err(member_error))?;
+        self.grant_for(id, hours, &account_key)
+    }
+
+    /// `OrganizerRecoverCard`: as `OrganizerRecover`, with the organizer key
+    /// on a YubiKey: the card computes the shared secret of the member's
+    /// organizer wrap after its PIN (which takes the place of the password:
+    /// SECURITY.md §11.1). Everything that can be refused without the card
+    /// is refused before the PIN is asked.
+    pub async fn organizer_recover_card(
+        self: &Arc<Self>,
+        vault_path: &str,
+        hours: u32,
+        pin: Option<Secret>,
+        io: Arc<dyn UnlockIo>,
+    ) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let path = check_recover_args(vault_path, hours)?;
+        let card = self.with_session(|s| match s.vault.organizer_card() {
+            Some(c) => Ok(c.clone()),
+            None if s.vault.has_organizer_key() => Err(member_error(MemberVaultError::InVault)),
+            None => Err(member_error(MemberVaultError::NoKey)),
+        })?;
+        let parsed = read_member_vault(&path)?;
+        let id = parsed.vault.account_id;
+        let (org, wrap) = self.with_session(|s| {
+            s.vault
+                .member_wrap(&parsed)
+                .map(|(r, w)| (r, w.clone()))
+                .map_err(member_error)
+        })?;
+        // (The parser checked that it is a point.)
+        let epk =
+            piv::uncompress(&wrap.epk).map_err(|_| member_error(MemberVaultError::Tampered(id)))?;
+        let (serial, slot) = (card.serial, card.slot);
+        let shared = tokio::task::spawn_blocking(move || {
+            let yk = yubikey::open_raw(serial).map_err(|e| {
+                if yubikey::is_absent(&e) {
+                    ProtectorError::Unavailable(format!(
+                        "YubiKey {serial}, which holds your organizer key, is not inserted; \
+                         insert it and try again"
+                    ))
+                } else {
+                    yubikey::open_error(serial, e)
+                }
+            })?;
+            let agreement = CardAgreement {
+                serial,
+                slot,
+                card_pk: &card.card_pk,
+                touch_policy: card.touch_policy,
+                pin: pin.as_ref(),
+                pin_label: format!(
+                    "PIN of YubiKey {serial} (your organizer key), to let account {id} back in"
+                ),
+                key_name: "your organizer key",
+                gone_advice: "the organizer key is gone, and the members enrolled with it can no \
+                              longer be recovered with it: they need another organizer or a \
+                              recovery code"
+                    .into(),
+                again: "try again",
+            };
+            yubikey::key_agreement(yk, &agreement, &epk, &*io)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| {
+            match &e {
+                ProtectorError::WrongPin { tries_left, .. } => tracing::warn!(
+                    serial,
+                    tries_left,
+                    member = %id,
+                    "wrong PIN for the YubiKey of the organizer key; no grant made"
+                ),
+                ProtectorError::PinBlocked { .. } => tracing::warn!(
+                    serial,
+                    member = %id,
+                    "the PIN of the YubiKey of the organizer key is blocked; no grant made"
+                ),
+                _ => {}
+            }
+            protector_error(e)
+        })?;
+        let account_key = open_member_vault_with(&parsed, org, &wrap, &shared);
+        drop(shared);
+        let account_key = account_key.map_err(member_error)?;
+        self.grant_for(id, hours, &account_key)
+    }
+
+    /// Makes a grant of `account_key` for account `id`, valid `hours`.
+    fn grant_for(
+        &self,
+        id: AccountId,
+        hours: u32,
+        account_key: &Key32,
+    ) -> Result<Response, AgentError> {
         let expires = self.clock.unix_now() + u64::from(hours) * 3_600;
         let (grant, code) = Grant::new(id, expires, account_key.expose()).map_err(internal)?;
         tracing::info!(member = %id, grant = %hex(&grant.grant_id), expires, "recovery grant made");
@@ -596,6 +811,38 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_enrollment_notes_speak_of_the_organizer_key() {
+        let pin = for_organizer(
+            "WARNING: the PIN of YubiKey 5 is still the factory default 123456, so anyone who \
+             takes the card can unwrap your Secret Key. Change it: `ykman piv access change-pin`",
+        );
+        assert!(
+            pin.contains("can use your organizer key") && !pin.contains("Secret Key"),
+            "{pin}"
+        );
+        let mgm = for_organizer(
+            "WARNING: YubiKey 5 still has the factory-default management key: anyone holding \
+             the card can replace its keys (which would lock you out of this protector, not reveal \
+             the Secret Key). Change it.",
+        );
+        assert!(
+            mgm.contains("would destroy your organizer key") && !mgm.contains("Secret Key"),
+            "{mgm}"
+        );
+    }
+
+    #[test]
+    fn recover_arguments_are_checked_first() {
+        assert!(check_recover_args("member.kwv", 72).is_err());
+        assert!(check_recover_args("/m.kwv", 0).is_err());
+        assert!(check_recover_args("/m.kwv", MAX_GRANT_HOURS + 1).is_err());
+        assert_eq!(
+            check_recover_args("/m.kwv", MAX_GRANT_HOURS).unwrap(),
+            PathBuf::from("/m.kwv")
+        );
+    }
 
     #[test]
     fn dates_are_utc() {

@@ -65,6 +65,9 @@ pub mod record_type {
     pub const USED_GRANT: u8 = 0x08;
     /// An SSH key (its private part, or where a card holds it) under the item key.
     pub const SSH_KEY: u8 = 0x09;
+    /// This vault's organizer key, on a YubiKey: where it is and its public
+    /// key (at most one organizer key per vault, this or 0x06).
+    pub const ORGANIZER_CARD: u8 = 0x0a;
 }
 
 /// Why a vault file could not be read. Each says what happened and what to do.
@@ -258,6 +261,29 @@ pub struct OrganizerWrap {
     pub sealed: Sealed,
 }
 
+/// This vault's organizer key on a YubiKey (record 0x0a): the private key
+/// was generated on the card and never leaves it; nothing here is secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizerCardRecord {
+    /// Card serial.
+    pub serial: u32,
+    /// PIV slot (0x82..=0x95 retired slots, or 9A/9C/9D/9E).
+    pub slot: u8,
+    /// PIN policy as the card encodes it.
+    pub pin_policy: u8,
+    /// Touch policy as the card encodes it.
+    pub touch_policy: u8,
+    /// The card's public key, compressed SEC1: the organizer's public key.
+    pub card_pk: [u8; 33],
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// Whether `slot` is a PIV key slot: the 20 retired slots or 9A, 9C, 9D, 9E.
+pub fn is_piv_key_slot(slot: u8) -> bool {
+    matches!(slot, 0x82..=0x95 | 0x9a | 0x9c | 0x9d | 0x9e)
+}
+
 /// Flag bit of an organizer wrap: enrolled by machine policy as required.
 pub const FLAG_REQUIRED: u8 = 1;
 
@@ -274,8 +300,12 @@ pub struct UsedGrant {
 /// before them has none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OrganizerRecords {
-    /// This vault's own organizer key, if its owner is an organizer.
+    /// This vault's own organizer key, if its owner is an organizer and
+    /// keeps it in the vault.
     pub key: Option<OrganizerKeyRecord>,
+    /// Where this vault's organizer key is, if its owner keeps it on a
+    /// YubiKey. At most one of `key` and `card` is set.
+    pub card: Option<OrganizerCardRecord>,
     /// The organizers this account is enrolled with.
     pub wraps: Vec<OrganizerWrap>,
     /// Grants used to recover this account.
@@ -284,7 +314,10 @@ pub struct OrganizerRecords {
 
 impl OrganizerRecords {
     fn count(&self) -> usize {
-        usize::from(self.key.is_some()) + self.wraps.len() + self.used_grants.len()
+        usize::from(self.key.is_some())
+            + usize::from(self.card.is_some())
+            + self.wraps.len()
+            + self.used_grants.len()
     }
 }
 
@@ -562,6 +595,16 @@ impl VaultFile {
                 w.bytes(&k.sealed.nonce);
                 w.u32(k.sealed.ct.len() as u32);
                 w.bytes(&k.sealed.ct);
+            });
+        }
+        if let Some(c) = &self.organizers.card {
+            w.record(record_type::ORGANIZER_CARD, |w| {
+                w.u32(c.serial);
+                w.u8(c.slot);
+                w.u8(c.pin_policy);
+                w.u8(c.touch_policy);
+                w.bytes(&c.card_pk);
+                w.u64(c.created);
             });
         }
         for (item_id, sealed) in items {
@@ -950,6 +993,46 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 });
                 vec![ty]
             }
+            record_type::ORGANIZER_CARD => {
+                let serial = r.u32("serial")?;
+                let slot_at = r.pos;
+                let slot = r.u8("slot")?;
+                if !is_piv_key_slot(slot) {
+                    return Err(FormatError::Malformed {
+                        offset: slot_at,
+                        what: format!("slot {slot:02x} is not a PIV key slot"),
+                    });
+                }
+                let policy_at = r.pos;
+                let pin_policy = r.u8("pin policy")?;
+                let touch_policy = r.u8("touch policy")?;
+                if !(1..=3).contains(&pin_policy) || !(1..=3).contains(&touch_policy) {
+                    return Err(FormatError::Malformed {
+                        offset: policy_at,
+                        what: format!("invalid PIV policies {pin_policy}/{touch_policy}"),
+                    });
+                }
+                let point_at = r.pos;
+                let card_pk = r.arr::<33>("organizer card public key")?;
+                if piv::compress(&card_pk).ok() != Some(card_pk) {
+                    return Err(FormatError::Malformed {
+                        offset: point_at,
+                        what: "the organizer card's public key is not a compressed P-256 point"
+                            .into(),
+                    });
+                }
+                let created = r.u64("created")?;
+                v.organizers.card = Some(OrganizerCardRecord {
+                    serial,
+                    slot,
+                    pin_policy,
+                    touch_policy,
+                    card_pk,
+                    created,
+                });
+                // At most one: its identity is its type.
+                vec![ty]
+            }
             record_type::ORGANIZER_WRAP => {
                 let points_at = r.pos;
                 let org_pk = r.arr::<33>("organizer public key")?;
@@ -1028,6 +1111,12 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         return Err(FormatError::Malformed {
             offset: ENVELOPE_HEADER,
             what: "no password wrap".into(),
+        });
+    }
+    if v.organizers.key.is_some() && v.organizers.card.is_some() {
+        return Err(FormatError::Malformed {
+            offset: ENVELOPE_HEADER,
+            what: "two organizer keys (records 0x06 and 0x0a): a vault has at most one".into(),
         });
     }
     let mut mac = [0u8; MAC_LEN];

@@ -1,14 +1,16 @@
 //! Organizer recovery on a vault (SECURITY.md §16): the organizer key of an
-//! organizer's vault, the organizer wraps of a member's vault, and the used
-//! grants that make a grant work once.
+//! organizer's vault (sealed in it, record 0x06, or on a YubiKey, record
+//! 0x0a), the organizer wraps of a member's vault, and the used grants that
+//! make a grant work once.
 
 use super::format::{
-    FLAG_REQUIRED, OrganizerKeyRecord, OrganizerWrap, Parsed, UsedGrant, VaultFile,
+    FLAG_REQUIRED, OrganizerCardRecord, OrganizerKeyRecord, OrganizerWrap, Parsed, UsedGrant,
+    VaultFile, is_piv_key_slot,
 };
 use super::{ChangeError, UnlockError, Unlocked, hex, open_with_account_key};
 use crate::account::organizer::{self, Grant, GrantCode, OrganizerSecret, Recipient};
-use crate::account::{AccountId, vault_mac_key};
-use crate::secret::Key32;
+use crate::account::{AccountId, piv, vault_mac_key};
+use crate::secret::{Key32, SecretArray};
 use std::path::Path;
 
 /// Why an organizer could not open a member's vault.
@@ -38,11 +40,35 @@ pub enum MemberVaultError {
          was altered; ask the member for an intact copy"
     )]
     Tampered(AccountId),
+    /// The organizer key is on a YubiKey: the card, not the vault, opens wraps.
+    #[error(
+        "your organizer key is on YubiKey {0} (slot {1:02x}), not in your vault: recover with the \
+         card (`keyward organizer recover` asks for its PIN)"
+    )]
+    OnCard(u32, u8),
+    /// The organizer key is in the vault: no card opens wraps for it.
+    #[error(
+        "your organizer key is in your vault, not on a YubiKey: recover with your Master Password"
+    )]
+    InVault,
 }
 
 impl Unlocked {
-    /// This vault's organizer key, if it has one.
+    /// Whether this vault has an organizer key (in it, or on a card).
+    pub fn has_organizer_key(&self) -> bool {
+        self.file.organizers.key.is_some() || self.file.organizers.card.is_some()
+    }
+
+    /// Where this vault's organizer key is, when it is on a YubiKey.
+    pub fn organizer_card(&self) -> Option<&OrganizerCardRecord> {
+        self.file.organizers.card.as_ref()
+    }
+
+    /// This vault's organizer key, if it has one in the vault.
     fn organizer_secret(&self) -> Result<OrganizerSecret, MemberVaultError> {
+        if let Some(c) = &self.file.organizers.card {
+            return Err(MemberVaultError::OnCard(c.serial, c.slot));
+        }
         let k = self
             .file
             .organizers
@@ -58,8 +84,12 @@ impl Unlocked {
         .map_err(|_| MemberVaultError::BadKey)
     }
 
-    /// The recipient of this vault's organizer key, if it has one.
+    /// The recipient of this vault's organizer key (in the vault or on a
+    /// card), if it has one.
     pub fn organizer_recipient(&self) -> Result<Recipient, MemberVaultError> {
+        if let Some(c) = &self.file.organizers.card {
+            return Recipient::from_point(&c.card_pk).map_err(|_| MemberVaultError::BadKey);
+        }
         self.organizer_secret()?
             .recipient()
             .map_err(|_| MemberVaultError::BadKey)
@@ -71,7 +101,7 @@ impl Unlocked {
         path: &Path,
         now: u64,
     ) -> Result<Recipient, ChangeError> {
-        if self.file.organizers.key.is_some() {
+        if self.has_organizer_key() {
             return Err(ChangeError::Exists("an organizer key".into()));
         }
         let secret = OrganizerSecret::generate()?;
@@ -86,6 +116,43 @@ impl Unlocked {
                 key_id,
                 created: now,
                 sealed,
+            });
+            Ok(())
+        })?;
+        Ok(recipient)
+    }
+
+    /// Records that this vault's organizer key is the P-256 key generated on
+    /// YubiKey `serial` in `slot` (record 0x0a; at most one organizer key)
+    /// and writes the vault. `card_pk` is the card's public key in any SEC1
+    /// form.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_organizer_card(
+        &mut self,
+        path: &Path,
+        serial: u32,
+        slot: u8,
+        pin_policy: u8,
+        touch_policy: u8,
+        card_pk: &[u8],
+        now: u64,
+    ) -> Result<Recipient, ChangeError> {
+        if self.has_organizer_key() {
+            return Err(ChangeError::Exists("an organizer key".into()));
+        }
+        if !is_piv_key_slot(slot) {
+            return Err(ChangeError::NotFound("PIV key slot", format!("{slot:02x}")));
+        }
+        let card_pk = piv::compress(card_pk)?;
+        let recipient = Recipient::from_point(&card_pk).map_err(|_| piv::BadPoint)?;
+        self.change(path, |v| {
+            v.file.organizers.card = Some(OrganizerCardRecord {
+                serial,
+                slot,
+                pin_policy,
+                touch_policy,
+                card_pk,
+                created: now,
             });
             Ok(())
         })?;
@@ -151,16 +218,17 @@ impl Unlocked {
         })
     }
 
-    /// For an organizer: opens a member's vault (a parsed copy) with this
-    /// vault's organizer key, and returns the member's account key once the
-    /// member vault's MAC verified under it.
-    pub fn open_member_vault(&self, member: &Parsed) -> Result<Key32, MemberVaultError> {
+    /// For an organizer: the wrap for this vault's organizer key (wherever
+    /// it is) in a member's vault copy. Refuses the organizer's own vault.
+    pub fn member_wrap<'m>(
+        &self,
+        member: &'m Parsed,
+    ) -> Result<(Recipient, &'m OrganizerWrap), MemberVaultError> {
         let id = member.vault.account_id;
         if id == self.file.account_id {
             return Err(MemberVaultError::OwnAccount);
         }
-        let secret = self.organizer_secret()?;
-        let me = secret.recipient().map_err(|_| MemberVaultError::BadKey)?;
+        let me = self.organizer_recipient()?;
         let w = member
             .vault
             .organizers
@@ -168,13 +236,21 @@ impl Unlocked {
             .iter()
             .find(|w| &w.org_pk == me.as_bytes())
             .ok_or_else(|| MemberVaultError::NotEnrolled(id, me.fingerprint()))?;
+        Ok((me, w))
+    }
+
+    /// For an organizer: opens a member's vault (a parsed copy) with this
+    /// vault's organizer key, and returns the member's account key once the
+    /// member vault's MAC verified under it. A key on a card: `OnCard` (the
+    /// card computes the shared secret, then [`open_member_vault_with`]).
+    pub fn open_member_vault(&self, member: &Parsed) -> Result<Key32, MemberVaultError> {
+        let (_, w) = self.member_wrap(member)?;
+        let secret = self.organizer_secret()?;
+        let id = member.vault.account_id;
         let account_key = secret
             .open_wrap(&w.epk, &id, &w.sealed)
             .map_err(|_| MemberVaultError::Tampered(id))?;
-        if !member.mac_ok(vault_mac_key(account_key.expose(), &id).expose()) {
-            return Err(MemberVaultError::Tampered(id));
-        }
-        Ok(account_key)
+        check_member_mac(member, account_key)
     }
 
     /// For a member recovering with a grant: records the grant as used and
@@ -192,6 +268,30 @@ impl Unlocked {
             .map(|w| hex(&w.code_id))
             .collect()
     }
+}
+
+/// For an organizer whose key is on a card: opens the member's wrap `w`
+/// (from [`Unlocked::member_wrap`]) with the shared x-coordinate the card
+/// computed for its `epk`, and returns the member's account key once the
+/// member vault's MAC verified under it.
+pub fn open_member_vault_with(
+    member: &Parsed,
+    org: Recipient,
+    w: &OrganizerWrap,
+    shared_x: &SecretArray<32>,
+) -> Result<Key32, MemberVaultError> {
+    let id = member.vault.account_id;
+    let account_key = organizer::open_wrap_with_shared(shared_x, &w.epk, &org, &id, &w.sealed)
+        .map_err(|_| MemberVaultError::Tampered(id))?;
+    check_member_mac(member, account_key)
+}
+
+fn check_member_mac(member: &Parsed, account_key: Key32) -> Result<Key32, MemberVaultError> {
+    let id = member.vault.account_id;
+    if !member.mac_ok(vault_mac_key(account_key.expose(), &id).expose()) {
+        return Err(MemberVaultError::Tampered(id));
+    }
+    Ok(account_key)
 }
 
 /// Whether `file` records `grant_id` as used.
@@ -227,6 +327,8 @@ mod tests {
     use super::*;
     use crate::account::password::{KdfParams, Password};
     use crate::vault;
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    use sha2::Digest;
 
     /// The cheapest parameters a new wrap accepts.
     const FAST: KdfParams = KdfParams {
@@ -236,11 +338,192 @@ mod tests {
     };
 
     fn new_vault(dir: &Path, name: &str) -> (Unlocked, std::path::PathBuf) {
+        new_vault_with_key(dir, name).0
+    }
+
+    fn new_vault_with_key(
+        dir: &Path,
+        name: &str,
+    ) -> (
+        (Unlocked, std::path::PathBuf),
+        crate::account::secret_key::SecretKey,
+    ) {
         let path = dir.join(name);
         let pw = Password::new("pw").unwrap();
-        let (mut v, _) = vault::create(&path, &pw, FAST, 1).unwrap();
+        let (mut v, sk) = vault::create(&path, &pw, FAST, 1).unwrap();
         v.persist(&path).unwrap();
-        (v, path)
+        ((v, path), sk)
+    }
+
+    /// What a YubiKey holding `k` computes for a wrap's `epk`: the shared x.
+    fn card_agreement(k: &p256::NonZeroScalar, epk: &[u8; 33]) -> SecretArray<32> {
+        let peer = p256::PublicKey::from_sec1_bytes(epk).unwrap();
+        let shared = p256::ecdh::diffie_hellman(*k, peer.as_affine());
+        SecretArray::from_slice(shared.raw_secret_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_organizer_key_on_a_card_is_recorded_and_opens_enrolled_members_only() {
+        let d = tempfile::tempdir().unwrap();
+        let ((mut org, org_path), org_sk) = new_vault_with_key(d.path(), "org.kwv");
+        let (mut member, member_path) = new_vault(d.path(), "member.kwv");
+        // The card's key (the test plays the card).
+        let k = p256::NonZeroScalar::from_repr([0x42; 32].into()).unwrap();
+        let card_pk = p256::PublicKey::from_secret_scalar(&k)
+            .to_sec1_point(false)
+            .as_bytes()
+            .to_vec();
+        assert!(matches!(
+            org.set_organizer_card(&org_path, 7, 0x81, 2, 1, &card_pk, 3),
+            Err(ChangeError::NotFound(..))
+        ));
+        let r = org
+            .set_organizer_card(&org_path, 7, 0x82, 2, 1, &card_pk, 3)
+            .unwrap();
+        assert_eq!(r.as_bytes()[..], piv::compress(&card_pk).unwrap()[..]);
+        assert_eq!(org.organizer_recipient().unwrap(), r);
+        // One organizer key per vault, whichever kind.
+        assert!(matches!(
+            org.create_organizer_key(&org_path, 4),
+            Err(ChangeError::Exists(_))
+        ));
+        assert!(matches!(
+            org.set_organizer_card(&org_path, 8, 0x83, 2, 1, &card_pk, 4),
+            Err(ChangeError::Exists(_))
+        ));
+        // Written, read back, and the vault still opens (the record is MACed).
+        let reread = vault::read(&org_path).unwrap();
+        let c = reread.vault.organizers.card.clone().unwrap();
+        assert_eq!(
+            (c.serial, c.slot, c.pin_policy, c.touch_policy, c.created),
+            (7, 0x82, 2, 1, 3)
+        );
+        assert!(reread.vault.organizers.key.is_none());
+        let reopened = vault::unlock(reread, &Password::new("pw").unwrap(), &org_sk).unwrap();
+        assert_eq!(reopened.organizer_card(), Some(&c));
+
+        // A member enrolls the recipient; the card's answer opens the wrap.
+        let parsed = vault::read(&member_path).unwrap();
+        assert!(matches!(
+            org.member_wrap(&parsed),
+            Err(MemberVaultError::NotEnrolled(..))
+        ));
+        member
+            .add_organizer(&member_path, &r, "Card", false, 5)
+            .unwrap();
+        let parsed = vault::read(&member_path).unwrap();
+        assert!(matches!(
+            org.open_member_vault(&parsed),
+            Err(MemberVaultError::OnCard(7, 0x82))
+        ));
+        let (me, w) = org.member_wrap(&parsed).unwrap();
+        assert_eq!(me, r);
+        let x = card_agreement(&k, &w.epk);
+        let ak = open_member_vault_with(&parsed, me, w, &x).unwrap();
+        assert!(ak.ct_eq(&member.account_key_for_test_vectors()));
+        // Another card's answer, or an altered copy: refused as tampered.
+        let other = p256::NonZeroScalar::from_repr([0x43; 32].into()).unwrap();
+        let wrong = card_agreement(&other, &w.epk);
+        assert!(matches!(
+            open_member_vault_with(&parsed, me, w, &wrong),
+            Err(MemberVaultError::Tampered(_))
+        ));
+        let mut bytes = std::fs::read(&member_path).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 1;
+        let sum: [u8; 32] = sha2::Sha256::digest(&bytes[..n - 32]).into();
+        bytes[n - 32..].copy_from_slice(&sum);
+        let altered = vault::format::parse(&bytes).unwrap();
+        let (_, w2) = org.member_wrap(&altered).unwrap();
+        assert!(matches!(
+            open_member_vault_with(&altered, me, w2, &x),
+            Err(MemberVaultError::Tampered(_))
+        ));
+        // The organizer's own vault: refused before any card work.
+        let own = vault::read(&org_path).unwrap();
+        assert_eq!(
+            org.member_wrap(&own).unwrap_err(),
+            MemberVaultError::OwnAccount
+        );
+    }
+
+    #[test]
+    fn a_vault_with_both_kinds_of_organizer_key_or_a_bad_card_record_is_malformed() {
+        use crate::vault::format::{self, FormatError, OrganizerKeyRecord};
+        let d = tempfile::tempdir().unwrap();
+        let (mut org, org_path) = new_vault(d.path(), "org.kwv");
+        org.create_organizer_key(&org_path, 2).unwrap();
+        let mut file = vault::read(&org_path).unwrap().vault;
+        let g = piv::compress(
+            p256::PublicKey::from_secret_scalar(
+                &p256::NonZeroScalar::from_repr([1; 32].into()).unwrap(),
+            )
+            .to_sec1_point(true)
+            .as_bytes(),
+        )
+        .unwrap();
+        let card = OrganizerCardRecord {
+            serial: 1,
+            slot: 0x95,
+            pin_policy: 2,
+            touch_policy: 3,
+            card_pk: g,
+            created: 9,
+        };
+        file.organizers.card = Some(card.clone());
+        let key = [7; 32];
+        let both = file.encode(&key);
+        assert!(matches!(
+            format::parse(&both),
+            Err(FormatError::Malformed { what, .. }) if what.contains("two organizer keys")
+        ));
+        // The card record alone round-trips; a bad slot, policy or point is refused.
+        let key_record: Option<OrganizerKeyRecord> = file.organizers.key.take();
+        assert!(key_record.is_some());
+        let alone = file.encode(&key);
+        assert_eq!(format::parse(&alone).unwrap().vault, file);
+        // The record's bytes, as SECURITY.md §10.3 gives them.
+        let mut at = format::ENVELOPE_HEADER + format::BODY_HEADER;
+        let mut payload = None;
+        while at < alone.len() - format::MAC_LEN - format::CHECKSUM_LEN {
+            let len = u32::from_be_bytes(alone[at + 1..at + 5].try_into().unwrap()) as usize;
+            if alone[at] == format::record_type::ORGANIZER_CARD {
+                payload = Some(&alone[at + 5..at + 5 + len]);
+            }
+            at += 5 + len;
+        }
+        let mut expected = vec![0, 0, 0, 1, 0x95, 2, 3];
+        expected.extend_from_slice(&g);
+        expected.extend_from_slice(&9u64.to_be_bytes());
+        assert_eq!(payload.unwrap(), &expected[..]);
+        assert_eq!(expected.len(), 48);
+        for bad in [
+            OrganizerCardRecord {
+                slot: 0x9b,
+                ..card.clone()
+            },
+            OrganizerCardRecord {
+                pin_policy: 0,
+                ..card.clone()
+            },
+            OrganizerCardRecord {
+                touch_policy: 4,
+                ..card.clone()
+            },
+            OrganizerCardRecord {
+                card_pk: [5; 33],
+                ..card.clone()
+            },
+        ] {
+            file.organizers.card = Some(bad.clone());
+            assert!(
+                matches!(
+                    format::parse(&file.encode(&key)),
+                    Err(FormatError::Malformed { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -483,7 +483,7 @@ pub enum ProtectorKindArg {
     File,
 }
 
-fn parse_slot(s: &str) -> Result<u8, String> {
+pub(crate) fn parse_slot(s: &str) -> Result<u8, String> {
     let t = s.trim_start_matches("0x").trim_start_matches("0X");
     u8::from_str_radix(t, 16).map_err(|_| format!("{s:?} is not a slot in hex (e.g. 82)"))
 }

@@ -119,7 +119,7 @@ const MORE_EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "keyward-organizer-create",
-        "keyward organizer create --name \"Anna\"\nkeyward organizer create --json",
+        "keyward organizer create --name \"Anna\"\nkeyward organizer create --json\nkeyward organizer create --yubikey          # the key made on the card, never leaving it\nkeyward organizer create --yubikey --serial 12345678 --slot 83 --pin-fd 3 --json 3<pinfile",
     ),
     (
         "keyward-organizer-show",
@@ -139,7 +139,7 @@ const MORE_EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "keyward-organizer-recover",
-        "keyward organizer recover /media/usb/vault-ABCDEF.kwv   # writes keyward-grant-ABCDEF.json\nkeyward organizer recover member.kwv --out grant.json --expires-hours 24 --json",
+        "keyward organizer recover /media/usb/vault-ABCDEF.kwv   # writes keyward-grant-ABCDEF.json\nkeyward organizer recover member.kwv --out grant.json --expires-hours 24 --json\nkeyward organizer recover member.kwv --pin-fd 3 --json 3<pinfile   # organizer key on a YubiKey",
     ),
     (
         "keyward-completions",

@@ -3,7 +3,7 @@
 //! step (recipients, fingerprints, wraps, grants); this module asks, shows
 //! and writes files.
 
-use crate::cli::{PasswordSource, paths, unlocked};
+use crate::cli::{PasswordSource, Terminal, connect_unlocked, parse_slot, paths, unlocked};
 use crate::connect::connect;
 use crate::input::{self, ask_hidden, read_fd};
 use crate::output::{self, CliError, Spinner, exit};
@@ -18,18 +18,37 @@ const MAX_GRANT_FILE: u64 = 64 * 1024;
 
 #[derive(Subcommand, Debug)]
 pub enum OrganizerAction {
-    /// Make your organizer key (one per account); prints its recipient and fingerprint.
+    /// Make your organizer key (one per account), in your vault or on a YubiKey; prints its
+    /// recipient and fingerprint.
+    ///
+    /// With --yubikey the key is a P-256 key generated on the card (PIV, in the first free
+    /// retired slot unless --slot says otherwise), where it stays: your vault records only
+    /// which card and slot hold it, and each recovery needs the card and its PIN.
     Create {
         /// A name to suggest to members (shown in the command they run).
         #[arg(long)]
         name: Option<String>,
-        /// Print `{"recipient", "fingerprint"}` as JSON.
+        /// Print `{"recipient", "fingerprint", "location"}` as JSON (location: vault, or
+        /// yubikey:SERIAL/SLOT).
         #[arg(long)]
         json: bool,
+        /// Generate the key on a YubiKey, where it never leaves the card, instead of in your
+        /// vault.
+        #[arg(long)]
+        yubikey: bool,
+        /// The YubiKey's serial number (needed when several are plugged in).
+        #[arg(long, value_name = "N", requires = "yubikey")]
+        serial: Option<u32>,
+        /// The PIV slot, in hex (default: the first free retired slot, 82 to 95).
+        #[arg(long, value_name = "HEX", value_parser = parse_slot, requires = "yubikey")]
+        slot: Option<u8>,
+        /// Read the YubiKey PIN from file descriptor N (a trailing newline stripped).
+        #[arg(long, value_name = "N", requires = "yubikey")]
+        pin_fd: Option<u32>,
     },
-    /// Print your organizer key's recipient and fingerprint again.
+    /// Print your organizer key's recipient and fingerprint again (and the YubiKey holding it).
     Show {
-        /// Print `{"recipient", "fingerprint"}` as JSON.
+        /// Print `{"recipient", "fingerprint", "location"}` as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -60,6 +79,9 @@ pub enum OrganizerAction {
         password: PasswordSource,
     },
     /// As an organizer: make a recovery grant from a copy of a member's vault file.
+    ///
+    /// Asks for your Master Password, or, when your organizer key is on a YubiKey, for the
+    /// card's PIN (the card opens the member's wrap; the key never leaves it).
     Recover {
         /// The member's vault file (a copy of it).
         vault_file: PathBuf,
@@ -74,6 +96,10 @@ pub enum OrganizerAction {
         json: bool,
         #[command(flatten)]
         password: PasswordSource,
+        /// Read the PIN of the YubiKey holding your organizer key from file descriptor N (a
+        /// trailing newline stripped); for an organizer key on a YubiKey only.
+        #[arg(long, value_name = "N")]
+        pin_fd: Option<u32>,
     },
 }
 
@@ -132,9 +158,36 @@ pub fn status_line(c: &mut Client) {
 /// `keyward organizer …`.
 pub fn run(autostart: bool, no_prompt: bool, action: OrganizerAction) -> Result<(), CliError> {
     match action {
-        OrganizerAction::Create { name, json } => {
+        OrganizerAction::Create {
+            name,
+            json,
+            yubikey: false,
+            ..
+        } => {
             let r = unlocked(autostart, no_prompt, |c| c.call(&Request::OrganizerCreate))?;
             show_key(r, json, name.as_deref(), true)
+        }
+        OrganizerAction::Create {
+            name,
+            json,
+            yubikey: true,
+            serial,
+            slot,
+            pin_fd,
+        } => {
+            let req = Request::OrganizerCreateCard {
+                serial,
+                slot,
+                pin: pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?,
+            };
+            let mut c = connect_unlocked(autostart, no_prompt)?;
+            // The agent may ask for the PIN, the management key, and about
+            // factory defaults; its notices (warnings about them) are shown.
+            let mut ui = Terminal::default();
+            ui.working("Making the organizer key on the YubiKey…");
+            let r = c.call_with(&req, &mut ui);
+            ui.done();
+            show_key(r?, json, name.as_deref(), true)
         }
         OrganizerAction::Show { json } => {
             let r = unlocked(autostart, no_prompt, |c| c.call(&Request::OrganizerShow))?;
@@ -224,33 +277,62 @@ pub fn run(autostart: bool, no_prompt: bool, action: OrganizerAction) -> Result<
             expires_hours,
             json,
             password,
-        } => recover(autostart, &vault_file, out, expires_hours, json, &password),
+            pin_fd,
+        } => recover(
+            autostart,
+            no_prompt,
+            &vault_file,
+            out,
+            expires_hours,
+            json,
+            (&password, pin_fd),
+        ),
     }
 }
 
 fn show_key(r: Response, json: bool, name: Option<&str>, new: bool) -> Result<(), CliError> {
-    let Response::OrganizerKey {
-        recipient,
-        fingerprint,
-    } = r
-    else {
-        return Err(unexpected());
+    let (recipient, fingerprint, card) = match r {
+        Response::OrganizerKey {
+            recipient,
+            fingerprint,
+        } => (recipient, fingerprint, None),
+        Response::OrganizerCardKey {
+            recipient,
+            fingerprint,
+            serial,
+            slot,
+        } => (recipient, fingerprint, Some((serial, slot))),
+        _ => return Err(unexpected()),
     };
     if json {
+        let location = match card {
+            Some((serial, slot)) => format!("yubikey:{serial}/{slot:02x}"),
+            None => "vault".to_owned(),
+        };
         println!(
             "{}",
-            json!({"recipient": recipient, "fingerprint": fingerprint})
+            json!({"recipient": recipient, "fingerprint": fingerprint, "location": location})
         );
         return Ok(());
     }
     if new {
-        println!(
-            "Your organizer key is ready. It stays in your vault; only its public half is below."
-        );
+        match card {
+            Some((serial, slot)) => println!(
+                "Your organizer key is ready. It was made on YubiKey {serial} (slot {slot:02x}) and \
+                 never leaves it: recovering a member needs the card and its PIN. Only its public \
+                 half is below."
+            ),
+            None => println!(
+                "Your organizer key is ready. It stays in your vault; only its public half is below."
+            ),
+        }
         println!();
     }
     println!("    Recipient:     {recipient}");
     println!("    Fingerprint:   {fingerprint}");
+    if let Some((serial, slot)) = card {
+        println!("    Kept on:       YubiKey {serial}, slot {slot:02x}");
+    }
     println!();
     println!("Send the recipient to each member (it is not secret). Each member runs");
     match name {
@@ -323,11 +405,12 @@ fn add(
 
 fn recover(
     autostart: bool,
+    no_prompt: bool,
     vault_file: &Path,
     out: Option<PathBuf>,
     hours: u32,
     json: bool,
-    password: &PasswordSource,
+    (password, pin_fd): (&PasswordSource, Option<u32>),
 ) -> Result<(), CliError> {
     let vault = utf8(&absolute(vault_file)?)?;
     if let Some(p) = &out
@@ -338,18 +421,38 @@ fn recover(
             crate::files::CreateError::Exists(p.clone()).to_string(),
         ));
     }
-    let mut c = connect(&paths()?, autostart)?;
-    let pw = master_password(
-        password,
-        "Confirm with your Master Password to make a recovery grant.",
-    )?;
-    let spinner = Spinner::start("Opening the member's vault…");
-    let r = c.call(&Request::OrganizerRecover {
-        vault,
-        expires_hours: hours,
-        password: pw,
-    });
-    drop(spinner);
+    let mut c = connect_unlocked(autostart, no_prompt)?;
+    // Where the organizer key is says what to ask for: the card's PIN, or
+    // the Master Password.
+    let r = match c.call(&Request::OrganizerShow)? {
+        Response::OrganizerCardKey { .. } => {
+            let req = Request::OrganizerRecoverCard {
+                vault,
+                expires_hours: hours,
+                pin: pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?,
+            };
+            let mut ui = Terminal::default();
+            ui.working("Opening the member's vault with your YubiKey…");
+            let r = c.call_with(&req, &mut ui);
+            ui.done();
+            r
+        }
+        Response::OrganizerKey { .. } => {
+            let pw = master_password(
+                password,
+                "Confirm with your Master Password to make a recovery grant.",
+            )?;
+            let spinner = Spinner::start("Opening the member's vault…");
+            let r = c.call(&Request::OrganizerRecover {
+                vault,
+                expires_hours: hours,
+                password: pw,
+            });
+            drop(spinner);
+            r
+        }
+        _ => return Err(unexpected()),
+    };
     let Response::GrantMade {
         account_id,
         grant_id,

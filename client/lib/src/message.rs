@@ -61,6 +61,8 @@ pub mod tag {
     pub const SSH_REMOVE: u8 = 0x27;
     pub const SSH_APPROVE: u8 = 0x28;
     pub const SSH_GENERATE_CARD: u8 = 0x29;
+    pub const ORGANIZER_CREATE_CARD: u8 = 0x2a;
+    pub const ORGANIZER_RECOVER_CARD: u8 = 0x2b;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -86,6 +88,7 @@ pub mod tag {
     pub const ORGANIZER_CHANGED: u8 = 0x95;
     pub const GRANT_MADE: u8 = 0x96;
     pub const SSH_KEYS: u8 = 0x97;
+    pub const ORGANIZER_CARD_KEY: u8 = 0x98;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -376,6 +379,30 @@ pub enum Request {
         /// The comment (empty: the name).
         comment: String,
     },
+    /// Makes this account's organizer key (at most one) on a YubiKey: a
+    /// P-256 key generated on the card, which never leaves it; the vault
+    /// records where it is. The agent may prompt for the PIN, the
+    /// management key, and about factory defaults. Answered by
+    /// `OrganizerCardKey`.
+    OrganizerCreateCard {
+        /// The card's serial (required when several are present).
+        serial: Option<u32>,
+        /// The PIV slot (default: the first free retired slot, 82..95).
+        slot: Option<u8>,
+        /// The card's PIN, given up front.
+        pin: Option<Secret>,
+    },
+    /// As `OrganizerRecover`, for an organizer key on a YubiKey: the card
+    /// opens the member's wrap after its PIN (given, or asked with a
+    /// `Prompt`). Answered by `GrantMade`.
+    OrganizerRecoverCard {
+        /// The member's vault file (an absolute path).
+        vault: String,
+        /// Hours until the grant expires.
+        expires_hours: u32,
+        /// The card's PIN, given up front.
+        pin: Option<Secret>,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -404,6 +431,14 @@ impl fmt::Debug for Request {
                 expires_hours,
                 ..
             } => write!(f, "OrganizerRecover({vault:?}, {expires_hours})"),
+            Request::OrganizerCreateCard { serial, slot, .. } => {
+                write!(f, "OrganizerCreateCard({serial:?}, {slot:?})")
+            }
+            Request::OrganizerRecoverCard {
+                vault,
+                expires_hours,
+                ..
+            } => write!(f, "OrganizerRecoverCard({vault:?}, {expires_hours})"),
             other => f.write_str(other.name()),
         }
     }
@@ -454,6 +489,8 @@ impl Request {
             Request::SshRemove { .. } => "SshRemove",
             Request::SshApprove { .. } => "SshApprove",
             Request::SshGenerateCard { .. } => "SshGenerateCard",
+            Request::OrganizerCreateCard { .. } => "OrganizerCreateCard",
+            Request::OrganizerRecoverCard { .. } => "OrganizerRecoverCard",
         }
     }
 
@@ -701,6 +738,24 @@ impl Request {
                 w.str(comment);
                 w
             }
+            Request::OrganizerCreateCard { serial, slot, pin } => {
+                let mut w = Writer::new(ORGANIZER_CREATE_CARD);
+                w.opt(serial.as_ref(), |w, v| w.u32(*v));
+                w.opt(slot.as_ref(), |w, v| w.u8(*v));
+                w.opt(pin.as_ref(), Writer::secret);
+                w
+            }
+            Request::OrganizerRecoverCard {
+                vault,
+                expires_hours,
+                pin,
+            } => {
+                let mut w = Writer::new(ORGANIZER_RECOVER_CARD);
+                w.str(vault);
+                w.u32(*expires_hours);
+                w.opt(pin.as_ref(), Writer::secret);
+                w
+            }
         };
         w.finish()
     }
@@ -851,6 +906,16 @@ impl Request {
                 touch: r.opt("touch", |r| r.str("touch"))?,
                 pin: r.opt("pin", |r| r.secret("pin"))?,
                 comment: r.str("comment")?,
+            },
+            ORGANIZER_CREATE_CARD => Request::OrganizerCreateCard {
+                serial: r.opt("serial", |r| r.u32("serial"))?,
+                slot: r.opt("slot", |r| r.u8("slot"))?,
+                pin: r.opt("pin", |r| r.secret("pin"))?,
+            },
+            ORGANIZER_RECOVER_CARD => Request::OrganizerRecoverCard {
+                vault: r.str("vault")?,
+                expires_hours: r.u32("expires_hours")?,
+                pin: r.opt("pin", |r| r.secret("pin"))?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -1303,6 +1368,18 @@ pub enum Response {
         /// Its fingerprint, to read aloud.
         fingerprint: String,
     },
+    /// An organizer key on a YubiKey: its public half and where it is
+    /// (`OrganizerCreateCard`, and `OrganizerShow` for such a key).
+    OrganizerCardKey {
+        /// The recipient (`kwo1-…`).
+        recipient: String,
+        /// Its fingerprint, to read aloud.
+        fingerprint: String,
+        /// The card's serial.
+        serial: u32,
+        /// The PIV slot.
+        slot: u8,
+    },
     /// Answer to `OrganizerList`.
     Organizers(Vec<OrganizerInfo>),
     /// Answer to `SshList`, `SshGenerate`, `SshImport`.
@@ -1370,6 +1447,12 @@ impl fmt::Debug for Response {
             }
             Response::Restored { notes } => write!(f, "Restored({notes:?})"),
             Response::OrganizerKey { fingerprint, .. } => write!(f, "OrganizerKey({fingerprint})"),
+            Response::OrganizerCardKey {
+                fingerprint,
+                serial,
+                slot,
+                ..
+            } => write!(f, "OrganizerCardKey({fingerprint}, {serial}, {slot:02x})"),
             Response::Organizers(v) => write!(f, "Organizers({v:?})"),
             Response::SshKeys(v) => write!(f, "SshKeys({})", v.len()),
             Response::OrganizerChanged { fingerprint, .. } => {
@@ -1620,6 +1703,19 @@ impl Response {
                 w.str(fingerprint);
                 w
             }
+            Response::OrganizerCardKey {
+                recipient,
+                fingerprint,
+                serial,
+                slot,
+            } => {
+                let mut w = Writer::new(ORGANIZER_CARD_KEY);
+                w.str(recipient);
+                w.str(fingerprint);
+                w.u32(*serial);
+                w.u8(*slot);
+                w
+            }
             Response::SshKeys(v) => {
                 let mut w = Writer::new(SSH_KEYS);
                 w.list(v, |w, k| {
@@ -1776,6 +1872,12 @@ impl Response {
             ORGANIZER_KEY => Response::OrganizerKey {
                 recipient: r.str("recipient")?,
                 fingerprint: r.str("fingerprint")?,
+            },
+            ORGANIZER_CARD_KEY => Response::OrganizerCardKey {
+                recipient: r.str("recipient")?,
+                fingerprint: r.str("fingerprint")?,
+                serial: r.u32("serial")?,
+                slot: r.u8("slot")?,
             },
             SSH_KEYS => Response::SshKeys(r.list("ssh keys", 29, |r| {
                 Ok(SshKeyInfo {
@@ -1976,6 +2078,26 @@ pub mod samples {
                 pin: None,
                 comment: String::new(),
             },
+            Request::OrganizerCreateCard {
+                serial: Some(7),
+                slot: Some(0x82),
+                pin: Some(s("123456")),
+            },
+            Request::OrganizerCreateCard {
+                serial: None,
+                slot: None,
+                pin: None,
+            },
+            Request::OrganizerRecoverCard {
+                vault: "/tmp/member.kwv".into(),
+                expires_hours: 72,
+                pin: Some(s("123456")),
+            },
+            Request::OrganizerRecoverCard {
+                vault: "/tmp/member.kwv".into(),
+                expires_hours: 1,
+                pin: None,
+            },
         ]
     }
 
@@ -2116,6 +2238,12 @@ pub mod samples {
                 public: "ssh-ed25519 AAAA me@host".into(),
                 loaded: true,
             }]),
+            Response::OrganizerCardKey {
+                recipient: "kwo1-0000".into(),
+                fingerprint: "0a1b-2c3d-4e5f-6a7b".into(),
+                serial: 7,
+                slot: 0x82,
+            },
         ]
     }
 }

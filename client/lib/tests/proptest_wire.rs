@@ -142,6 +142,23 @@ fn request() -> impl Strategy<Value = Request> {
                     comment,
                 }
             }),
+        (
+            option::of(any::<u32>()),
+            option::of(any::<u8>()),
+            opt_secret()
+        )
+            .prop_map(|(serial, slot, pin)| Request::OrganizerCreateCard {
+                serial,
+                slot,
+                pin
+            }),
+        (text(), any::<u32>(), opt_secret()).prop_map(|(vault, expires_hours, pin)| {
+            Request::OrganizerRecoverCard {
+                vault,
+                expires_hours,
+                pin,
+            }
+        }),
     ]
 }
 
@@ -300,6 +317,14 @@ fn response() -> impl Strategy<Value = Response> {
             recipient,
             fingerprint
         }),
+        (text(), text(), any::<u32>(), any::<u8>()).prop_map(
+            |(recipient, fingerprint, serial, slot)| Response::OrganizerCardKey {
+                recipient,
+                fingerprint,
+                serial,
+                slot,
+            }
+        ),
         vec(
             (text(), text(), any::<u64>(), any::<bool>()).prop_map(
                 |(name, fingerprint, added, required)| OrganizerInfo {
@@ -391,7 +416,9 @@ proptest! {
         let (_, secret) = req.encode();
         let has_secret = match &req {
             Request::PromptReply { answer } => answer.is_some(),
-            Request::SshGenerateCard { pin, .. } => pin.is_some(),
+            Request::SshGenerateCard { pin, .. }
+            | Request::OrganizerCreateCard { pin, .. }
+            | Request::OrganizerRecoverCard { pin, .. } => pin.is_some(),
             Request::ProtectorAdd(_) | Request::RecoveryCodeRevoke { .. }
             | Request::ProtectorRemove { .. }
             | Request::CheckPassword { .. } | Request::CheckRecoveryCode { .. }

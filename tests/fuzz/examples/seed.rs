@@ -82,6 +82,9 @@ fn synthetic_vault() -> VaultFile {
                 created: 5,
                 sealed: sealed(48, 8),
             }),
+            // At most one organizer key: the card's record (0x0a) is in
+            // the "organizer-card" seed.
+            card: None,
             wraps: vec![format::OrganizerWrap {
                 org_pk: point,
                 epk: point,
@@ -160,6 +163,26 @@ fn main() {
         "vault",
         "every-record",
         &[[1].as_slice(), &synthetic].concat(),
+    );
+    // The organizer key on a YubiKey (record 0x0a) instead of in the vault
+    // (a vault holds at most one organizer key).
+    let mut with_card = synthetic_vault();
+    with_card.organizers.key = None;
+    with_card.organizers.card = Some(format::OrganizerCardRecord {
+        serial: 12_345_678,
+        slot: 0x83,
+        pin_policy: 2,
+        touch_policy: 1,
+        card_pk: piv::compress(&g_point()).expect("G is a point"),
+        created: 8,
+    });
+    let with_card = with_card.encode(&[9; 32]);
+    format::parse(&with_card).expect("the vault with a card organizer key parses");
+    put(
+        &dir,
+        "vault",
+        "organizer-card",
+        &[[1].as_slice(), &with_card].concat(),
     );
     // The same records in reverse order (accepted; re-encoded by type).
     let mut reordered = synthetic.clone();

@@ -179,7 +179,9 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::SshImport { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         // Its one secret, the PIN, is optional: the frame is secret when it is there.
-        Request::SshGenerateCard { pin, .. } => pin.is_some(),
+        Request::SshGenerateCard { pin, .. }
+        | Request::OrganizerCreateCard { pin, .. }
+        | Request::OrganizerRecoverCard { pin, .. } => pin.is_some(),
         Request::Hello { .. }
         | Request::Status
         | Request::Lock
@@ -228,6 +230,7 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::BackedUp { .. }
         | Response::Restored { .. }
         | Response::OrganizerKey { .. }
+        | Response::OrganizerCardKey { .. }
         | Response::Organizers(_)
         | Response::SshKeys(_)
         | Response::OrganizerChanged { .. }
@@ -335,7 +338,9 @@ pub fn blind_request(r: &Request) -> Request {
             p.password = blind(&p.password);
         }
         Request::PromptReply { answer } => *answer = blind_opt(answer),
-        Request::SshGenerateCard { pin, .. } => *pin = blind_opt(pin),
+        Request::SshGenerateCard { pin, .. }
+        | Request::OrganizerCreateCard { pin, .. }
+        | Request::OrganizerRecoverCard { pin, .. } => *pin = blind_opt(pin),
         _ => {}
     }
     r

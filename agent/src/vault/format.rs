@@ -667,6 +667,19 @@ impl<'a> Reader<'a> {
     fn u64(&mut self, what: &str) -> Result<u64, FormatError> {
         Ok(u64::from_be_bytes(self.arr(what)?))
     }
+    /// A PIN policy and a touch policy, each in the card's 1..=3.
+    fn piv_policies(&mut self) -> Result<(u8, u8), FormatError> {
+        let at = self.pos;
+        let pin = self.u8("pin policy")?;
+        let touch = self.u8("touch policy")?;
+        if !(1..=3).contains(&pin) || !(1..=3).contains(&touch) {
+            return Err(FormatError::Malformed {
+                offset: at,
+                what: format!("invalid PIV policies {pin}/{touch}"),
+            });
+        }
+        Ok((pin, touch))
+    }
     fn sealed16(&mut self, expect_ct: usize, what: &str) -> Result<Sealed, FormatError> {
         let nonce = self.arr::<NONCE_LEN>(what)?;
         let at = self.pos;
@@ -862,15 +875,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
             record_type::PIV_WRAP => {
                 let serial = r.u32("serial")?;
                 let slot = r.u8("slot")?;
-                let policy_at = r.pos;
-                let pin_policy = r.u8("pin policy")?;
-                let touch_policy = r.u8("touch policy")?;
-                if !(1..=3).contains(&pin_policy) || !(1..=3).contains(&touch_policy) {
-                    return Err(FormatError::Malformed {
-                        offset: policy_at,
-                        what: format!("invalid PIV policies {pin_policy}/{touch_policy}"),
-                    });
-                }
+                let (pin_policy, touch_policy) = r.piv_policies()?;
                 let points_at = r.pos;
                 let card_pk = r.arr::<33>("card public key")?;
                 let epk = r.arr::<33>("ephemeral public key")?;
@@ -1003,15 +1008,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                         what: format!("slot {slot:02x} is not a PIV key slot"),
                     });
                 }
-                let policy_at = r.pos;
-                let pin_policy = r.u8("pin policy")?;
-                let touch_policy = r.u8("touch policy")?;
-                if !(1..=3).contains(&pin_policy) || !(1..=3).contains(&touch_policy) {
-                    return Err(FormatError::Malformed {
-                        offset: policy_at,
-                        what: format!("invalid PIV policies {pin_policy}/{touch_policy}"),
-                    });
-                }
+                let (pin_policy, touch_policy) = r.piv_policies()?;
                 let point_at = r.pos;
                 let card_pk = r.arr::<33>("organizer card public key")?;
                 if piv::compress(&card_pk).ok() != Some(card_pk) {

@@ -469,3 +469,59 @@ impl Terminal {
         }
     }
 }
+
+/// Runs `c` with its output to files (so that a child it leaves behind
+/// cannot hold a pipe open), `stdin` written to it (else its standard input
+/// as `c` says), and
+/// panics if it runs longer than `timeout`. `line` names it in messages. A
+/// death by signal is noted at the end of the captured standard error.
+pub fn run_bounded(mut c: Command, line: String, stdin: Option<&[u8]>, timeout: Duration) -> Run {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    c.stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap());
+    if stdin.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    if let Some(input) = stdin {
+        match child.stdin.take().unwrap().write_all(input) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{line} did not finish within {timeout:?}\n--- stderr\n{}",
+                std::fs::read_to_string(err.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = std::fs::read_to_string(err.path()).unwrap_or_default();
+    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        stderr.push_str(&format!("[killed by signal {sig}]\n"));
+    }
+    Run {
+        cmd: line,
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
+        stderr,
+    }
+}
+
+/// Writes an executable shell script.
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

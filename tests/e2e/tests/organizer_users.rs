@@ -26,7 +26,6 @@
 use keyward_agent::vault;
 use keyward_client::Paths;
 use keyward_e2e::{FAST_KDF, Run, agent_bin, keyward_bin, require, signal};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -191,8 +190,6 @@ impl User {
             "KEYWARD_PINENTRY=none".to_owned(),
         ];
         vars.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let out = tempfile::NamedTempFile::new_in(&self.scratch).unwrap();
-        let err = tempfile::NamedTempFile::new_in(&self.scratch).unwrap();
         let mut c = Command::new("setsid");
         c.arg("-w")
             .arg("sh")
@@ -206,47 +203,14 @@ impl User {
             .env("KW_GID", gid.to_string())
             .env("KW_FD3", secret.path())
             .current_dir(&self.home)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(out.reopen().unwrap())
-            .stderr(err.reopen().unwrap());
+            .stdin(Stdio::null());
         let line = format!(
             "[as {}] keyward {}{}",
             self.name,
             args.join(" "),
             if fd3.is_some() { " 3<secret" } else { "" }
         );
-        let mut child = c.spawn().unwrap();
-        if let Some(input) = stdin {
-            match child.stdin.take().unwrap().write_all(input) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                other => other.unwrap(),
-            }
-        }
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if start.elapsed() > COMMAND_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{line} did not finish within {COMMAND_TIMEOUT:?}\n--- stderr\n{}",
-                    std::fs::read_to_string(err.path()).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Run {
-            cmd: line,
-            code: status.code().unwrap_or(-1),
-            stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
-            stderr: std::fs::read_to_string(err.path()).unwrap_or_default(),
-        }
+        keyward_e2e::run_bounded(c, line, stdin, COMMAND_TIMEOUT)
     }
 
     fn ok(&self, args: &[&str]) -> Run {

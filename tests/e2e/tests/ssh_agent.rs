@@ -11,7 +11,7 @@
 //! Every process a test starts (sshd included) is stopped by its pid when
 //! the test ends, passed or failed.
 
-use keyward_e2e::{Home, Run, require, signal};
+use keyward_e2e::{Home, Run, require, signal, write_script};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -66,50 +66,14 @@ fn client(sock: &Path, program: &str, args: &[&str]) -> Command {
 
 /// Runs `c` (output to files, so that a child it leaves behind cannot hold
 /// a pipe open) within [`CLIENT_TIMEOUT`].
-fn finish(mut c: Command) -> Run {
+fn finish(c: Command) -> Run {
     let line = format!("{c:?}");
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let err = tempfile::NamedTempFile::new().unwrap();
-    c.stdout(out.reopen().unwrap())
-        .stderr(err.reopen().unwrap());
-    let mut child = c
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > CLIENT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{line} did not finish within {CLIENT_TIMEOUT:?}\n--- stderr\n{}",
-                std::fs::read_to_string(err.path()).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = std::fs::read_to_string(err.path()).unwrap_or_default();
-    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        stderr.push_str(&format!("[killed by signal {sig}]\n"));
-    }
-    Run {
-        cmd: line,
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
-        stderr,
-    }
+    keyward_e2e::run_bounded(c, line, None, CLIENT_TIMEOUT)
 }
 
 /// `ssh-add args…` against `sock`.
 fn ssh_add(sock: &Path, args: &[&str]) -> Run {
     finish(client(sock, "ssh-add", args))
-}
-
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn is_root() -> bool {

@@ -14,7 +14,7 @@ use keyward_agent::account::password::Password;
 use keyward_agent::account::secret_key::SecretKey;
 use keyward_agent::vault;
 use keyward_agent::vault::ssh::Location;
-use keyward_e2e::{FAST_KDF, Home, Run, require, signal};
+use keyward_e2e::{FAST_KDF, Home, Run, require, signal, write_script};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,41 +61,9 @@ fn client(sock: &Path, program: &str, args: &[&str]) -> Command {
 }
 
 /// Runs `c` (output to files) within [`CLIENT_TIMEOUT`].
-fn finish(mut c: Command) -> Run {
+fn finish(c: Command) -> Run {
     let line = format!("{c:?}");
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let err = tempfile::NamedTempFile::new().unwrap();
-    c.stdout(out.reopen().unwrap())
-        .stderr(err.reopen().unwrap());
-    let mut child = c
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > CLIENT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{line} did not finish within {CLIENT_TIMEOUT:?}\n--- stderr\n{}",
-                std::fs::read_to_string(err.path()).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        cmd: line,
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
-        stderr: std::fs::read_to_string(err.path()).unwrap_or_default(),
-    }
-}
-
-fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    keyward_e2e::run_bounded(c, line, None, CLIENT_TIMEOUT)
 }
 
 fn agent_log(home: &Home) -> String {

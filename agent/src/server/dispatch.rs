@@ -91,6 +91,12 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         }
         Request::Init(r) => agent.init(r).await,
         Request::Unlock(r) => agent.unlock(r, io).await,
+        Request::Join {
+            path,
+            password,
+            secret_key,
+            protector,
+        } => agent.join(&path, &password, &secret_key, &protector).await,
         Request::ChangePassword { old, new } => agent.change_password(&old, &new).await,
         Request::RecoveryCodeNew { password } => agent.recovery_code_new(&password).await,
         Request::RecoveryCodeList => agent.recovery_code_list(),

@@ -7,27 +7,15 @@ impl Agent {
         FileProtector::new(&self.paths.state_dir, id, self.uid)
     }
 
-    /// `Init`: creates the account and keeps the Secret Key with the chosen protector.
-    pub async fn init(self: &Arc<Self>, req: InitRequest) -> Result<Response, AgentError> {
-        let _heavy = self.heavy.lock().await;
-        let existing = match &*self.read_state() {
-            State::NoAccount => None,
-            State::Locked(a) => Some(a.clone()),
-            State::Unlocked(s) => Some(s.account.clone()),
-        };
-        if let Some(a) = existing {
-            {
-                return Err(err(
-                    ErrorCode::Exists,
-                    format!(
-                        "an account already exists here ({}, vault {}); keyward keeps one account per user",
-                        a.id,
-                        a.vault_path.display()
-                    ),
-                ));
-            }
-        }
-        let protector = match req.protector.as_str() {
+    /// The protector a new account (`init`) or a joining device (`join`)
+    /// keeps the Secret Key with: `auto` is the OS keychain if one answers,
+    /// else a file. `first` names the command that sets the account up.
+    pub(in crate::server) async fn choose_protector(
+        &self,
+        requested: &str,
+        first: &str,
+    ) -> Result<&'static str, AgentError> {
+        Ok(match requested {
             "auto" => {
                 // The best available: the OS keychain if one answers, else a file.
                 match tokio::task::spawn_blocking(crate::protect::keychain::keychain_available)
@@ -55,8 +43,10 @@ impl Agent {
             "yubikey" => {
                 return Err(err(
                     ErrorCode::InvalidInput,
-                    "create the account first (`keyward init`), then enroll the YubiKey with \
-                     `keyward protector add yubikey`",
+                    format!(
+                        "set the account up first ({first}), then enroll the YubiKey with \
+                     `keyward protector add yubikey`"
+                    ),
                 ));
             }
             other => {
@@ -65,7 +55,32 @@ impl Agent {
                     format!("unknown protector {other:?} (use auto, file, keychain or none)"),
                 ));
             }
+        })
+    }
+
+    /// `Init`: creates the account and keeps the Secret Key with the chosen protector.
+    pub async fn init(self: &Arc<Self>, req: InitRequest) -> Result<Response, AgentError> {
+        let _heavy = self.heavy.lock().await;
+        let existing = match &*self.read_state() {
+            State::NoAccount => None,
+            State::Locked(a) => Some(a.clone()),
+            State::Unlocked(s) => Some(s.account.clone()),
         };
+        if let Some(a) = existing {
+            {
+                return Err(err(
+                    ErrorCode::Exists,
+                    format!(
+                        "an account already exists here ({}, vault {}); keyward keeps one account per user",
+                        a.id,
+                        a.vault_path.display()
+                    ),
+                ));
+            }
+        }
+        let protector = self
+            .choose_protector(&req.protector, "`keyward init`")
+            .await?;
         let password = new_password_from(&req.password)?;
         crate::vault::store::ensure_private_dir(&self.paths.data_dir, self.uid)
             .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
@@ -143,6 +158,8 @@ impl Agent {
             }
             return Err(e);
         }
+        // A vault joined before and gone since is no longer this device's.
+        crate::server::join::forget_pointer(&self.paths);
         self.enroll_policy_organizers(&mut v, &path, now);
         self.remember_generation(&id, v.file().generation);
         self.remember_wrap_costs(v.file());

@@ -13,12 +13,14 @@
 //! - [`organizer`]: recovery by an organizer (keys, enrollment, grants).
 //! - [`ssh`]: the SSH agent's view of the state, and the SSH key requests.
 //! - `device`: what belongs to this device, kept out of the vault's folder.
+//! - `join`: a device taking up an existing vault where it is (the pointer file).
 
 pub mod conn;
 mod copies;
 mod device;
 pub mod dispatch;
 pub mod evloop;
+mod join;
 pub mod listener;
 pub mod logind;
 mod on_demand;

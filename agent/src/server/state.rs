@@ -237,8 +237,11 @@ pub fn vault_path(data_dir: &Path, id: &AccountId) -> PathBuf {
     data_dir.join(format!("vault-{id}.kwv"))
 }
 
-/// Finds the account in the data directory.
+/// Finds the account: the vault this device joined, else the one in the data directory.
 pub fn find_account(paths: &Paths, config: &Config) -> Result<Option<Account>, String> {
+    if let Some(a) = super::join::pointed_account(paths, config) {
+        return Ok(Some(a));
+    }
     let entries = match std::fs::read_dir(&paths.data_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -390,6 +390,34 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::ssh::SshAction,
     },
+    /// Set this device up from an existing vault (a copy, or a folder a sync engine keeps).
+    ///
+    /// Asks for the Secret Key (from the Emergency Kit) and the Master Password, opens the vault
+    /// where it is (no copy is made), keeps the Secret Key with this device's protector and
+    /// unlocks. PATH is the vault file, or a folder holding exactly one vault-*.kwv. Nothing
+    /// this device keeps for itself is written into that folder. A wrong Secret Key or password
+    /// counts as a failed unlock.
+    #[command(after_help = crate::join::JOIN_EXAMPLES)]
+    Join {
+        /// The vault file, or the folder holding it.
+        path: PathBuf,
+        /// Read the Secret Key from the Emergency Kit: the PDF `keyward emergency-kit` wrote, or a
+        /// photo or scan of it (PNG or JPEG; its QR code is read).
+        #[arg(long, value_name = "FILE", conflicts_with = "secret_key_fd")]
+        kit: Option<PathBuf>,
+        /// Read the Secret Key from file descriptor N (a trailing newline stripped).
+        #[arg(long, value_name = "N")]
+        secret_key_fd: Option<u32>,
+        #[command(flatten)]
+        password: PasswordSource,
+        /// Where this device keeps the Secret Key: auto (the best available), file, keychain,
+        /// none (you type it at each unlock).
+        #[arg(long, default_value = "auto", value_name = "KIND")]
+        protector: String,
+        /// Print `{"state", "account_id", "protector", "vault", "notes"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -1002,6 +1030,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         ),
         Command::Organizer { action } => crate::organizer::run(autostart, cli.no_prompt, action),
         Command::Ssh { action } => crate::ssh::run(autostart, cli.no_prompt, action),
+        Command::Join {
+            path,
+            kit,
+            secret_key_fd,
+            password,
+            protector,
+            json,
+        } => crate::join::join(
+            autostart,
+            &path,
+            kit.as_deref(),
+            secret_key_fd,
+            &password,
+            &protector,
+            json,
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -17,6 +17,7 @@ mod generate;
 mod import;
 mod inject;
 mod input;
+mod join;
 mod kit;
 mod organizer;
 mod output;

@@ -63,6 +63,7 @@ pub mod tag {
     pub const SSH_GENERATE_CARD: u8 = 0x29;
     pub const ORGANIZER_CREATE_CARD: u8 = 0x2a;
     pub const ORGANIZER_RECOVER_CARD: u8 = 0x2b;
+    pub const JOIN: u8 = 0x2c;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -403,6 +404,22 @@ pub enum Request {
         /// The card's PIN, given up front.
         pin: Option<Secret>,
     },
+    /// Sets this device up from an existing vault (a copy, or a folder a
+    /// sync engine keeps), used where it is. Only when there is no account
+    /// here; a wrong Secret Key or password counts as a failed attempt.
+    /// Answered by `Unlocked` (its notes say where the vault is).
+    Join {
+        /// The vault file, or a directory holding exactly one
+        /// `vault-*.kwv` (an absolute path).
+        path: String,
+        /// The Master Password.
+        password: Secret,
+        /// The Secret Key as typed (or read from the Emergency Kit).
+        secret_key: Secret,
+        /// Where to keep the Secret Key on this device: `auto`, `file`,
+        /// `keychain` or `none`.
+        protector: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -439,6 +456,9 @@ impl fmt::Debug for Request {
                 expires_hours,
                 ..
             } => write!(f, "OrganizerRecoverCard({vault:?}, {expires_hours})"),
+            Request::Join {
+                path, protector, ..
+            } => write!(f, "Join({path:?}, {protector})"),
             other => f.write_str(other.name()),
         }
     }
@@ -491,6 +511,7 @@ impl Request {
             Request::SshGenerateCard { .. } => "SshGenerateCard",
             Request::OrganizerCreateCard { .. } => "OrganizerCreateCard",
             Request::OrganizerRecoverCard { .. } => "OrganizerRecoverCard",
+            Request::Join { .. } => "Join",
         }
     }
 
@@ -756,6 +777,19 @@ impl Request {
                 w.opt(pin.as_ref(), Writer::secret);
                 w
             }
+            Request::Join {
+                path,
+                password,
+                secret_key,
+                protector,
+            } => {
+                let mut w = Writer::new(JOIN);
+                w.str(path);
+                w.secret(password);
+                w.secret(secret_key);
+                w.str(protector);
+                w
+            }
         };
         w.finish()
     }
@@ -916,6 +950,12 @@ impl Request {
                 vault: r.str("vault")?,
                 expires_hours: r.u32("expires_hours")?,
                 pin: r.opt("pin", |r| r.secret("pin"))?,
+            },
+            JOIN => Request::Join {
+                path: r.str("path")?,
+                password: r.secret("password")?,
+                secret_key: r.secret("secret_key")?,
+                protector: r.str("protector")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -2097,6 +2137,12 @@ pub mod samples {
                 vault: "/tmp/member.kwv".into(),
                 expires_hours: 1,
                 pin: None,
+            },
+            Request::Join {
+                path: "/home/u/Sync/keyward".into(),
+                password: s("pw"),
+                secret_key: s("K1-ABCDEF-GHJKLM-NPQRS-TVWXY-Z2345-6789AR"),
+                protector: "auto".into(),
             },
         ]
     }

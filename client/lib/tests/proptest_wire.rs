@@ -159,6 +159,14 @@ fn request() -> impl Strategy<Value = Request> {
                 pin,
             }
         }),
+        (text(), secret(), secret(), text()).prop_map(|(path, password, secret_key, protector)| {
+            Request::Join {
+                path,
+                password,
+                secret_key,
+                protector,
+            }
+        }),
     ]
 }
 
@@ -427,7 +435,8 @@ proptest! {
             | Request::Recover { .. } | Request::SecretKeyRotate { .. }
             | Request::EmergencyKit { .. }
             | Request::OrganizerAdd { .. } | Request::OrganizerRemove { .. }
-            | Request::OrganizerRecover { .. } | Request::RecoverWithGrant { .. } => true,
+            | Request::OrganizerRecover { .. } | Request::RecoverWithGrant { .. }
+            | Request::Join { .. } => true,
             _ => false,
         };
         prop_assert_eq!(secret, has_secret, "{:?}", req);

@@ -176,7 +176,8 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::OrganizerRemove { .. }
         | Request::OrganizerRecover { .. }
         | Request::RecoverWithGrant { .. }
-        | Request::SshImport { .. } => true,
+        | Request::SshImport { .. }
+        | Request::Join { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         // Its one secret, the PIN, is optional: the frame is secret when it is there.
         Request::SshGenerateCard { pin, .. }
@@ -336,6 +337,14 @@ pub fn blind_request(r: &Request) -> Request {
             p.pin = blind_opt(&p.pin);
             p.management_key = blind_opt(&p.management_key);
             p.password = blind(&p.password);
+        }
+        Request::Join {
+            password,
+            secret_key,
+            ..
+        } => {
+            *password = blind(password);
+            *secret_key = blind(secret_key);
         }
         Request::PromptReply { answer } => *answer = blind_opt(answer),
         Request::SshGenerateCard { pin, .. }

@@ -113,13 +113,13 @@ fn decode_unchecked(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
         let cert =
             cert::parse(cert_blob).map_err(|_| KeyError::Format("bad certificate".into()))?;
         let base = cert.key.algorithm();
-        let mut joined = cert_prefix(&cert.key)?;
+        let mut joined = zeroize::Zeroizing::new(cert_prefix(&cert.key)?);
         let prefix_len = joined.len();
         joined.extend_from_slice(r.rest());
+        let (joined, grew) = pad_ecdsa_scalar(&joined, base.clone())?;
         let mut rest: &[u8] = &joined;
         let keypair = KeypairData::decode_as(&mut rest, base)?;
-        let used_tail = joined.len() - rest.len() - prefix_len;
-        joined.fill(0);
+        let used_tail = joined.len() - rest.len() - prefix_len - grew;
         if KeyData::try_from(&keypair)? != cert.key {
             return Err(KeyError::Format(
                 "the private key does not belong to the certificate".into(),
@@ -135,7 +135,8 @@ fn decode_unchecked(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
         ));
     }
     let alg = Algorithm::new(name)?;
-    let mut rest: &[u8] = r.rest();
+    let (body, grew) = pad_ecdsa_scalar(r.rest(), alg.clone())?;
+    let mut rest: &[u8] = &body;
     let keypair = KeypairData::decode_as(&mut rest, alg)?;
     if matches!(keypair, KeypairData::Other(_) | KeypairData::Encrypted(_)) {
         return Err(KeyError::Format(format!(
@@ -148,8 +149,47 @@ fn decode_unchecked(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
             keypair,
             cert: None,
         },
-        buf.len() - rest.len(),
+        buf.len() - r.rest().len() + (body.len() - rest.len() - grew),
     ))
+}
+
+/// ssh-key 0.6 reads an ECDSA private scalar only at its full size (32, 48
+/// or 66 bytes), but OpenSSH writes it as a minimal mpint, shorter when its
+/// top byte is zero — one P-521 key in four. Given the fields after the key
+/// type name (`string curve ‖ string Q ‖ mpint d ‖ …`), pads `d` to its
+/// curve's size; returns the fields and how many bytes longer they became.
+fn pad_ecdsa_scalar(
+    fields: &[u8],
+    alg: Algorithm,
+) -> Result<(zeroize::Zeroizing<Vec<u8>>, usize), KeyError> {
+    let same = || Ok((zeroize::Zeroizing::new(fields.to_vec()), 0));
+    if !matches!(alg, Algorithm::Ecdsa { .. }) {
+        return same();
+    }
+    let mut r = Reader(fields);
+    let size = match r.string()? {
+        b"nistp256" => 32,
+        b"nistp384" => 48,
+        b"nistp521" => 66,
+        _ => return same(),
+    };
+    r.string()?;
+    let d_at = fields.len() - r.rest().len();
+    let d = r.string()?;
+    let first = d.iter().position(|&b| b != 0).unwrap_or(d.len());
+    let digits = &d[first..];
+    if digits.len() >= size {
+        return same();
+    }
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(fields.len() + size));
+    out.extend_from_slice(&fields[..d_at]);
+    out.extend_from_slice(&(size as u32).to_be_bytes());
+    let padded = out.len() + size - digits.len();
+    out.resize(padded, 0);
+    out.extend_from_slice(digits);
+    out.extend_from_slice(r.rest());
+    let grew = out.len() - fields.len();
+    Ok((out, grew))
 }
 
 /// Refuses a key pair whose public half does not match its private half
@@ -432,22 +472,94 @@ pub fn import_file(
             ));
         }
     }
-    let k =
-        ssh_key::PrivateKey::from_openssh(text).map_err(|e| ImportError::Format(e.to_string()))?;
-    let k = if k.is_encrypted() {
-        let Some(p) = passphrase else {
+    openssh_file(text, passphrase)
+}
+
+/// An OpenSSH private key file (`openssh-key-v1`, PROTOCOL.key), read here
+/// so that the key inside goes through [`decode_private`] (ssh-key 0.6
+/// refuses ECDSA scalars OpenSSH wrote shorter than their curve's size);
+/// ssh-key's KDF (bcrypt-pbkdf) and ciphers decrypt it.
+fn openssh_file(
+    text: &[u8],
+    passphrase: Option<&[u8]>,
+) -> Result<(PrivateKey, String), ImportError> {
+    use base64::Engine as _;
+    let bad = |what: &str| ImportError::Format(format!("a damaged OpenSSH key file ({what})"));
+    let begin = b"-----BEGIN OPENSSH PRIVATE KEY-----";
+    let end = b"-----END OPENSSH PRIVATE KEY-----";
+    let start = find(text, begin).ok_or_else(|| bad("no BEGIN line"))? + begin.len();
+    let stop = start
+        + find(&text[start..], end).ok_or_else(|| bad("no END line"))?;
+    let b64: Vec<u8> = text[start..stop]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let raw = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .map_err(|_| bad("not base64"))?,
+    );
+    let body = raw
+        .strip_prefix(b"openssh-key-v1\0".as_slice())
+        .ok_or_else(|| bad("no openssh-key-v1 magic"))?;
+    let mut r = Reader(body);
+    let truncated = |_| bad("truncated");
+    let cipher_name = r.text().map_err(truncated)?.to_owned();
+    let kdf_name = r.string().map_err(truncated)?;
+    let kdf_options = r.string().map_err(truncated)?;
+    if r.u32().map_err(truncated)? != 1 {
+        return Err(bad("not exactly one key"));
+    }
+    let public = r.string().map_err(truncated)?.to_vec();
+    let section = r.string().map_err(truncated)?;
+    let cipher = ssh_key::Cipher::new(&cipher_name)
+        .map_err(|_| ImportError::Format(format!("unknown cipher {cipher_name:?}")))?;
+    let mut plain = zeroize::Zeroizing::new(section.to_vec());
+    if !cipher.is_none() {
+        let Some(pass) = passphrase else {
             return Err(ImportError::NeedPassphrase);
         };
-        k.decrypt(p).map_err(|_| ImportError::WrongPassphrase)?
-    } else {
-        k
-    };
-    let pk = PrivateKey {
-        keypair: k.key_data().clone(),
-        cert: None,
-    };
-    check_consistent(&pk.keypair).map_err(|e| ImportError::Format(e.to_string()))?;
-    Ok((pk, k.comment().to_owned()))
+        let tag = if cipher.has_tag() {
+            let t = r.take(16).map_err(truncated)?;
+            let mut a = [0u8; 16];
+            a.copy_from_slice(t);
+            Some(a)
+        } else {
+            None
+        };
+        let mut kdf_bytes = Vec::new();
+        put_string(&mut kdf_bytes, kdf_name);
+        put_string(&mut kdf_bytes, kdf_options);
+        let kdf = ssh_key::Kdf::decode(&mut &kdf_bytes[..]).map_err(|e| bad(&e.to_string()))?;
+        let (key, iv) = kdf
+            .derive_key_and_iv(cipher, pass)
+            .map_err(|e| bad(&e.to_string()))?;
+        cipher
+            .decrypt(&key, &iv, &mut plain, tag)
+            .map_err(|_| ImportError::WrongPassphrase)?;
+    }
+    let mut p = Reader(&plain);
+    let (c1, c2) = (p.u32().map_err(truncated)?, p.u32().map_err(truncated)?);
+    if c1 != c2 {
+        // The check words differ: a wrong passphrase (or damage).
+        return Err(if cipher.is_none() {
+            bad("check words differ")
+        } else {
+            ImportError::WrongPassphrase
+        });
+    }
+    let (key, used) =
+        decode_private(p.rest()).map_err(|e| ImportError::Format(e.to_string()))?;
+    let mut after = Reader(&p.rest()[used..]);
+    let comment = after
+        .text()
+        .map_err(|_| bad("no comment"))?
+        .to_owned();
+    if key.public_blob().map_err(|e| bad(&e.to_string()))? != public {
+        return Err(bad("its public and private keys differ"));
+    }
+    Ok((key, comment))
 }
 
 /// Where `needle` first occurs in `hay`.
@@ -701,5 +813,56 @@ mod pem {
         } else {
             Err(unreadable(format!("a PKCS#8 key of algorithm {oid}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent form of `k` with its ECDSA scalar written as OpenSSH
+    /// writes it: a minimal mpint (leading zero bytes dropped).
+    fn minimal_mpint_form(k: &PrivateKey) -> Vec<u8> {
+        let full = encode_private(k).unwrap();
+        let mut r = Reader(full.expose());
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            put_string(&mut out, r.string().unwrap()); // type, curve, Q
+        }
+        let d = r.string().unwrap();
+        let first = d.iter().position(|&b| b != 0).unwrap();
+        let mut m = d[first..].to_vec();
+        if m[0] & 0x80 != 0 {
+            m.insert(0, 0);
+        }
+        put_string(&mut out, &m);
+        out.extend_from_slice(r.rest());
+        out
+    }
+
+    #[test]
+    fn ecdsa_scalars_with_leading_zero_bytes_are_read() {
+        // A P-521 scalar's top byte is 0 about half the time; find one whose
+        // minimal mpint is shorter than 66 bytes (what ssh-key 0.6 refused).
+        let mut tried = 0;
+        let key = loop {
+            tried += 1;
+            assert!(tried < 200, "no short P-521 scalar in 200 keys");
+            let k = generate("ecdsa", 521).unwrap();
+            let form = minimal_mpint_form(&k);
+            if form.len() < encode_private(&k).unwrap().len() {
+                break k;
+            }
+        };
+        let form = minimal_mpint_form(&key);
+        let mut with_comment = form.clone();
+        put_string(&mut with_comment, b"comment");
+        let (parsed, used) = decode_private(&with_comment).unwrap();
+        assert_eq!(used, form.len(), "the key's length in the message");
+        assert_eq!(parsed.public_blob().unwrap(), key.public_blob().unwrap());
+        let sig = parsed.sign(b"data", 0).unwrap();
+        let sig = ssh_key::Signature::decode(&mut &sig[..]).unwrap();
+        let (public, _) = parse_public(&key.public_blob().unwrap()).unwrap();
+        assert!(signature::Verifier::verify(&public, b"data", &sig).is_ok());
     }
 }

@@ -488,8 +488,7 @@ fn openssh_file(
     let begin = b"-----BEGIN OPENSSH PRIVATE KEY-----";
     let end = b"-----END OPENSSH PRIVATE KEY-----";
     let start = find(text, begin).ok_or_else(|| bad("no BEGIN line"))? + begin.len();
-    let stop = start
-        + find(&text[start..], end).ok_or_else(|| bad("no END line"))?;
+    let stop = start + find(&text[start..], end).ok_or_else(|| bad("no END line"))?;
     let b64: Vec<u8> = text[start..stop]
         .iter()
         .copied()
@@ -549,13 +548,9 @@ fn openssh_file(
             ImportError::WrongPassphrase
         });
     }
-    let (key, used) =
-        decode_private(p.rest()).map_err(|e| ImportError::Format(e.to_string()))?;
+    let (key, used) = decode_private(p.rest()).map_err(|e| ImportError::Format(e.to_string()))?;
     let mut after = Reader(&p.rest()[used..]);
-    let comment = after
-        .text()
-        .map_err(|_| bad("no comment"))?
-        .to_owned();
+    let comment = after.text().map_err(|_| bad("no comment"))?.to_owned();
     if key.public_blob().map_err(|e| bad(&e.to_string()))? != public {
         return Err(bad("its public and private keys differ"));
     }

@@ -61,12 +61,7 @@ impl Agent {
     /// `Init`: creates the account and keeps the Secret Key with the chosen protector.
     pub async fn init(self: &Arc<Self>, req: InitRequest) -> Result<Response, AgentError> {
         let _heavy = self.heavy.lock().await;
-        let existing = match &*self.read_state() {
-            State::NoAccount => None,
-            State::Locked(a) => Some(a.clone()),
-            State::Unlocked(s) => Some(s.account.clone()),
-        };
-        if let Some(a) = existing {
+        if let Some(a) = self.existing_account() {
             {
                 return Err(err(
                     ErrorCode::Exists,

@@ -4,14 +4,14 @@
 //! (`<state dir>/vault-path`), which [`pointed_account`] reads when the agent
 //! starts. The vault's own folder never receives a device-local file.
 
-use super::state::{Account, Agent, Session, State, boot_clock, change_error, err, internal};
+use super::state::{Account, Agent, Session, State, boot_clock, change_error, err};
 use crate::account::AccountId;
 use crate::account::secret_key::SecretKey;
 use crate::config::Config;
 use crate::protect::Store;
 use crate::protect::keychain::KeychainProtector;
+use crate::vault;
 use crate::vault::format::ProtectorKind;
-use crate::vault::{self, UnlockError};
 use keyward_client::Paths;
 use keyward_client::Secret;
 use keyward_client::message::{AgentError, ErrorCode, Response};
@@ -183,12 +183,7 @@ impl Agent {
     ) -> Result<Response, AgentError> {
         let mark = self.lock_mark();
         let _heavy = self.heavy.lock().await;
-        let existing = match &*self.read_state() {
-            State::NoAccount => None,
-            State::Locked(a) => Some(a.clone()),
-            State::Unlocked(s) => Some(s.account.clone()),
-        };
-        if let Some(a) = existing {
+        if let Some(a) = self.existing_account() {
             return Err(err(
                 ErrorCode::Exists,
                 format!(
@@ -228,23 +223,7 @@ impl Agent {
             ),
         })?;
         self.check_wrap_costs(&parsed.vault)?;
-        let (pw, key) = (password.clone(), sk.clone());
-        let opened = tokio::task::spawn_blocking(move || vault::unlock(parsed, &pw, &key))
-            .await
-            .map_err(internal)?;
-        let mut v = match opened {
-            Ok(v) => v,
-            Err(UnlockError::WrongCredentials) => {
-                return Err(self.record_failure("wrong Master Password or Secret Key"));
-            }
-            Err(e @ UnlockError::OtherAccount { .. }) => {
-                return Err(err(ErrorCode::InvalidInput, e.to_string()));
-            }
-            Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
-                return Err(err(ErrorCode::Corrupt, e.to_string()));
-            }
-            Err(e) => return Err(internal(e)),
-        };
+        let mut v = self.open_counted(parsed, &password, &sk).await?;
         if let Err(e) = self.attempts().reset() {
             tracing::warn!("cannot reset the failed-attempt counter: {e}");
         }

@@ -28,6 +28,43 @@ impl UnlockIo for PresetPin<'_> {
 type Candidates = (Vec<Box<dyn Protector>>, Vec<&'static str>);
 
 impl Agent {
+    /// Derives the keys (Argon2id, on the blocking pool) and opens `parsed`
+    /// with the password and Secret Key; a wrong one is counted (§12).
+    /// Shared by `Unlock` and `Join`.
+    pub(in crate::server) async fn open_counted(
+        &self,
+        parsed: vault::format::Parsed,
+        password: &Arc<Password>,
+        sk: &Arc<SecretKey>,
+    ) -> Result<vault::Unlocked, AgentError> {
+        let (pw, key) = (password.clone(), sk.clone());
+        let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &pw, &key))
+            .await
+            .map_err(internal)?;
+        match result {
+            Ok(v) => Ok(v),
+            Err(UnlockError::WrongCredentials) => {
+                Err(self.record_failure("wrong Master Password or Secret Key"))
+            }
+            Err(e @ UnlockError::OtherAccount { .. }) => {
+                Err(err(ErrorCode::InvalidInput, e.to_string()))
+            }
+            Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
+                Err(err(ErrorCode::Corrupt, e.to_string()))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// The account this device has, if any.
+    pub(in crate::server) fn existing_account(&self) -> Option<Account> {
+        match &*self.read_state() {
+            State::NoAccount => None,
+            State::Locked(a) => Some(a.clone()),
+            State::Unlocked(s) => Some(s.account.clone()),
+        }
+    }
+
     pub(in crate::server) fn backoff_error(&self, message: &str) -> Option<AgentError> {
         let remaining = self
             .attempts()
@@ -279,23 +316,7 @@ impl Agent {
         let mut reads = 1;
         let (writer, mut v) = loop {
             let generation = parsed.vault.generation;
-            let (pw, key) = (password.clone(), sk.clone());
-            let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &pw, &key))
-                .await
-                .map_err(internal)?;
-            let v = match result {
-                Ok(v) => v,
-                Err(UnlockError::WrongCredentials) => {
-                    return Err(self.record_failure("wrong Master Password or Secret Key"));
-                }
-                Err(e @ UnlockError::OtherAccount { .. }) => {
-                    return Err(err(ErrorCode::InvalidInput, e.to_string()));
-                }
-                Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
-                    return Err(err(ErrorCode::Corrupt, e.to_string()));
-                }
-                Err(e) => return Err(internal(e)),
-            };
+            let v = self.open_counted(parsed, &password, &sk).await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'
             // lock, from the file as it is now. A change that was being

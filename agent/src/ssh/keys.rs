@@ -143,7 +143,6 @@ fn decode_unchecked(buf: &[u8]) -> Result<(PrivateKey, usize), KeyError> {
             "key type {name} is not supported"
         )));
     }
-    check_consistent(&keypair)?;
     Ok((
         PrivateKey {
             keypair,

@@ -1449,7 +1449,11 @@ fn rotate(autostart: bool, password: &PasswordSource, json: bool) -> Result<(), 
     )
 }
 
-fn print_new_secret_key(r: Response, json: bool, headline: &str) -> Result<(), CliError> {
+pub(crate) fn print_new_secret_key(
+    r: Response,
+    json: bool,
+    headline: &str,
+) -> Result<(), CliError> {
     let Response::NewSecretKey { secret_key, notes } = r else {
         return Err(CliError::msg("unexpected answer from the agent"));
     };

@@ -546,24 +546,10 @@ pub fn recover_with_grant(
         new_password: new,
     });
     drop(spinner);
-    let Response::NewSecretKey { secret_key, notes } = r.map_err(|e: ClientError| e)? else {
-        return Err(unexpected());
-    };
-    let sk = secret_key.expose_str().unwrap_or_default();
-    if json {
-        println!("{}", json!({"secret_key": sk, "notes": notes}));
-        return Ok(());
-    }
-    println!("Recovered with your organizer's grant. Your vault is unlocked, with a new Master");
-    println!("Password and a new Secret Key.");
-    println!();
-    println!("    New Secret Key:   {sk}");
-    println!();
-    for n in notes {
-        println!("  - {n}");
-    }
-    println!();
-    println!("Your old Emergency Kit is out of date: write a new one now with");
-    println!("`keyward emergency-kit --out kit.pdf`, print it, and destroy the old one.");
-    Ok(())
+    crate::cli::print_new_secret_key(
+        r.map_err(|e: ClientError| e)?,
+        json,
+        "Recovered with your organizer's grant. Your vault is unlocked, with a new Master\n\
+         Password and a new Secret Key.",
+    )
 }

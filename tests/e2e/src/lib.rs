@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use keyward_client::{Client, Paths};
 
 pub mod bus;
+pub mod sshd;
 
 /// Config every test home gets: the cheapest Argon2id a new account accepts.
 pub const FAST_KDF: &str = "[kdf]\nmemory_kib = 19456\niterations = 2\nparallelism = 1\n";
@@ -524,4 +525,22 @@ pub fn write_script(path: &Path, body: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Every file under `dir`, recursively, with its contents (nothing if `dir`
+/// does not exist).
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+    out
 }

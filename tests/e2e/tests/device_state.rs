@@ -5,26 +5,9 @@
 //! Key beside the vault; the agent moves it at start.
 
 use keyward_e2e::Home;
-use std::path::Path;
+use keyward_e2e::files_under;
 
 const PW: &str = "device state master password";
-
-/// Every file under `dir`, recursively, with its contents.
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else if let Ok(b) = std::fs::read(&p) {
-            out.push((p, b));
-        }
-    }
-    out
-}
 
 fn secret_part(sk: &str) -> String {
     // The Secret Key's random symbols, without dashes (as a file could hold

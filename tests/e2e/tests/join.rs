@@ -4,27 +4,11 @@
 //! the Master Password; a wrong one is refused and counted like an unlock,
 //! and leaves nothing behind.
 
+use keyward_e2e::files_under;
 use keyward_e2e::{Home, Run};
 use std::path::{Path, PathBuf};
 
 const PW: &str = "join master password";
-
-/// Every file under `dir`, recursively, with its contents.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else if let Ok(b) = std::fs::read(&p) {
-            out.push((p, b));
-        }
-    }
-    out
-}
 
 /// Device A: an account with two items; its vault file.
 fn device_a() -> (Home, String, String, PathBuf) {

@@ -11,13 +11,14 @@
 //! Every process a test starts (sshd included) is stopped by its pid when
 //! the test ends, passed or failed.
 
-use keyward_e2e::{Home, Run, require, signal, write_script};
+use keyward_e2e::sshd::{Sshd, current_user};
+use keyward_e2e::{Home, Run, require, write_script};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PW: &str = "ssh agent master password";
@@ -511,171 +512,12 @@ fn removed_keys_come_back_from_the_vault_and_lifetimes_end() {
 // ---------------------------------------------------------------------------
 // 3. ssh to a private sshd
 
-/// `sshd -D` on 127.0.0.1 with its own host key and config, accepting the
-/// keys in its `authorized_keys`; stopped by its pid when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    authorized: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Sshd {
-    fn start(authorized: &[&KeyFile]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("keyward-sshd-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        let host = d.join("hostkey");
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let keys = d.join("authorized_keys");
-        let lines: String = authorized.iter().map(|k| format!("{}\n", k.line)).collect();
-        std::fs::write(&keys, lines).unwrap();
-        // Privilege separation wants its empty directory (as root).
-        if is_root() && !Path::new("/run/sshd").exists() {
-            std::fs::create_dir_all("/run/sshd").unwrap();
-            std::fs::set_permissions("/run/sshd", std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let config = d.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress 127.0.0.1:{port}\n\
-                 HostKey {host}\n\
-                 AuthorizedKeysFile {keys}\n\
-                 PidFile {pid}\n\
-                 StrictModes no\n\
-                 UsePAM no\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\n\
-                 PermitRootLogin yes\n\
-                 LogLevel DEBUG3\n",
-                host = host.display(),
-                keys = keys.display(),
-                pid = d.join("sshd.pid").display(),
-            ),
-        )
-        .unwrap();
-        let log = d.join("sshd.log");
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(&config)
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut sshd = Self {
-            child,
-            port,
-            log,
-            authorized: keys,
-            dir,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = sshd.child.try_wait().unwrap() {
-                panic!(
-                    "sshd exited ({status}) before it listened\n--- log\n{}\n--- stderr\n{}",
-                    sshd.log_text(),
-                    std::fs::read_to_string(sshd.dir.path().join("sshd.stderr"))
-                        .unwrap_or_default()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "sshd does not listen on port {port}\n{}",
-                sshd.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sshd
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `ssh … user@127.0.0.1 true` with the agent at `sock` and `extra`
-    /// options; returns the run and what sshd logged meanwhile.
-    fn login(&self, sock: &Path, extra: &[&str]) -> (Run, String) {
-        let before = self.log_text().len();
-        let user = current_user();
-        let no_file = self.dir.path().join("no-such-identity");
-        let port = self.port.to_string();
-        let agent = format!("IdentityAgent={}", sock.display());
-        let identity = format!("IdentityFile={}", no_file.display());
-        let mut args = vec![
-            "-F",
-            "/dev/null",
-            "-o",
-            &agent,
-            "-o",
-            "IdentitiesOnly=no",
-            "-o",
-            &identity,
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=20",
-            "-p",
-            &port,
-        ];
-        args.extend_from_slice(extra);
-        let target = format!("{user}@127.0.0.1");
-        args.push(&target);
-        args.push("true");
-        let r = finish(client(sock, "ssh", &args));
-        // sshd's session process may write its last lines just after.
-        std::thread::sleep(Duration::from_millis(200));
-        let log = self.log_text();
-        (r, log.get(before..).unwrap_or_default().to_owned())
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        signal(pid, rustix::process::Signal::TERM);
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(5) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn current_user() -> String {
-    if is_root() {
-        return "root".into();
-    }
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// `ssh` into `sshd` with the agent at `sock` and `extra` options; the run
+/// and what sshd logged meanwhile.
+fn login(sshd: &Sshd, sock: &Path, extra: &[&str]) -> (Run, String) {
+    sshd.login(&sshd.ssh_args(sock, extra), |args| {
+        finish(client(sock, "ssh", args))
+    })
 }
 
 #[test]
@@ -694,7 +536,7 @@ fn ssh_logs_in_with_a_vault_key_and_not_while_locked() {
     let dir = tempfile::tempdir().unwrap();
     let ed = KeyFile::ed25519(dir.path(), "login-ed25519");
     let rsa = KeyFile::new(dir.path(), "login-rsa", &["-t", "rsa", "-b", "2048"]);
-    let sshd = Sshd::start(&[&ed, &rsa]);
+    let sshd = Sshd::start(&[&ed.line, &rsa.line]);
     assert!(sshd.authorized.is_file());
     for k in [&ed, &rsa] {
         ssh_add(&sock, &[k.path_str()]).expect_code(0);
@@ -703,7 +545,11 @@ fn ssh_logs_in_with_a_vault_key_and_not_while_locked() {
     let user = current_user();
 
     // Ed25519.
-    let (r, log) = sshd.login(&sock, &["-o", "PubkeyAcceptedAlgorithms=ssh-ed25519"]);
+    let (r, log) = login(
+        &sshd,
+        &sock,
+        &["-o", "PubkeyAcceptedAlgorithms=ssh-ed25519"],
+    );
     assert_eq!(
         r.code, 0,
         "ssh with the agent's key failed\n{r}\n--- sshd\n{log}"
@@ -718,7 +564,7 @@ fn ssh_logs_in_with_a_vault_key_and_not_while_locked() {
     // is of the algorithm the client named.
     for alg in ["rsa-sha2-256", "rsa-sha2-512"] {
         let accepted = format!("PubkeyAcceptedAlgorithms={alg}");
-        let (r, log) = sshd.login(&sock, &["-o", &accepted]);
+        let (r, log) = login(&sshd, &sock, &["-o", &accepted]);
         assert_eq!(r.code, 0, "ssh with {alg} failed\n{r}\n--- sshd\n{log}");
         assert!(
             log.contains(&format!("Accepted publickey for {user}"))
@@ -734,7 +580,7 @@ fn ssh_logs_in_with_a_vault_key_and_not_while_locked() {
     // Locked, with no askpass program: the keys are still offered, but the
     // signature is refused, so the login fails.
     home.ok(&["lock"]);
-    let (r, log) = sshd.login(&sock, &[]);
+    let (r, log) = login(&sshd, &sock, &[]);
     assert_eq!(
         r.code, 255,
         "ssh logged in while keyward is locked\n{r}\n{log}"
@@ -751,7 +597,7 @@ fn ssh_logs_in_with_a_vault_key_and_not_while_locked() {
     );
 
     home.ok_pw(&["unlock"], PW);
-    let (r, log) = sshd.login(&sock, &[]);
+    let (r, log) = login(&sshd, &sock, &[]);
     assert_eq!(
         r.code, 0,
         "ssh failed after the unlock\n{r}\n--- sshd\n{log}"

@@ -14,11 +14,11 @@ use keyward_agent::account::password::Password;
 use keyward_agent::account::secret_key::SecretKey;
 use keyward_agent::vault;
 use keyward_agent::vault::ssh::Location;
-use keyward_e2e::{FAST_KDF, Home, Run, require, signal, write_script};
-use std::os::unix::fs::PermissionsExt;
+use keyward_e2e::sshd::{Sshd, current_user};
+use keyward_e2e::{FAST_KDF, Home, Run, require, write_script};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use virtual_yubikey::harness::{CardConfig, PcscEnv};
 
 const PW: &str = "ssh yubikey master password";
@@ -464,169 +464,14 @@ fn without_askpass_a_card_key_does_not_sign_and_the_log_says_why() {
 // ---------------------------------------------------------------------------
 // ssh to a private sshd with the card's key
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn current_user() -> String {
-    if is_root() {
-        return "root".into();
-    }
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// `sshd -D` on 127.0.0.1 with its own host key and config, accepting the
-/// `authorized` lines; stopped by its pid when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Sshd {
-    fn start(authorized: &[&str]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("keyward-sshd-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        let host = d.join("hostkey");
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let keys = d.join("authorized_keys");
-        let lines: String = authorized.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&keys, lines).unwrap();
-        if is_root() && !Path::new("/run/sshd").exists() {
-            std::fs::create_dir_all("/run/sshd").unwrap();
-            std::fs::set_permissions("/run/sshd", std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let config = d.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress 127.0.0.1:{port}\n\
-                 HostKey {host}\n\
-                 AuthorizedKeysFile {keys}\n\
-                 PidFile {pid}\n\
-                 StrictModes no\n\
-                 UsePAM no\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\n\
-                 PermitRootLogin yes\n\
-                 LogLevel DEBUG3\n",
-                host = host.display(),
-                keys = keys.display(),
-                pid = d.join("sshd.pid").display(),
-            ),
-        )
-        .unwrap();
-        let log = d.join("sshd.log");
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(&config)
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut sshd = Self {
-            child,
-            port,
-            log,
-            dir,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = sshd.child.try_wait().unwrap() {
-                panic!(
-                    "sshd exited ({status}) before it listened\n--- log\n{}",
-                    sshd.log_text()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "sshd does not listen on port {port}\n{}",
-                sshd.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sshd
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `ssh … user@127.0.0.1 true` with the agent at `sock`; the run and
-    /// what sshd logged meanwhile.
-    fn login(&self, sock: &Path) -> (Run, String) {
-        let before = self.log_text().len();
-        let no_file = self.dir.path().join("no-such-identity");
-        let port = self.port.to_string();
-        let agent = format!("IdentityAgent={}", sock.display());
-        let identity = format!("IdentityFile={}", no_file.display());
-        let target = format!("{}@127.0.0.1", current_user());
-        let args = [
-            "-F",
-            "/dev/null",
-            "-o",
-            &agent,
-            "-o",
-            "IdentitiesOnly=no",
-            "-o",
-            &identity,
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "PubkeyAcceptedAlgorithms=ecdsa-sha2-nistp256",
-            "-p",
-            &port,
-            &target,
-            "true",
-        ];
-        let r = finish(client(sock, "ssh", &args));
-        std::thread::sleep(Duration::from_millis(200));
-        let log = self.log_text();
-        (r, log.get(before..).unwrap_or_default().to_owned())
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        signal(pid, rustix::process::Signal::TERM);
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(5) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// `ssh` into `sshd` with the agent at `sock`, the card's key type only;
+/// the run and what sshd logged meanwhile.
+fn login(sshd: &Sshd, sock: &Path) -> (Run, String) {
+    let args = sshd.ssh_args(
+        sock,
+        &["-o", "PubkeyAcceptedAlgorithms=ecdsa-sha2-nistp256"],
+    );
+    sshd.login(&args, |a| finish(client(sock, "ssh", a)))
 }
 
 #[test]
@@ -657,7 +502,7 @@ fn ssh_logs_in_with_the_key_on_the_yubikey() {
     let sock = home.paths.runtime_dir.join("ssh.sock");
     wait_for_socket(&home, &sock);
 
-    let (r, log) = sshd.login(&sock);
+    let (r, log) = login(&sshd, &sock);
     assert_eq!(
         r.code, 0,
         "ssh with the card's key failed\n{r}\n--- sshd\n{log}"
@@ -675,7 +520,7 @@ fn ssh_logs_in_with_the_key_on_the_yubikey() {
 
     // A wrong PIN: no login.
     askpass.answer("000000");
-    let (r, log) = sshd.login(&sock);
+    let (r, log) = login(&sshd, &sock);
     assert_ne!(
         r.code, 0,
         "logged in with a wrong PIN\n{r}\n--- sshd\n{log}"

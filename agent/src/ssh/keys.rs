@@ -175,11 +175,14 @@ fn pad_ecdsa_scalar(
     r.string()?;
     let d_at = fields.len() - r.rest().len();
     let d = r.string()?;
-    let first = d.iter().position(|&b| b != 0).unwrap_or(d.len());
-    let digits = &d[first..];
-    if digits.len() >= size {
+    // Only a scalar written shorter than its size is padded; anything else
+    // (the right size, or a non-minimal mpint longer than it) goes to
+    // ssh-key as it is, which refuses what it cannot read.
+    if d.len() >= size {
         return same();
     }
+    let first = d.iter().position(|&b| b != 0).unwrap_or(d.len());
+    let digits = &d[first..];
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(fields.len() + size));
     out.extend_from_slice(&fields[..d_at]);
     out.extend_from_slice(&(size as u32).to_be_bytes());
@@ -858,5 +861,17 @@ mod tests {
         let sig = ssh_key::Signature::decode(&mut &sig[..]).unwrap();
         let (public, _) = parse_public(&key.public_blob().unwrap()).unwrap();
         assert!(signature::Verifier::verify(&public, b"data", &sig).is_ok());
+    }
+
+    #[test]
+    fn a_scalar_with_more_leading_zeros_than_its_size_does_not_panic() {
+        // Found by the `ssh` fuzz target: a 34-byte mpint, all but its last
+        // bytes zero, for a P-256 key (padding it made the fields shorter).
+        let seed =
+            include_bytes!("../../../tests/fuzz/seeds/ssh/regression-ecdsa-long-zero-scalar");
+        // Before the fix: an overflow panic computing the key's length.
+        if let Ok((_, used)) = decode_private(&seed[1..]) {
+            assert!(used <= seed.len() - 1);
+        }
     }
 }

@@ -54,7 +54,7 @@ fn crash_writer_child() {
         )
         .unwrap();
         if n % 11 == 0 {
-            let _ = v.remove(&path, &format!("item{}", (n + 3) % 7));
+            let _ = v.remove(&path, &format!("item{}", (n + 3) % 7), n);
         }
         writeln!(out, "wrote {n}").unwrap();
         out.flush().unwrap();

@@ -411,13 +411,21 @@ fn vault() -> impl Strategy<Value = VaultFile> {
         let n = kinds.len();
         (
             Just(kinds),
-            vec((any::<u64>(), any::<u64>(), 0u8..=format::FLAG_STALE), n),
+            vec(
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    0u8..=format::FLAG_STALE,
+                    prop_oneof![Just([0u8; 16]), any::<[u8; 16]>()],
+                ),
+                n,
+            ),
         )
             .prop_map(|(kinds, rest)| {
                 kinds
                     .into_iter()
                     .zip(rest)
-                    .map(|(k, (added, last_used, flags))| ProtectorRecord {
+                    .map(|(k, (added, last_used, flags, device))| ProtectorRecord {
                         kind: if k == 0 {
                             ProtectorKind::File
                         } else {
@@ -426,6 +434,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                         added,
                         last_used,
                         flags,
+                        device,
                     })
                     .collect::<Vec<_>>()
             })
@@ -453,6 +462,33 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                 })
                 .collect::<Vec<_>>()
         });
+    // Devices (0x0b) and tombstones (0x0c, each kind with its id length).
+    let devices = btree_map(
+        any::<[u8; 16]>(),
+        (any::<u64>(), any::<u64>(), "[a-zA-Z0-9 ._-]{1,64}"),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(id, (added, named, name))| format::DeviceRecord {
+                id,
+                added,
+                named,
+                name,
+            })
+            .collect::<Vec<_>>()
+    });
+    let tombstones = btree_map((1u8..=7, vec(any::<u8>(), 33)), any::<u64>(), 0..5).prop_map(|m| {
+        let mut seen = std::collections::BTreeSet::new();
+        m.into_iter()
+            .filter_map(|((k, mut id), removed)| {
+                let kind = format::TombstoneKind::from_byte(k).unwrap();
+                id.truncate(kind.id_len());
+                seen.insert((k, id.clone()))
+                    .then_some(format::Tombstone { kind, id, removed })
+            })
+            .collect::<Vec<_>>()
+    });
     let item_records = btree_map(any::<ItemId>(), sealed(TAG_LEN..300usize), 0..6).prop_map(|m| {
         m.into_iter()
             .map(|(item_id, sealed)| ItemRecord { item_id, sealed })
@@ -468,7 +504,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
         protectors,
         organizers(),
         ssh_keys,
-        item_records,
+        (devices, tombstones, item_records),
     )
         .prop_map(
             |(
@@ -481,7 +517,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                 protectors,
                 organizers,
                 ssh_keys,
-                items,
+                (devices, tombstones, items),
             )| {
                 VaultFile {
                     account_id,
@@ -493,6 +529,8 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                     protectors,
                     organizers,
                     ssh_keys,
+                    devices,
+                    tombstones,
                     items,
                 }
             },

@@ -512,7 +512,10 @@ fn a_failed_write_changes_nothing_in_memory() {
         v.set(&gone, "fresh", b"new", NOW),
         Err(ChangeError::Io(_))
     ));
-    assert!(matches!(v.remove(&gone, "aws"), Err(ChangeError::Io(_))));
+    assert!(matches!(
+        v.remove(&gone, "aws", 1_000),
+        Err(ChangeError::Io(_))
+    ));
     assert!(v.add_recovery_code(&gone, NOW).is_err());
     assert_eq!(v.get("github").unwrap().expose(), b"ghp_secret");
     assert!(v.get("fresh").is_none());
@@ -532,11 +535,11 @@ fn remove_and_overwrite_keep_the_index_consistent() {
         v.set(&f.path, &format!("k{i}"), format!("v{i}").as_bytes(), NOW)
             .unwrap();
     }
-    v.remove(&f.path, "k0").unwrap();
-    v.remove(&f.path, "k7").unwrap();
+    v.remove(&f.path, "k0", 1_000).unwrap();
+    v.remove(&f.path, "k7", 1_000).unwrap();
     v.set(&f.path, "k3", b"again", NOW).unwrap();
     assert!(matches!(
-        v.remove(&f.path, "k0"),
+        v.remove(&f.path, "k0", 1_000),
         Err(ChangeError::NoSuchItem(_))
     ));
     let v = open(&f.path, "correct horse", &f.sk).unwrap();
@@ -571,13 +574,13 @@ fn the_file_written_and_the_vault_in_memory_agree_after_every_change() {
     }
     v.set(&f.path, "k2", b"second", NOW + 5).unwrap();
     agree(&v, "a replace");
-    v.remove(&f.path, "k1").unwrap();
+    v.remove(&f.path, "k1", 1_000).unwrap();
     agree(&v, "a removal from the middle");
     // A new item is appended: removing it removes the last record.
     let before = v.file().items.clone();
     v.set(&f.path, "newest", b"x", NOW).unwrap();
     assert_eq!(v.file().items[..before.len()], before[..]);
-    v.remove(&f.path, "newest").unwrap();
+    v.remove(&f.path, "newest", 1_000).unwrap();
     assert_eq!(v.file().items, before);
     agree(&v, "a removal of the last record");
 }
@@ -590,7 +593,7 @@ fn a_prepared_change_applies_only_to_the_vault_it_was_prepared_from() {
     let mut v = open(&f.path, "correct horse", &f.sk).unwrap();
     let a = v.prepare_set("a", b"1", NOW).unwrap();
     let b = v.prepare_set("b", b"2", NOW).unwrap();
-    let gone = v.prepare_remove("github").unwrap();
+    let gone = v.prepare_remove("github", NOW).unwrap();
     assert!(
         v.get("a").is_none() && v.get("github").is_some(),
         "nothing yet"

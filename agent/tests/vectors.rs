@@ -767,6 +767,8 @@ fn ssh_key_vectors() {
             protectors: Vec::new(),
             organizers: Default::default(),
             ssh_keys,
+            devices: Vec::new(),
+            tombstones: Vec::new(),
             items: Vec::new(),
         }
         .encode(mac_key.expose())

@@ -68,6 +68,12 @@ pub mod record_type {
     /// This vault's organizer key, on a YubiKey: where it is and its public
     /// key (at most one organizer key per vault, this or 0x06).
     pub const ORGANIZER_CARD: u8 = 0x0a;
+    /// A device of the account: its id, name and when it was named.
+    pub const DEVICE: u8 = 0x0b;
+    /// A removed record (item, recovery code, YubiKey, protector, device,
+    /// SSH key, organizer wrap): kept so that a merge with an older copy
+    /// does not bring it back.
+    pub const TOMBSTONE: u8 = 0x0c;
 }
 
 /// Why a vault file could not be read. Each says what happened and what to do.
@@ -192,7 +198,8 @@ pub enum ProtectorKind {
 }
 
 impl ProtectorKind {
-    fn to_byte(self) -> u8 {
+    /// The byte on disk.
+    pub fn to_byte(self) -> u8 {
         match self {
             ProtectorKind::File => 1,
             ProtectorKind::Keychain => 2,
@@ -228,6 +235,121 @@ pub struct ProtectorRecord {
     pub last_used: u64,
     /// Bit 0: stale (holds an older Secret Key; re-enroll).
     pub flags: u8,
+    /// The device whose keychain or state directory holds it; all zero in
+    /// a record written before devices had ids (it then belongs to the
+    /// device that writes the vault's main file).
+    pub device: DeviceId,
+}
+
+/// A device's id: 16 random bytes drawn at `init` or `join`.
+pub type DeviceId = [u8; 16];
+
+/// A device of the account (record 0x0b).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Random.
+    pub id: DeviceId,
+    /// Unix seconds.
+    pub added: u64,
+    /// Unix seconds of the last rename (`added` if never renamed).
+    pub named: u64,
+    /// 1..=64 bytes of UTF-8, no control characters.
+    pub name: String,
+}
+
+/// Longest device name, in bytes.
+pub const MAX_DEVICE_NAME: usize = 64;
+
+/// Whether `name` can name a device.
+pub fn device_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_DEVICE_NAME && !name.chars().any(char::is_control)
+}
+
+/// What a tombstone removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TombstoneKind {
+    /// An item; id: its 16-byte item id.
+    Item,
+    /// A recovery code (revoked); id: its 8-byte code id.
+    RecoveryCode,
+    /// A YubiKey wrap; id: serial (u32) and slot (u8).
+    Yubikey,
+    /// A file or keychain protector; id: kind byte and device id.
+    Protector,
+    /// A device; id: its device id.
+    Device,
+    /// An SSH key; id: its 16-byte key id.
+    SshKey,
+    /// An organizer wrap; id: the organizer's public key (33 bytes).
+    OrganizerWrap,
+}
+
+impl TombstoneKind {
+    const ALL: [TombstoneKind; 7] = [
+        TombstoneKind::Item,
+        TombstoneKind::RecoveryCode,
+        TombstoneKind::Yubikey,
+        TombstoneKind::Protector,
+        TombstoneKind::Device,
+        TombstoneKind::SshKey,
+        TombstoneKind::OrganizerWrap,
+    ];
+
+    /// The byte on disk.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            TombstoneKind::Item => 1,
+            TombstoneKind::RecoveryCode => 2,
+            TombstoneKind::Yubikey => 3,
+            TombstoneKind::Protector => 4,
+            TombstoneKind::Device => 5,
+            TombstoneKind::SshKey => 6,
+            TombstoneKind::OrganizerWrap => 7,
+        }
+    }
+
+    /// The kind a byte on disk names.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.to_byte() == b)
+    }
+
+    /// Length of the id this kind names.
+    pub fn id_len(self) -> usize {
+        match self {
+            TombstoneKind::Item | TombstoneKind::Device | TombstoneKind::SshKey => 16,
+            TombstoneKind::RecoveryCode => 8,
+            TombstoneKind::Yubikey => 5,
+            TombstoneKind::Protector => 17,
+            TombstoneKind::OrganizerWrap => 33,
+        }
+    }
+}
+
+/// A removed record (record 0x0c).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// What was removed.
+    pub kind: TombstoneKind,
+    /// Its id ([`TombstoneKind::id_len`] bytes).
+    pub id: Vec<u8>,
+    /// Unix seconds.
+    pub removed: u64,
+}
+
+impl Tombstone {
+    /// The id of a YubiKey wrap's tombstone.
+    pub fn yubikey_id(serial: u32, slot: u8) -> Vec<u8> {
+        let mut id = serial.to_be_bytes().to_vec();
+        id.push(slot);
+        id
+    }
+
+    /// The id of a protector's tombstone.
+    pub fn protector_id(kind: ProtectorKind, device: &DeviceId) -> Vec<u8> {
+        let mut id = vec![kind.to_byte()];
+        id.extend_from_slice(device);
+        id
+    }
 }
 
 /// Flag bit: the protector holds a Secret Key that is no longer current.
@@ -371,6 +493,10 @@ pub struct VaultFile {
     pub organizers: OrganizerRecords,
     /// SSH keys.
     pub ssh_keys: Vec<SshKeyRecord>,
+    /// The account's devices.
+    pub devices: Vec<DeviceRecord>,
+    /// Removed records.
+    pub tombstones: Vec<Tombstone>,
     /// Items.
     pub items: Vec<ItemRecord>,
 }
@@ -445,8 +571,9 @@ pub enum ItemEdit<'a> {
     /// A new item at the end.
     Append(&'a ItemRecord),
     /// Item `index` goes, the way `Vec::swap_remove` does it: the last item
-    /// takes its place.
-    SwapRemove(usize),
+    /// takes its place; its tombstone is added (or replaces the one with
+    /// its id).
+    SwapRemove(usize, &'a Tombstone),
 }
 
 impl VaultFile {
@@ -458,6 +585,8 @@ impl VaultFile {
             + self.protectors.len()
             + self.organizers.count()
             + self.ssh_keys.len()
+            + self.devices.len()
+            + self.tombstones.len()
             + self.items.len()
     }
 
@@ -475,14 +604,14 @@ impl VaultFile {
         let count = match edit {
             ItemEdit::Unchanged | ItemEdit::Replace(..) => len,
             ItemEdit::Append(_) => len + 1,
-            ItemEdit::SwapRemove(_) => len.saturating_sub(1),
+            ItemEdit::SwapRemove(..) => len.saturating_sub(1),
         };
         (0..count).map(move |j| {
             let at = |k: usize| (&self.items[k].item_id, &self.items[k].sealed);
             match edit {
                 ItemEdit::Append(r) if j == len => (&r.item_id, &r.sealed),
                 ItemEdit::Replace(k, s) if j == k => (&self.items[j].item_id, s),
-                ItemEdit::SwapRemove(k) if j == k => at(len - 1),
+                ItemEdit::SwapRemove(k, _) if j == k => at(len - 1),
                 _ => at(j),
             }
         })
@@ -497,6 +626,13 @@ impl VaultFile {
     ) -> Vec<u8> {
         let items = self.edited_items(edit);
         let item_count = items.len();
+        let new_tomb = match edit {
+            ItemEdit::SwapRemove(_, t) => Some(t),
+            _ => None,
+        };
+        let same = |t: &Tombstone| new_tomb.is_some_and(|n| n.kind == t.kind && n.id == t.id);
+        let tomb_count =
+            self.tombstones.iter().filter(|t| !same(t)).count() + usize::from(new_tomb.is_some());
         let item_bytes: usize = items
             .clone()
             .map(|(_, s)| 5 + 16 + NONCE_LEN + 4 + s.ct.len())
@@ -514,7 +650,11 @@ impl VaultFile {
         w.bytes(self.account_id.as_bytes());
         w.u64(self.created);
         w.u64(generation);
-        w.u32((self.record_count() - self.items.len() + item_count) as u32);
+        w.u32(
+            (self.record_count() - self.items.len() - self.tombstones.len()
+                + item_count
+                + tomb_count) as u32,
+        );
         for p in &self.password_wraps {
             w.record(record_type::PASSWORD_WRAP, |w| {
                 debug_assert!(
@@ -557,6 +697,9 @@ impl VaultFile {
                 w.u64(p.added);
                 w.u64(p.last_used);
                 w.u8(p.flags);
+                if p.device != [0; 16] {
+                    w.bytes(&p.device);
+                }
             });
         }
         if let Some(k) = &self.organizers.key {
@@ -605,6 +748,24 @@ impl VaultFile {
                 w.u8(c.touch_policy);
                 w.bytes(&c.card_pk);
                 w.u64(c.created);
+            });
+        }
+        for d in &self.devices {
+            w.record(record_type::DEVICE, |w| {
+                w.bytes(&d.id);
+                w.u64(d.added);
+                w.u64(d.named);
+                debug_assert!(device_name_ok(&d.name), "bad device name");
+                w.u8(d.name.len() as u8);
+                w.bytes(d.name.as_bytes());
+            });
+        }
+        for t in self.tombstones.iter().filter(|t| !same(t)).chain(new_tomb) {
+            w.record(record_type::TOMBSTONE, |w| {
+                w.u8(t.kind.to_byte());
+                debug_assert_eq!(t.id.len(), t.kind.id_len(), "tombstone id length");
+                w.bytes(&t.id);
+                w.u64(t.removed);
             });
         }
         for (item_id, sealed) in items {
@@ -798,6 +959,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         protectors: Vec::new(),
         organizers: OrganizerRecords::default(),
         ssh_keys: Vec::new(),
+        devices: Vec::new(),
+        tombstones: Vec::new(),
         // The count is checked against the file's length, but a hostile
         // file could still ask for gigabytes up front: start small and grow
         // as records actually parse.
@@ -924,13 +1087,20 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                         what: format!("unknown protector flags 0x{flags:02x}"),
                     });
                 }
+                // Written before devices had ids: no device.
+                let device = if r.pos == r.end {
+                    [0; 16]
+                } else {
+                    r.arr::<16>("device id")?
+                };
                 v.protectors.push(ProtectorRecord {
                     kind,
                     added,
                     last_used,
                     flags,
+                    device,
                 });
-                vec![ty, kind.to_byte()]
+                [&[ty, kind.to_byte()][..], &device].concat()
             }
             record_type::ITEM => {
                 let item_id = r.arr::<16>("item id")?;
@@ -1077,6 +1247,42 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 let used = r.u64("used")?;
                 v.organizers.used_grants.push(UsedGrant { grant_id, used });
                 [&[ty][..], &grant_id].concat()
+            }
+            record_type::DEVICE => {
+                let id = r.arr::<16>("device id")?;
+                let added = r.u64("added")?;
+                let named = r.u64("named")?;
+                let name_len = usize::from(r.u8("device name length")?);
+                let name_at = r.pos;
+                let name = std::str::from_utf8(r.take(name_len, "device name")?)
+                    .ok()
+                    .filter(|n| device_name_ok(n))
+                    .ok_or(FormatError::Malformed {
+                        offset: name_at,
+                        what: "invalid device name".into(),
+                    })?
+                    .to_owned();
+                v.devices.push(DeviceRecord {
+                    id,
+                    added,
+                    named,
+                    name,
+                });
+                [&[ty][..], &id].concat()
+            }
+            record_type::TOMBSTONE => {
+                let kind_at = r.pos;
+                let kind = TombstoneKind::from_byte(r.u8("tombstone kind")?).ok_or(
+                    FormatError::Malformed {
+                        offset: kind_at,
+                        what: "unknown tombstone kind".into(),
+                    },
+                )?;
+                let id = r.take(kind.id_len(), "tombstone id")?.to_vec();
+                let removed = r.u64("removed")?;
+                let key = [&[ty, kind.to_byte()][..], &id].concat();
+                v.tombstones.push(Tombstone { kind, id, removed });
+                key
             }
             other => {
                 return Err(FormatError::Malformed {

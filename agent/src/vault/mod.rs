@@ -11,12 +11,15 @@
 //! credentials: see [`Unlocked::begin_secret_key_change`].
 
 mod copies;
+mod devices;
 pub mod format;
+mod merge;
 pub mod organizer;
 pub mod ssh;
 pub mod store;
 
 pub use copies::{CopyDiff, CopyError};
+pub use merge::{MergeError, MergeOutcome, wrap_epoch, wrap_origin};
 
 use crate::account::items::ItemId;
 use crate::account::password::{self, KdfParams, Password, PasswordError};
@@ -188,6 +191,11 @@ pub struct Unlocked {
     index: HashMap<String, usize>,
     /// Slot id of the password wrap that opened the vault, if any.
     opened_with: Option<String>,
+    /// The device this vault is open on (all zero: not told).
+    device: format::DeviceId,
+    /// Whether this device writes the vault's main file (and so owns the
+    /// protector records written before devices had ids).
+    main_file: bool,
 }
 
 impl std::fmt::Debug for Unlocked {
@@ -249,6 +257,8 @@ pub fn create(
         protectors: Vec::new(),
         organizers: format::OrganizerRecords::default(),
         ssh_keys: Vec::new(),
+        devices: Vec::new(),
+        tombstones: Vec::new(),
         items: Vec::new(),
     };
     let mut v = Unlocked::with_keys(file, keys, Some("pw-1".into()))?;
@@ -287,6 +297,40 @@ pub fn unlock(
     let mut v = open_with_account_key(parsed, &account_key, Some(slot))?;
     v.keys.secret_key.copy_from_slice(sk.expose_compact());
     Ok(v)
+}
+
+/// Opens with the Master Password and the Secret Key from the first of
+/// `copies` whose password wrap opens and whose MAC then verifies (the
+/// device's own file first, then the parts other devices wrote, which may
+/// hold a newer password wrap). Returns the vault and the index of the copy
+/// that opened. Wrong credentials for all of them is one failure.
+pub fn unlock_any(
+    copies: Vec<Parsed>,
+    password: &Password,
+    sk: &SecretKey,
+) -> Result<(Unlocked, usize), UnlockError> {
+    let mut first_err = None;
+    let mut tried = std::collections::HashSet::new();
+    for (i, parsed) in copies.into_iter().enumerate() {
+        // A copy whose wraps were all tried already costs no Argon2id run.
+        let fresh = parsed
+            .vault
+            .password_wraps
+            .iter()
+            .filter(|w| tried.insert((w.salt16, w.sealed.ct.clone())))
+            .count();
+        if fresh == 0 {
+            continue;
+        }
+        match unlock(parsed, password, sk) {
+            Ok(v) => return Ok((v, i)),
+            Err(e @ (UnlockError::Kdf(_) | UnlockError::Alloc(_))) => return Err(e),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or(UnlockError::WrongCredentials))
 }
 
 /// Opens with a recovery code (no password, no Secret Key). The result knows
@@ -371,7 +415,7 @@ pub struct WrittenItemChange {
 enum PreparedEdit {
     Replace(usize, Sealed, ItemMeta),
     Append(ItemRecord, ItemMeta),
-    SwapRemove(usize),
+    SwapRemove(usize, format::Tombstone),
 }
 
 impl PreparedItemChange {
@@ -413,6 +457,8 @@ impl Unlocked {
             meta: self.meta.clone(),
             index: self.index.clone(),
             opened_with: self.opened_with.clone(),
+            device: self.device,
+            main_file: self.main_file,
         })
     }
 
@@ -447,7 +493,42 @@ impl Unlocked {
             meta,
             index,
             opened_with,
+            device: [0; 16],
+            main_file: true,
         })
+    }
+
+    /// Tells the vault which device it is open on: protector records of
+    /// other devices are then left alone, and new ones name this device.
+    pub fn set_device(&mut self, device: format::DeviceId, main_file: bool) {
+        self.device = device;
+        self.main_file = main_file;
+    }
+
+    /// The device this vault is open on.
+    pub fn device(&self) -> format::DeviceId {
+        self.device
+    }
+
+    /// Whether a protector record is this device's.
+    pub fn owns(&self, p: &ProtectorRecord) -> bool {
+        p.device == self.device || (p.device == [0; 16] && self.main_file)
+    }
+
+    /// Records a removal (or moves an earlier one's time forward).
+    fn tombstone(&mut self, kind: format::TombstoneKind, id: Vec<u8>, removed: u64) {
+        match self
+            .file
+            .tombstones
+            .iter_mut()
+            .find(|t| t.kind == kind && t.id == id)
+        {
+            Some(t) => t.removed = t.removed.max(removed),
+            None => self
+                .file
+                .tombstones
+                .push(format::Tombstone { kind, id, removed }),
+        }
     }
 
     /// The account.
@@ -603,11 +684,17 @@ impl Unlocked {
     ) -> Result<PreparedItemChange, ChangeError> {
         check_item(name, value)?;
         let existing = self.index.get(name).copied();
-        let (item_id, created) = match existing {
-            Some(i) => (self.file.items[i].item_id, self.meta[i].created),
-            None => (new_item_id()?, now),
+        // An edit is later than what it edits, whatever the clocks say:
+        // merges take the later `modified` (SECURITY.md §18).
+        let (item_id, created, modified) = match existing {
+            Some(i) => (
+                self.file.items[i].item_id,
+                self.meta[i].created,
+                now.max(self.meta[i].modified + 1),
+            ),
+            None => (new_item_id()?, now, now),
         };
-        let (sealed, meta) = self.seal_item(&item_id, name, value, created, now)?;
+        let (sealed, meta) = self.seal_item(&item_id, name, value, created, modified)?;
         let base = self.file.generation;
         Ok(match existing {
             Some(i) => PreparedItemChange {
@@ -635,17 +722,26 @@ impl Unlocked {
     }
 
     /// [`Self::remove`], prepared: nothing changes until it is written and applied.
-    pub fn prepare_remove(&self, name: &str) -> Result<PreparedItemChange, ChangeError> {
+    pub fn prepare_remove(&self, name: &str, now: u64) -> Result<PreparedItemChange, ChangeError> {
         let Some(&i) = self.index.get(name) else {
             return Err(ChangeError::NoSuchItem(name.to_owned()));
+        };
+        // The removal is as late as the item it removes, so that a merge
+        // with a copy that still has the item keeps it removed.
+        let tomb = format::Tombstone {
+            kind: format::TombstoneKind::Item,
+            id: self.file.items[i].item_id.to_vec(),
+            removed: now.max(self.meta[i].modified),
         };
         let base = self.file.generation;
         Ok(PreparedItemChange {
             base,
-            bytes: self
-                .file
-                .encode_edited(&self.keys.mac_key, base + 1, ItemEdit::SwapRemove(i)),
-            edit: PreparedEdit::SwapRemove(i),
+            bytes: self.file.encode_edited(
+                &self.keys.mac_key,
+                base + 1,
+                ItemEdit::SwapRemove(i, &tomb),
+            ),
+            edit: PreparedEdit::SwapRemove(i, tomb),
         })
     }
 
@@ -666,7 +762,8 @@ impl Unlocked {
                 self.file.items.push(record);
                 self.meta.push(meta);
             }
-            PreparedEdit::SwapRemove(i) => {
+            PreparedEdit::SwapRemove(i, tomb) => {
+                self.tombstone(tomb.kind, tomb.id, tomb.removed);
                 self.file.items.swap_remove(i);
                 let gone = self.meta.swap_remove(i);
                 self.index.remove(&gone.name);
@@ -704,8 +801,8 @@ impl Unlocked {
     }
 
     /// Removes an item, and writes the vault.
-    pub fn remove(&mut self, path: &Path, name: &str) -> Result<(), ChangeError> {
-        let written = self.prepare_remove(name)?.write(path)?;
+    pub fn remove(&mut self, path: &Path, name: &str, now: u64) -> Result<(), ChangeError> {
+        let written = self.prepare_remove(name, now)?.write(path)?;
         self.apply(written);
         Ok(())
     }
@@ -730,8 +827,22 @@ impl Unlocked {
         Ok(false)
     }
 
-    fn next_slot_id(&self) -> String {
-        format!("pw-{}", self.file.generation + 1)
+    /// The slot id of a new password wrap: its epoch (the generation of
+    /// the first file that holds it), when, on which device, and why (`p`
+    /// a new password, `s` a new Secret Key); SECURITY.md §6.
+    fn next_slot_id(&self, why: char) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Later than every wrap this vault has seen, whichever device made it.
+        let epoch = self
+            .file
+            .password_wraps
+            .iter()
+            .map(|w| wrap_epoch(&w.slot_id))
+            .fold(self.file.generation, u64::max)
+            + 1;
+        format!("pw-{epoch}-{now}-{}-{why}", &hex(&self.device)[..8])
     }
 
     /// Replaces the password wrap(s) with one for `new` (same Secret Key) in
@@ -744,7 +855,7 @@ impl Unlocked {
     ) -> Result<(), ChangeError> {
         params.check_new()?;
         let sk = self.secret_key().ok_or(ChangeError::NoSecretKey)?;
-        let slot = self.next_slot_id();
+        let slot = self.next_slot_id('p');
         let w = password_wrap(
             &self.keys.account_key,
             &self.file.account_id,
@@ -798,7 +909,7 @@ impl Unlocked {
         params.check_new()?;
         let id = self.file.account_id;
         let new_sk = SecretKey::generate(&id)?;
-        let slot = self.next_slot_id();
+        let slot = self.next_slot_id('s');
         let w = password_wrap(
             &self.keys.account_key,
             &id,
@@ -935,8 +1046,21 @@ impl Unlocked {
             return Err(ChangeError::NotFound("recovery code", id_hex.to_owned()));
         };
         let full = full.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         self.change(path, |v| {
+            let gone: Vec<[u8; 8]> = v
+                .file
+                .recovery_wraps
+                .iter()
+                .filter(|w| hex(&w.code_id) == full)
+                .map(|w| w.code_id)
+                .collect();
             v.file.recovery_wraps.retain(|w| hex(&w.code_id) != full);
+            for code_id in gone {
+                v.tombstone(format::TombstoneKind::RecoveryCode, code_id.to_vec(), now);
+            }
             Ok(())
         })?;
         Ok(full)
@@ -1014,14 +1138,31 @@ impl Unlocked {
         kind: ProtectorKind,
         now: u64,
     ) -> Result<(), ChangeError> {
+        let device = self.device;
         self.change(path, |v| {
-            match v.file.protectors.iter_mut().find(|p| p.kind == kind) {
-                Some(p) => p.flags &= !format::FLAG_STALE,
+            let mine = v
+                .file
+                .protectors
+                .iter()
+                .position(|p| p.kind == kind && v.owns(p));
+            match mine {
+                Some(i) => {
+                    let p = &mut v.file.protectors[i];
+                    // Re-enrolled: later than any copy that still calls it stale.
+                    if p.flags & format::FLAG_STALE != 0 {
+                        p.added = now.max(p.added + 1);
+                    }
+                    p.flags &= !format::FLAG_STALE;
+                    if p.device == [0; 16] && device != [0; 16] {
+                        p.device = device;
+                    }
+                }
                 None => v.file.protectors.push(ProtectorRecord {
                     kind,
                     added: now,
                     last_used: 0,
                     flags: 0,
+                    device,
                 }),
             }
             Ok(())
@@ -1030,8 +1171,11 @@ impl Unlocked {
 
     /// Marks a file/keychain protector stale (it could not take a new Secret Key).
     pub fn mark_stale(&mut self, path: &Path, kind: ProtectorKind) -> Result<(), ChangeError> {
+        let (device, main_file) = (self.device, self.main_file);
         self.change(path, |v| {
-            for p in v.file.protectors.iter_mut().filter(|p| p.kind == kind) {
+            for p in v.file.protectors.iter_mut().filter(|p| {
+                p.kind == kind && (p.device == device || (p.device == [0; 16] && main_file))
+            }) {
                 p.flags |= format::FLAG_STALE;
             }
             Ok(())
@@ -1045,7 +1189,11 @@ impl Unlocked {
         which: ProtectorRef,
     ) -> Result<(), ChangeError> {
         let exists = match which {
-            ProtectorRef::Kind(k) => self.file.protectors.iter().any(|p| p.kind == k),
+            ProtectorRef::Kind(k) => self
+                .file
+                .protectors
+                .iter()
+                .any(|p| p.kind == k && self.owns(p)),
             ProtectorRef::Piv { serial, slot } => self
                 .file
                 .piv_wraps
@@ -1055,13 +1203,40 @@ impl Unlocked {
         if !exists {
             return Err(ChangeError::NotFound("protector", format!("{which:?}")));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         self.change(path, |v| {
             match which {
-                ProtectorRef::Kind(k) => v.file.protectors.retain(|p| p.kind != k),
-                ProtectorRef::Piv { serial, slot } => v
-                    .file
-                    .piv_wraps
-                    .retain(|p| !(p.serial == serial && p.slot == slot)),
+                ProtectorRef::Kind(k) => {
+                    let gone: Vec<ProtectorRecord> = v
+                        .file
+                        .protectors
+                        .iter()
+                        .filter(|p| p.kind == k && v.owns(p))
+                        .cloned()
+                        .collect();
+                    for p in gone {
+                        v.file.protectors.retain(|x| x != &p);
+                        let id = format::Tombstone::protector_id(p.kind, &p.device);
+                        v.tombstone(format::TombstoneKind::Protector, id, now.max(p.added));
+                    }
+                }
+                ProtectorRef::Piv { serial, slot } => {
+                    let added = v
+                        .file
+                        .piv_wraps
+                        .iter()
+                        .filter(|p| p.serial == serial && p.slot == slot)
+                        .map(|p| p.added)
+                        .max()
+                        .unwrap_or(0);
+                    v.file
+                        .piv_wraps
+                        .retain(|p| !(p.serial == serial && p.slot == slot));
+                    let id = format::Tombstone::yubikey_id(serial, slot);
+                    v.tombstone(format::TombstoneKind::Yubikey, id, now.max(added));
+                }
             }
             Ok(())
         })
@@ -1076,12 +1251,17 @@ impl Unlocked {
     ) -> Result<(), ChangeError> {
         self.change(path, |v| {
             match which {
-                ProtectorRef::Kind(k) => v
-                    .file
-                    .protectors
-                    .iter_mut()
-                    .filter(|p| p.kind == k)
-                    .for_each(|p| p.last_used = now),
+                ProtectorRef::Kind(k) => {
+                    let (device, main_file) = (v.device, v.main_file);
+                    v.file
+                        .protectors
+                        .iter_mut()
+                        .filter(|p| {
+                            p.kind == k
+                                && (p.device == device || (p.device == [0; 16] && main_file))
+                        })
+                        .for_each(|p| p.last_used = now)
+                }
                 ProtectorRef::Piv { serial, slot } => v
                     .file
                     .piv_wraps

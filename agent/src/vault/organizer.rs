@@ -212,8 +212,23 @@ impl Unlocked {
         {
             return Err(ChangeError::NotFound("organizer", hex(&org_pk[..8])));
         }
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
         self.change(path, |v| {
+            let added = v
+                .file
+                .organizers
+                .wraps
+                .iter()
+                .filter(|w| &w.org_pk == org_pk)
+                .map(|w| w.added)
+                .max()
+                .unwrap_or(0);
             v.file.organizers.wraps.retain(|w| &w.org_pk != org_pk);
+            v.tombstone(
+                super::format::TombstoneKind::OrganizerWrap,
+                org_pk.to_vec(),
+                now.max(added),
+            );
             Ok(())
         })
     }
@@ -262,11 +277,20 @@ impl Unlocked {
             grant_id: *grant_id,
             used: now,
         });
-        self.file
+        let gone: Vec<[u8; 8]> = self
+            .file
             .recovery_wraps
             .drain(..)
-            .map(|w| hex(&w.code_id))
-            .collect()
+            .map(|w| w.code_id)
+            .collect();
+        for code_id in &gone {
+            self.tombstone(
+                super::format::TombstoneKind::RecoveryCode,
+                code_id.to_vec(),
+                now,
+            );
+        }
+        gone.iter().map(|c| hex(c)).collect()
     }
 }
 

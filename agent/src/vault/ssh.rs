@@ -347,8 +347,14 @@ impl Unlocked {
         if index >= self.file.ssh_keys.len() {
             return Err(ChangeError::NotFound("SSH key", index.to_string()));
         }
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
         self.change(path, |v| {
-            v.file.ssh_keys.remove(index);
+            let gone = v.file.ssh_keys.remove(index);
+            v.tombstone(
+                super::format::TombstoneKind::SshKey,
+                gone.key_id.to_vec(),
+                now,
+            );
             Ok(())
         })
     }

@@ -64,6 +64,11 @@ pub mod tag {
     pub const ORGANIZER_CREATE_CARD: u8 = 0x2a;
     pub const ORGANIZER_RECOVER_CARD: u8 = 0x2b;
     pub const JOIN: u8 = 0x2c;
+    pub const SYNC: u8 = 0x2d;
+    pub const MERGE_FILES: u8 = 0x2e;
+    pub const DEVICE_LIST: u8 = 0x2f;
+    pub const DEVICE_RENAME: u8 = 0x30;
+    pub const DEVICE_REMOVE: u8 = 0x31;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -90,6 +95,8 @@ pub mod tag {
     pub const GRANT_MADE: u8 = 0x96;
     pub const SSH_KEYS: u8 = 0x97;
     pub const ORGANIZER_CARD_KEY: u8 = 0x98;
+    pub const SYNCED: u8 = 0x99;
+    pub const DEVICES: u8 = 0x9a;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -420,6 +427,34 @@ pub enum Request {
         /// `keychain` or `none`.
         protector: String,
     },
+    /// Merges now what the other devices wrote next to this device's vault
+    /// (their parts, and conflict copies a sync engine made). Answered by
+    /// `Synced`. Needs the unlocked vault.
+    Sync,
+    /// Merges two copies of this account's vault into `ours` (the git merge
+    /// driver: `%A` and `%B`): both must verify under the account key.
+    /// Answered by `Synced`.
+    MergeFiles {
+        /// The copy to merge into and write (an absolute path).
+        ours: String,
+        /// The other copy (an absolute path).
+        theirs: String,
+    },
+    /// The account's devices. Answered by `Devices`.
+    DeviceList,
+    /// Renames a device (`this`, or an id or a unique prefix of it).
+    DeviceRename {
+        /// Which.
+        device: String,
+        /// The new name (1..=64 bytes, no control characters).
+        name: String,
+    },
+    /// Removes another device from the account: its protector records go,
+    /// and its next unlock is refused. Answered by `Devices`.
+    DeviceRemove {
+        /// An id or a unique prefix of it.
+        device: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -459,6 +494,9 @@ impl fmt::Debug for Request {
             Request::Join {
                 path, protector, ..
             } => write!(f, "Join({path:?}, {protector})"),
+            Request::MergeFiles { ours, theirs } => write!(f, "MergeFiles({ours:?}, {theirs:?})"),
+            Request::DeviceRename { device, name } => write!(f, "DeviceRename({device}, {name:?})"),
+            Request::DeviceRemove { device } => write!(f, "DeviceRemove({device})"),
             other => f.write_str(other.name()),
         }
     }
@@ -512,6 +550,11 @@ impl Request {
             Request::OrganizerCreateCard { .. } => "OrganizerCreateCard",
             Request::OrganizerRecoverCard { .. } => "OrganizerRecoverCard",
             Request::Join { .. } => "Join",
+            Request::Sync => "Sync",
+            Request::MergeFiles { .. } => "MergeFiles",
+            Request::DeviceList => "DeviceList",
+            Request::DeviceRename { .. } => "DeviceRename",
+            Request::DeviceRemove { .. } => "DeviceRemove",
         }
     }
 
@@ -790,6 +833,25 @@ impl Request {
                 w.str(protector);
                 w
             }
+            Request::Sync => Writer::new(SYNC),
+            Request::MergeFiles { ours, theirs } => {
+                let mut w = Writer::new(MERGE_FILES);
+                w.str(ours);
+                w.str(theirs);
+                w
+            }
+            Request::DeviceList => Writer::new(DEVICE_LIST),
+            Request::DeviceRename { device, name } => {
+                let mut w = Writer::new(DEVICE_RENAME);
+                w.str(device);
+                w.str(name);
+                w
+            }
+            Request::DeviceRemove { device } => {
+                let mut w = Writer::new(DEVICE_REMOVE);
+                w.str(device);
+                w
+            }
         };
         w.finish()
     }
@@ -957,6 +1019,19 @@ impl Request {
                 secret_key: r.secret("secret_key")?,
                 protector: r.str("protector")?,
             },
+            SYNC => Request::Sync,
+            MERGE_FILES => Request::MergeFiles {
+                ours: r.str("ours")?,
+                theirs: r.str("theirs")?,
+            },
+            DEVICE_LIST => Request::DeviceList,
+            DEVICE_RENAME => Request::DeviceRename {
+                device: r.str("device")?,
+                name: r.str("name")?,
+            },
+            DEVICE_REMOVE => Request::DeviceRemove {
+                device: r.str("device")?,
+            },
             other => return Err(DecodeError::UnknownTag(other)),
         };
         r.end()?;
@@ -1074,6 +1149,21 @@ pub struct OrganizerInfo {
     pub added: u64,
     /// Enrolled by machine policy as required: the member cannot remove it.
     pub required: bool,
+}
+
+/// A device of the account in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Its id (32 hex digits).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Unix seconds.
+    pub added: u64,
+    /// Whether it is the device the agent runs on.
+    pub this: bool,
+    /// Its file and keychain protectors (`file`, `keychain`).
+    pub protectors: Vec<String>,
 }
 
 /// An SSH key in a listing.
@@ -1446,6 +1536,15 @@ pub enum Response {
         /// The grant file's text (JSON), for the member.
         grant: String,
     },
+    /// Answer to `Sync` and `MergeFiles`: what was merged, refused, removed.
+    Synced {
+        /// One line each, for the user.
+        notes: Vec<String>,
+        /// Copies that were refused (they do not verify under the account key).
+        refused: Vec<String>,
+    },
+    /// Answer to `DeviceList`, `DeviceRename`, `DeviceRemove`.
+    Devices(Vec<DeviceInfo>),
     /// A failure.
     Error(AgentError),
 }
@@ -1494,6 +1593,8 @@ impl fmt::Debug for Response {
                 ..
             } => write!(f, "OrganizerCardKey({fingerprint}, {serial}, {slot:02x})"),
             Response::Organizers(v) => write!(f, "Organizers({v:?})"),
+            Response::Synced { notes, refused } => write!(f, "Synced({notes:?}, {refused:?})"),
+            Response::Devices(v) => write!(f, "Devices({v:?})"),
             Response::SshKeys(v) => write!(f, "SshKeys({})", v.len()),
             Response::OrganizerChanged { fingerprint, .. } => {
                 write!(f, "OrganizerChanged({fingerprint})")
@@ -1770,6 +1871,23 @@ impl Response {
                 });
                 w
             }
+            Response::Synced { notes, refused } => {
+                let mut w = Writer::new(SYNCED);
+                write_strings(&mut w, notes);
+                write_strings(&mut w, refused);
+                w
+            }
+            Response::Devices(v) => {
+                let mut w = Writer::new(DEVICES);
+                w.list(v, |w, d| {
+                    w.str(&d.id);
+                    w.str(&d.name);
+                    w.u64(d.added);
+                    w.bool(d.this);
+                    write_strings(w, &d.protectors);
+                });
+                w
+            }
             Response::Organizers(v) => {
                 let mut w = Writer::new(ORGANIZERS);
                 w.list(v, |w, o| {
@@ -1929,6 +2047,19 @@ impl Response {
                     approval: r.str("approval")?,
                     public: r.str("public")?,
                     loaded: r.bool("loaded")?,
+                })
+            })?),
+            SYNCED => Response::Synced {
+                notes: read_strings(&mut r, "notes")?,
+                refused: read_strings(&mut r, "refused")?,
+            },
+            DEVICES => Response::Devices(r.list("devices", 21, |r| {
+                Ok(DeviceInfo {
+                    id: r.str("id")?,
+                    name: r.str("name")?,
+                    added: r.u64("added")?,
+                    this: r.bool("this")?,
+                    protectors: read_strings(r, "protectors")?,
                 })
             })?),
             ORGANIZERS => Response::Organizers(r.list("organizers", 17, |r| {
@@ -2144,6 +2275,19 @@ pub mod samples {
                 secret_key: s("K1-ABCDEF-GHJKLM-NPQRS-TVWXY-Z2345-6789AR"),
                 protector: "auto".into(),
             },
+            Request::Sync,
+            Request::MergeFiles {
+                ours: "/r/vault-ABCDEF.kwv".into(),
+                theirs: "/tmp/.merge_file_x".into(),
+            },
+            Request::DeviceList,
+            Request::DeviceRename {
+                device: "this".into(),
+                name: "laptop".into(),
+            },
+            Request::DeviceRemove {
+                device: "0a1b2c".into(),
+            },
         ]
     }
 
@@ -2290,6 +2434,17 @@ pub mod samples {
                 serial: 7,
                 slot: 0x82,
             },
+            Response::Synced {
+                notes: vec!["merged laptop".into()],
+                refused: vec!["/s/vault-ABCDEF.x.kwv: forged".into()],
+            },
+            Response::Devices(vec![DeviceInfo {
+                id: "00".repeat(16),
+                name: "laptop".into(),
+                added: 7,
+                this: true,
+                protectors: vec!["file".into()],
+            }]),
         ]
     }
 }

@@ -6,7 +6,9 @@
 //! (The fuzz targets in tests/fuzz check the other direction: arbitrary bytes.)
 
 use keyward_client::frame::{FrameBuf, FrameError, MAX_FRAME};
-use keyward_client::message::{InitRequest, OrganizerInfo, ProtectorAddRequest, UnlockRequest};
+use keyward_client::message::{
+    DeviceInfo, InitRequest, OrganizerInfo, ProtectorAddRequest, UnlockRequest,
+};
 use keyward_client::wire::{DecodeError, Reader, Writer};
 use keyward_client::{
     AgentError, AgentState, ErrorCode, ItemInfo, PromptKind, ProtectorInfo, RecoveryCodeInfo,
@@ -167,6 +169,11 @@ fn request() -> impl Strategy<Value = Request> {
                 protector,
             }
         }),
+        Just(Request::Sync),
+        (text(), text()).prop_map(|(ours, theirs)| Request::MergeFiles { ours, theirs }),
+        Just(Request::DeviceList),
+        (text(), text()).prop_map(|(device, name)| Request::DeviceRename { device, name }),
+        text().prop_map(|device| Request::DeviceRemove { device }),
     ]
 }
 
@@ -361,6 +368,20 @@ fn response() -> impl Strategy<Value = Response> {
                 grant,
             }
         ),
+        (notes(), notes()).prop_map(|(notes, refused)| Response::Synced { notes, refused }),
+        vec(
+            (text(), text(), any::<u64>(), any::<bool>(), notes()).prop_map(
+                |(id, name, added, this, protectors)| DeviceInfo {
+                    id,
+                    name,
+                    added,
+                    this,
+                    protectors,
+                }
+            ),
+            0..3
+        )
+        .prop_map(Response::Devices),
         (prompt_kind(), text()).prop_map(|(kind, message)| Response::Prompt { kind, message }),
         text().prop_map(|message| Response::Notice { message }),
         // Codes come from the wire value, so a known code is never `Unknown`.

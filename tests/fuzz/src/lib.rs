@@ -203,7 +203,12 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::SshGenerate { .. }
         | Request::SshList
         | Request::SshRemove { .. }
-        | Request::SshApprove { .. } => false,
+        | Request::SshApprove { .. }
+        | Request::Sync
+        | Request::MergeFiles { .. }
+        | Request::DeviceList
+        | Request::DeviceRename { .. }
+        | Request::DeviceRemove { .. } => false,
     }
 }
 
@@ -235,6 +240,8 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::Organizers(_)
         | Response::SshKeys(_)
         | Response::OrganizerChanged { .. }
+        | Response::Synced { .. }
+        | Response::Devices(_)
         | Response::Error(_) => false,
     }
 }

@@ -145,6 +145,7 @@ fn run() -> Result<(), String> {
     }
     let agent = Agent::new(paths, config, uid, Arc::new(SystemClock))?;
     agent.migrate_device_state();
+    agent.start_sync_watcher();
     // One runtime thread is enough: connections are served by the event loop
     // thread (and slow requests by threads of their own), and key derivation
     // runs on the blocking pool.

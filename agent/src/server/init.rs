@@ -99,6 +99,8 @@ impl Agent {
         let (mut v, sk, path) = created.map_err(change_error)?;
         let id = v.account_id();
         let kept = async {
+            // This device: its id on the protector record, its name in the vault.
+            self.open_on_device(&mut v, &path, false, &mut Vec::new())?;
             match protector {
                 "file" => {
                     let fp = self.file_protector(&id);

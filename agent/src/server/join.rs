@@ -230,34 +230,47 @@ impl Agent {
         let id = v.account_id();
         let now = self.clock.unix_now();
         let writer = self.writer();
-        write_pointer(&self.paths, self.uid, &file)?;
-        if let Err(mut e) = self.keep_secret_key(protector, &mut v, &file, &sk, now) {
-            forget_pointer(&self.paths);
-            e.message.push_str("; this device did not join");
-            return Err(e);
-        }
-        let mut notes = vec![format!("joined: using the vault at {}", file.display())];
+        // This device writes a part of its own beside the file it joined
+        // (SECURITY.md §18): no file of the folder has two writers.
+        let device = self.device_id()?;
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        let part = super::sync::part_path(dir, &id, &device);
+        let mut notes = Vec::new();
+        self.bind_device(&mut v, &part)?;
         if v.needs_settling() {
-            match v.settle(&file, now) {
+            match v.settle(&part, now) {
                 Ok(()) => {
                     notes.push(
                         "finished an interrupted change of the Secret Key or password".into(),
                     );
-                    self.restore_stores(&mut v, &file, now, &mut notes);
+                    self.restore_stores(&mut v, &part, now, &mut notes);
                 }
                 Err(e) => notes.push(format!("could not finish an interrupted change: {e}")),
             }
         }
+        self.open_on_device(&mut v, &part, true, &mut notes)?;
+        write_pointer(&self.paths, self.uid, &part)?;
+        if let Err(mut e) = self.keep_secret_key(protector, &mut v, &part, &sk, now) {
+            forget_pointer(&self.paths);
+            let _ = std::fs::remove_file(&part);
+            e.message.push_str("; this device did not join");
+            return Err(e);
+        }
+        notes.insert(
+            0,
+            format!("this device writes its changes to {}", part.display()),
+        );
+        notes.insert(0, format!("joined: using the vault at {}", file.display()));
         if let Some(note) = self.check_generation(&id, v.file().generation) {
             notes.push(note);
         }
-        self.revoke_again(&mut v, &file, &mut notes);
+        self.revoke_again(&mut v, &part, &mut notes);
         self.remember_generation(&id, v.file().generation);
         self.remember_wrap_costs(v.file());
         let resp = self.unlocked_response(&id, protector, notes);
         let account = Account {
             id,
-            vault_path: file.clone(),
+            vault_path: part.clone(),
         };
         let session = Session {
             account: account.clone(),

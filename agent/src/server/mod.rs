@@ -30,6 +30,7 @@ pub mod recovery;
 mod rollback;
 pub mod ssh;
 pub mod state;
+pub(crate) mod sync;
 
 use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::traits::tokio::Listener as _;

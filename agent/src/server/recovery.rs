@@ -348,7 +348,16 @@ impl Agent {
             return Ok(Err(()));
         }
         match vault::unlock_with_recovery_code(parsed, code) {
-            Ok(v) => Ok(Ok(v)),
+            Ok(mut v) => {
+                // What other devices wrote comes in first: a code revoked
+                // on another device opens no more (SECURITY.md §18).
+                self.open_on_device(&mut v, path, false, &mut Vec::new())?;
+                let code_id = code.code_id(&id);
+                if !v.file().recovery_wraps.iter().any(|w| w.code_id == code_id) {
+                    return Ok(Err(()));
+                }
+                Ok(Ok(v))
+            }
             Err(UnlockError::WrongRecoveryCode) => Ok(Err(())),
             Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
                 Err(err(ErrorCode::Corrupt, e.to_string()))

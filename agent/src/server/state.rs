@@ -752,8 +752,9 @@ impl Agent {
 
     /// `Remove`.
     pub fn remove(&self, name: &str) -> Result<Response, AgentError> {
+        let now = self.clock.unix_now();
         self.write_items(
-            |v| v.prepare_remove(name),
+            |v| v.prepare_remove(name, now),
             |e| match e {
                 ChangeError::NoSuchItem(_) => err(
                     ErrorCode::NotFound,

@@ -37,8 +37,21 @@ impl Agent {
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
     ) -> Result<vault::Unlocked, AgentError> {
+        self.open_counted_any(vec![parsed], password, sk)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// [`Self::open_counted`] from the first of `copies` that opens (the
+    /// device's own file, then other devices' parts); also says which.
+    pub(in crate::server) async fn open_counted_any(
+        &self,
+        copies: Vec<vault::format::Parsed>,
+        password: &Arc<Password>,
+        sk: &Arc<SecretKey>,
+    ) -> Result<(vault::Unlocked, usize), AgentError> {
         let (pw, key) = (password.clone(), sk.clone());
-        let result = tokio::task::spawn_blocking(move || vault::unlock(parsed, &pw, &key))
+        let result = tokio::task::spawn_blocking(move || vault::unlock_any(copies, &pw, &key))
             .await
             .map_err(internal)?;
         match result {
@@ -309,14 +322,22 @@ impl Agent {
             return Err(e);
         }
         let password = Arc::new(password_from(&req.password)?);
+        let typed = req.secret_key.is_some();
         let mut parsed = vault::read(&account.vault_path).map_err(read_error)?;
         self.check_wrap_costs(&parsed.vault)?;
         let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
         let sk = Arc::new(sk);
         let mut reads = 1;
-        let (writer, mut v) = loop {
+        let (writer, mut v, from_other) = loop {
             let generation = parsed.vault.generation;
-            let v = self.open_counted(parsed, &password, &sk).await?;
+            // Other devices' parts may hold a newer password wrap (a new
+            // password or Secret Key made there): tried after this one's.
+            let mut copies = vec![parsed];
+            copies.extend(crate::server::sync::newest_parts(
+                &account.vault_path,
+                &account.id,
+            ));
+            let (v, which) = self.open_counted_any(copies, &password, &sk).await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'
             // lock, from the file as it is now. A change that was being
@@ -327,7 +348,7 @@ impl Agent {
             let writer = self.writer();
             let now = vault::read(&account.vault_path).map_err(read_error)?;
             if now.vault.generation == generation {
-                break (writer, v);
+                break (writer, v, which > 0);
             }
             drop(writer);
             if reads == 3 {
@@ -345,6 +366,7 @@ impl Agent {
         }
         let mut notes = Vec::new();
         let now = self.clock.unix_now();
+        self.bind_device(&mut v, &account.vault_path)?;
         if v.needs_settling() {
             match v.settle(&account.vault_path, now) {
                 Ok(()) => {
@@ -356,8 +378,15 @@ impl Agent {
                 Err(e) => notes.push(format!("could not finish an interrupted change: {e}")),
             }
         }
+        self.open_on_device(&mut v, &account.vault_path, true, &mut notes)?;
         if let Some(note) = self.check_generation(&account.id, v.file().generation) {
             notes.push(note);
+        }
+        if from_other || typed {
+            // Typed (after "the Secret Key was changed on another device"),
+            // or a newer wrap from another device opened it: this device's
+            // file and keychain protectors take the Secret Key in force.
+            self.restore_stores(&mut v, &account.vault_path, now, &mut notes);
         }
         self.revoke_again(&mut v, &account.vault_path, &mut notes);
         if let Some(which) = protector_ref(&protector)
@@ -410,6 +439,7 @@ impl Agent {
             .file()
             .protectors
             .iter()
+            .filter(|p| v.owns(p))
             .map(|p| (p.kind, p.flags & FLAG_STALE != 0))
             .collect();
         for (kind, stale) in kinds {

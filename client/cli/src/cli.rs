@@ -418,6 +418,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Merge now what this account's other devices wrote beside the vault (their parts, and
+    /// conflict copies a sync engine made); the agent also does it within a second of a change.
+    Sync {
+        #[command(subcommand)]
+        action: Option<crate::sync::SyncAction>,
+        /// Print `{"notes", "refused"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// git's merge driver for vault files (`keyward sync init-git` registers it): merges %B
+    /// into %A record by record.
+    #[command(hide = true)]
+    MergeDriver {
+        /// %O, the common ancestor (not needed: keyward merges by record).
+        base: PathBuf,
+        /// %A, this side: receives the merge.
+        ours: PathBuf,
+        /// %B, the other side.
+        theirs: PathBuf,
+    },
+    /// The account's devices: list, rename, remove.
+    Device {
+        #[command(subcommand)]
+        action: crate::sync::DeviceAction,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -1046,6 +1071,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             &protector,
             json,
         ),
+        Command::Sync { action: None, json } => crate::sync::sync(autostart, cli.no_prompt, json),
+        Command::Sync {
+            action: Some(crate::sync::SyncAction::InitGit { repo }),
+            ..
+        } => crate::sync::init_git(repo.as_deref()),
+        Command::MergeDriver { ours, theirs, .. } => {
+            crate::sync::merge_driver(autostart, &ours, &theirs)
+        }
+        Command::Device { action } => crate::sync::device(autostart, cli.no_prompt, action),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -143,8 +143,9 @@ pub fn join(
                     eprintln!("Joined account {account_id}: using the vault at {vault}.");
                     eprintln!("Unlocked; {kept}.");
                     eprintln!(
-                        "keyward does not merge changes made on two devices yet: while both \
-                         write to this vault, keep one of them locked."
+                        "Both devices may write: each writes a file of its own beside the \
+                         vault, and the agents merge them record by record within a second \
+                         of a change (`keyward sync` merges at once)."
                     );
                 }
                 return Ok(());

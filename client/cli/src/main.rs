@@ -23,6 +23,7 @@ mod organizer;
 mod output;
 mod run;
 mod ssh;
+mod sync;
 
 use clap::Parser;
 use std::process::ExitCode;

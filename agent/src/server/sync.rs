@@ -1,0 +1,633 @@
+//! Several devices on one vault (SECURITY.md §18): this device's id, the
+//! part files the devices write next to each other, merging them (and the
+//! conflict copies sync engines make) into the vault in memory, and a
+//! watcher that notices when the folder changes.
+//!
+//! Layout: the device that made the account writes the main file
+//! `vault-<ID>.kwv`; a device that joined writes `vault-<ID>.<device id>.kwv`
+//! beside it. Every file is a whole vault (the state as its writer last
+//! merged it), so no file has two writers and a sync engine never has a
+//! conflict to resolve; reading merges them all.
+
+use super::state::{Agent, State, err, internal};
+use crate::account::AccountId;
+use crate::vault::format::{DeviceId, DeviceRecord, TombstoneKind};
+use crate::vault::{self, MergeError};
+use keyward_client::Paths;
+use keyward_client::message::{AgentError, DeviceInfo, ErrorCode, Response};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// This device's id, in the state directory.
+const DEVICE_FILE: &str = "device-id";
+/// Most sibling files read per merge.
+const MAX_SIBLINGS: usize = 64;
+/// Most siblings whose password wrap an unlock tries (each costs Argon2id).
+pub(super) const MAX_UNLOCK_TRIES: usize = 4;
+
+/// This device's id: read from the state directory, drawn the first time.
+pub(super) fn this_device(paths: &Paths, uid: u32) -> std::io::Result<DeviceId> {
+    let file = paths.state_dir.join(DEVICE_FILE);
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Some(id) = parse_device_id(text.trim())
+    {
+        return Ok(id);
+    }
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(std::io::Error::other)?;
+    vault::store::ensure_private_dir(&paths.state_dir, uid).map_err(std::io::Error::other)?;
+    vault::store::write_atomic(&file, format!("{}\n", vault::hex(&id)).as_bytes())?;
+    Ok(id)
+}
+
+fn parse_device_id(text: &str) -> Option<DeviceId> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// A name for this device: its host name.
+pub(super) fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = host
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if vault::format::device_name_ok(&name) {
+        name
+    } else {
+        "this device".into()
+    }
+}
+
+/// The main file's name.
+fn main_name(id: &AccountId) -> String {
+    format!("vault-{id}.kwv")
+}
+
+/// The part a joined device writes.
+pub(super) fn part_path(dir: &Path, id: &AccountId, device: &DeviceId) -> PathBuf {
+    dir.join(format!("vault-{id}.{}.kwv", vault::hex(device)))
+}
+
+/// Whether `path` is the account's main file (not a device's part).
+pub(super) fn is_main_file(path: &Path, id: &AccountId) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy() == main_name(id))
+}
+
+/// Whether `name` is a device's part or the main file (not a conflict copy).
+fn is_part(name: &str, id: &AccountId) -> bool {
+    if name == main_name(id) {
+        return true;
+    }
+    name.strip_prefix(&format!("vault-{id}."))
+        .and_then(|r| r.strip_suffix(".kwv"))
+        .is_some_and(|d| parse_device_id(d).is_some())
+}
+
+/// The other files of the account beside `own`: parts and conflict copies
+/// (`vault-<ID>….kwv`, not hidden, regular files), sorted, at most
+/// [`MAX_SIBLINGS`].
+pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
+    let Some(dir) = own.parent() else {
+        return Vec::new();
+    };
+    let prefix = format!("vault-{id}");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix)
+                && name.ends_with(".kwv")
+                && e.path() != own
+                && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out.truncate(MAX_SIBLINGS);
+    out
+}
+
+/// The other devices' parts beside `own`, the ones with the newest
+/// password wraps first, at most [`MAX_UNLOCK_TRIES`] (an unlock tries
+/// their wraps when this device's own do not open).
+pub(super) fn newest_parts(own: &Path, id: &AccountId) -> Vec<vault::format::Parsed> {
+    let mut parts: Vec<(u64, vault::format::Parsed)> = siblings(own, id)
+        .into_iter()
+        .filter(|p| is_part(&file_name(p), id))
+        .filter_map(|p| vault::read(&p).ok())
+        .filter(|p| &p.vault.account_id == id)
+        .map(|p| {
+            let epoch = p
+                .vault
+                .password_wraps
+                .iter()
+                .map(|w| vault::wrap_epoch(&w.slot_id))
+                .max()
+                .unwrap_or(0);
+            (epoch, p)
+        })
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    parts.truncate(MAX_UNLOCK_TRIES);
+    parts.into_iter().map(|(_, p)| p).collect()
+}
+
+/// What a merge of the folder did.
+#[derive(Debug, Default)]
+pub(super) struct Report {
+    /// For the user.
+    pub notes: Vec<String>,
+    /// Files refused, with why.
+    pub refused: Vec<String>,
+    /// Conflict copies that were merged (removed once the vault is written).
+    pub copies: Vec<PathBuf>,
+    /// The vault in memory changed.
+    pub changed: bool,
+    /// A later password or Secret Key came from another device.
+    pub credentials_changed: bool,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Merges every sibling of `own` (and `own` itself, as it is on disk) into `v`.
+pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
+    let id = v.account_id();
+    let mut report = Report::default();
+    let mut files = siblings(own, &id);
+    if own.exists() {
+        files.insert(0, own.to_path_buf());
+    }
+    for path in files {
+        let name = file_name(&path);
+        let parsed = match vault::read(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                report.refused.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        match v.merge_from(&parsed) {
+            Ok(out) => {
+                if out.changed && path != own {
+                    report.notes.push(format!("merged {name}"));
+                }
+                report.changed |= out.changed;
+                report.credentials_changed |= out.credentials_changed;
+                if path != own && !is_part(&name, &id) {
+                    report.copies.push(path);
+                }
+            }
+            Err(MergeError::Busy) => {
+                report
+                    .notes
+                    .push(format!("{name}: not merged yet ({})", MergeError::Busy));
+            }
+            Err(e) => report.refused.push(format!("{name}: {e}")),
+        }
+    }
+    for r in &report.refused {
+        tracing::warn!(copy = %r, "a copy of the vault was refused");
+    }
+    report
+}
+
+/// Removes conflict copies that were merged (after the vault that holds
+/// their records is on disk).
+fn remove_copies(report: &mut Report) {
+    for c in std::mem::take(&mut report.copies) {
+        match std::fs::remove_file(&c) {
+            Ok(()) => report.notes.push(format!(
+                "removed the conflict copy {} (merged)",
+                file_name(&c)
+            )),
+            Err(e) => report.notes.push(format!(
+                "cannot remove the merged copy {}: {e}",
+                file_name(&c)
+            )),
+        }
+    }
+}
+
+/// A fingerprint of the folder (names, sizes, change times): the watcher
+/// merges when it changes.
+fn folder_stamp(own: &Path, id: &AccountId) -> Vec<(PathBuf, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = siblings(own, id);
+    files.push(own.to_path_buf());
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, m.size(), m.mtime(), m.mtime_nsec() ^ (m.ino() as i64)))
+        })
+        .collect()
+}
+
+/// The date (UTC, `YYYY-MM-DD`) of Unix seconds.
+fn date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// What to tell a device whose password wrap was replaced by another
+/// device's: which device, when, and what changed.
+pub(super) fn superseded_error(v: &vault::Unlocked) -> AgentError {
+    let slot = v
+        .file()
+        .password_wraps
+        .first()
+        .map(|w| w.slot_id.clone())
+        .unwrap_or_default();
+    let Some((when, dev, kind)) = vault::wrap_origin(&slot) else {
+        return err(
+            ErrorCode::NeedSecretKey,
+            "the Master Password or the Secret Key was changed on another device; unlock with \
+             the new one (the new Secret Key is on the Emergency Kit printed then)",
+        );
+    };
+    let device = v
+        .file()
+        .devices
+        .iter()
+        .find(|d| vault::hex(&d.id).starts_with(dev))
+        .map_or_else(|| format!("device {dev}"), |d| format!("{:?}", d.name));
+    if kind == 's' {
+        err(
+            ErrorCode::NeedSecretKey,
+            format!(
+                "the Secret Key was changed on {device} on {}: enter the new Secret Key (from \
+                 the Emergency Kit made then) and the Master Password; this device then keeps \
+                 the new one",
+                date(when)
+            ),
+        )
+    } else {
+        err(
+            ErrorCode::WrongCredentials,
+            format!(
+                "the Master Password was changed on {device} on {}: unlock with the new one",
+                date(when)
+            ),
+        )
+    }
+}
+
+impl Agent {
+    /// This device's id (drawn and kept in the state directory the first time).
+    pub(super) fn device_id(&self) -> Result<DeviceId, AgentError> {
+        this_device(&self.paths, self.uid).map_err(|e| {
+            err(
+                ErrorCode::Storage,
+                format!(
+                    "cannot keep this device's id in {}: {e}",
+                    self.paths.state_dir.display()
+                ),
+            )
+        })
+    }
+
+    /// Makes `v` know this device (whose protector records it may touch).
+    pub(super) fn bind_device(
+        &self,
+        v: &mut vault::Unlocked,
+        own: &Path,
+    ) -> Result<DeviceId, AgentError> {
+        let device = self.device_id()?;
+        v.set_device(device, is_main_file(own, &v.account_id()));
+        Ok(device)
+    }
+
+    /// Makes `v` know this device, merges the folder into it, and records
+    /// this device in the vault. Refuses a device that was removed, and
+    /// (with `strict`, at unlock) a password wrap another device replaced.
+    pub(super) fn open_on_device(
+        &self,
+        v: &mut vault::Unlocked,
+        own: &Path,
+        strict: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<(), AgentError> {
+        let device = self.bind_device(v, own)?;
+        let mut report = merge_folder(v, own);
+        if v.file()
+            .tombstones
+            .iter()
+            .any(|t| t.kind == TombstoneKind::Device && t.id == device)
+        {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                "this device was removed from the account on another device (`keyward device \
+                 remove`): its protectors are gone; to use the account here again, run `keyward \
+                 join` with the Secret Key and the Master Password",
+            ));
+        }
+        if strict && report.credentials_changed {
+            if report.changed
+                && let Err(e) = v.persist(own)
+            {
+                tracing::warn!("cannot write the merged vault: {e}");
+            }
+            return Err(superseded_error(v));
+        }
+        let now = self.clock.unix_now();
+        if !v.file().devices.iter().any(|d| d.id == device) {
+            v.add_device(DeviceRecord {
+                id: device,
+                added: now,
+                named: now,
+                name: default_name(),
+            });
+            report.changed = true;
+        }
+        if report.changed || !own.exists() {
+            v.persist(own).map_err(|e| {
+                err(
+                    ErrorCode::Storage,
+                    format!("cannot write the vault at {}: {e}", own.display()),
+                )
+            })?;
+            remove_copies(&mut report);
+        }
+        notes.append(&mut report.notes);
+        notes.extend(
+            report
+                .refused
+                .iter()
+                .map(|r| format!("refused (not merged): {r}")),
+        );
+        Ok(())
+    }
+
+    /// Merges the folder into the unlocked vault now (`Sync`, and the watcher).
+    pub fn sync_now(&self) -> Result<Response, AgentError> {
+        let mut out = (Vec::new(), Vec::new());
+        self.edit_vault(|v, path| {
+            let mut report = merge_folder(v, path);
+            if report.changed {
+                v.persist(path).map_err(|e| {
+                    err(
+                        ErrorCode::Storage,
+                        format!("cannot write the merged vault: {e}"),
+                    )
+                })?;
+            }
+            remove_copies(&mut report);
+            if report.credentials_changed {
+                report.notes.push(
+                    "the Master Password or the Secret Key was changed on another device: the \
+                     next unlock here asks for the new one"
+                        .into(),
+                );
+            }
+            if report.notes.is_empty() && report.refused.is_empty() {
+                report.notes.push("nothing new to merge".into());
+            }
+            out = (report.notes, report.refused);
+            Ok(())
+        })?;
+        Ok(Response::Synced {
+            notes: out.0,
+            refused: out.1,
+        })
+    }
+
+    /// `MergeFiles` (the git merge driver): merges `theirs` into `ours` and
+    /// writes `ours`; both must be copies of this account's vault that
+    /// verify under its key. The vault in memory takes both in too.
+    pub fn merge_files(&self, ours: &str, theirs: &str) -> Result<Response, AgentError> {
+        let (ours, theirs) = (PathBuf::from(ours), PathBuf::from(theirs));
+        let read = |p: &Path| {
+            vault::read(p)
+                .map_err(|e| err(ErrorCode::InvalidInput, format!("{}: {e}", p.display())))
+        };
+        let (a, b) = (read(&ours)?, read(&theirs)?);
+        let mut notes = Vec::new();
+        self.edit_vault(|v, path| {
+            let mut copy = v.try_clone().map_err(internal)?;
+            for (p, parsed) in [(&ours, &a), (&theirs, &b)] {
+                copy.merge_from(parsed)
+                    .map_err(|e| err(ErrorCode::Corrupt, format!("{}: {e}", p.display())))?;
+            }
+            copy.persist(&ours).map_err(|e| {
+                err(
+                    ErrorCode::Storage,
+                    format!("cannot write {}: {e}", ours.display()),
+                )
+            })?;
+            notes.push(format!("merged into {}", ours.display()));
+            // This device's vault takes the merge in too.
+            let mut changed = false;
+            for parsed in [&a, &b] {
+                changed |= v.merge_from(parsed).is_ok_and(|o| o.changed);
+            }
+            if changed && ours != path {
+                v.persist(path).map_err(|e| {
+                    err(
+                        ErrorCode::Storage,
+                        format!("cannot write the merged vault: {e}"),
+                    )
+                })?;
+            } else if changed {
+                *v = copy;
+            }
+            Ok(())
+        })?;
+        Ok(Response::Synced {
+            notes,
+            refused: Vec::new(),
+        })
+    }
+
+    /// `DeviceList`.
+    pub fn device_list(&self) -> Result<Response, AgentError> {
+        let me = self.device_id()?;
+        self.with_session(|s| Ok(Response::Devices(device_infos(&s.vault, &me))))
+    }
+
+    /// `DeviceRename`.
+    pub fn device_rename(&self, which: &str, name: &str) -> Result<Response, AgentError> {
+        if !vault::format::device_name_ok(name) {
+            return Err(err(
+                ErrorCode::InvalidInput,
+                "a device name has 1 to 64 bytes and no control characters",
+            ));
+        }
+        let me = self.device_id()?;
+        let now = self.clock.unix_now();
+        self.edit_vault(|v, path| {
+            let id = find_device(v, which, &me)?;
+            v.rename_device(path, &id, name, now)
+                .map_err(super::state::change_error)?;
+            Ok(Response::Devices(device_infos(v, &me)))
+        })
+    }
+
+    /// `DeviceRemove`.
+    pub fn device_remove(&self, which: &str) -> Result<Response, AgentError> {
+        let me = self.device_id()?;
+        let now = self.clock.unix_now();
+        self.edit_vault(|v, path| {
+            let id = find_device(v, which, &me)?;
+            if id == me {
+                return Err(err(
+                    ErrorCode::InvalidInput,
+                    "this is the device you are on: remove it from another device, or remove \
+                     its protectors here (`keyward protector remove`)",
+                ));
+            }
+            v.remove_device(path, &id, now)
+                .map_err(super::state::change_error)?;
+            Ok(Response::Devices(device_infos(v, &me)))
+        })
+    }
+
+    /// Starts the thread that merges what other devices write, within
+    /// `KEYWARD_SYNC_POLL_MS` (default 1000) of a change in the folder.
+    pub fn start_sync_watcher(self: &Arc<Self>) {
+        let poll = std::env::var("KEYWARD_SYNC_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(1), Duration::from_millis);
+        let agent = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("keyward-sync".into())
+            .spawn(move || {
+                let mut last = None;
+                loop {
+                    std::thread::sleep(poll);
+                    let Some(agent) = agent.upgrade() else { return };
+                    let target = match &*agent.read_state() {
+                        State::Unlocked(s) => Some((s.account.vault_path.clone(), s.account.id)),
+                        _ => None,
+                    };
+                    let Some((own, id)) = target else {
+                        last = None;
+                        continue;
+                    };
+                    let stamp = folder_stamp(&own, &id);
+                    if last.as_ref() == Some(&stamp) {
+                        continue;
+                    }
+                    match agent.sync_now() {
+                        Ok(Response::Synced { notes, refused }) => {
+                            for n in notes.iter().filter(|n| *n != "nothing new to merge") {
+                                tracing::info!("sync: {n}");
+                            }
+                            let _ = refused;
+                            // Our own write (if any) changed the folder: stamp it after.
+                            last = Some(folder_stamp(&own, &id));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("sync: {}", e.message),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the sync watcher: {e}");
+        }
+    }
+}
+
+fn device_infos(v: &vault::Unlocked, me: &DeviceId) -> Vec<DeviceInfo> {
+    let mut out: Vec<DeviceInfo> = v
+        .file()
+        .devices
+        .iter()
+        .map(|d| DeviceInfo {
+            id: vault::hex(&d.id),
+            name: d.name.clone(),
+            added: d.added,
+            this: &d.id == me,
+            protectors: v
+                .file()
+                .protectors
+                .iter()
+                .filter(|p| p.device == d.id)
+                .map(|p| p.kind.name().to_owned())
+                .collect(),
+        })
+        .collect();
+    out.sort_by(|a, b| (b.this, a.added, &a.name).cmp(&(a.this, b.added, &b.name)));
+    out
+}
+
+fn find_device(v: &vault::Unlocked, which: &str, me: &DeviceId) -> Result<DeviceId, AgentError> {
+    if which == "this" {
+        return Ok(*me);
+    }
+    let want = which.to_ascii_lowercase();
+    let found: Vec<DeviceId> = v
+        .file()
+        .devices
+        .iter()
+        .filter(|d| !want.is_empty() && (vault::hex(&d.id).starts_with(&want) || d.name == which))
+        .map(|d| d.id)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(err(
+            ErrorCode::NotFound,
+            format!("no device {which:?} (see `keyward device list`)"),
+        )),
+        _ => Err(err(
+            ErrorCode::InvalidInput,
+            format!("{which:?} names several devices: give more of the id"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+        assert_eq!(date(1_796_688_000), "2026-12-08");
+    }
+
+    #[test]
+    fn parts_and_conflict_copies_are_told_apart() {
+        let id = AccountId::parse("ABCDEF").unwrap();
+        assert!(is_part("vault-ABCDEF.kwv", &id));
+        assert!(is_part(
+            &format!("vault-ABCDEF.{}.kwv", "0a".repeat(16)),
+            &id
+        ));
+        assert!(!is_part(
+            "vault-ABCDEF.sync-conflict-20261207-101010-ABCDEFG.kwv",
+            &id
+        ));
+        assert!(!is_part("vault-ABCDEF (laptop's conflicted copy).kwv", &id));
+    }
+}

@@ -30,7 +30,7 @@ PACKAGES="
     systemd
     iproute2 util-linux procps python3-dbus
     man-db
-    git
+    git syncthing
     xvfb xclip
 "
 missing=""

@@ -19,6 +19,7 @@ pub use keyward_client::{Client, Paths};
 
 pub mod bus;
 pub mod sshd;
+pub mod syncthing;
 
 /// Config every test home gets: the cheapest Argon2id a new account accepts.
 pub const FAST_KDF: &str = "[kdf]\nmemory_kib = 19456\niterations = 2\nparallelism = 1\n";

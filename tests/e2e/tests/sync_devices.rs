@@ -1,0 +1,492 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Several devices on one vault (issue 17, SECURITY.md §18): two homes,
+//! each with its own agent, sharing the vault's folder — directly (a shared
+//! folder), through a real Syncthing pair on 127.0.0.1, and through git (a
+//! bare repository, a clone per device, keyward's merge driver). Every
+//! acknowledged write is checked on both devices.
+
+use keyward_e2e::syncthing::{self, Pair, Side};
+use keyward_e2e::{Home, Run, require};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const PW: &str = "several devices password";
+
+fn set(h: &Home, name: &str, value: &str) {
+    h.run_with(&["set", "--force", name], Some(value.as_bytes()), None)
+        .expect_code(0);
+}
+
+fn get(h: &Home, name: &str) -> Option<String> {
+    let r = h.run(&["get", name]);
+    (r.code == 0).then(|| r.stdout.clone())
+}
+
+fn sync(h: &Home) -> Run {
+    h.run(&["sync", "--json"])
+}
+
+/// `keyward join` of `folder` on `b` with the file protector.
+fn join(b: &Home, folder: &Path, sk: &str) -> Run {
+    b.run_with(
+        &[
+            "join",
+            folder.to_str().unwrap(),
+            "--secret-key-fd",
+            "3",
+            "--password-stdin",
+            "--protector",
+            "file",
+            "--json",
+        ],
+        Some(format!("{PW}\n").as_bytes()),
+        Some(format!("{sk}\n").as_bytes()),
+    )
+}
+
+/// Device A (an account, one item) and device B joined to A's data
+/// directory as a shared folder.
+fn two_devices() -> (Home, Home, String, String) {
+    let a = Home::new();
+    a.set_env([("KEYWARD_SYNC_POLL_MS".to_owned(), "200".to_owned())]);
+    let (account, sk) = a.init(PW);
+    set(&a, "shared", "from a");
+    let b = Home::new();
+    b.set_env([("KEYWARD_SYNC_POLL_MS".to_owned(), "200".to_owned())]);
+    join(&b, &a.paths.data_dir, &sk).expect_code(0);
+    (a, b, account, sk)
+}
+
+fn vault_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".kwv"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn each_device_writes_its_own_part_and_both_see_every_write() {
+    let (a, b, account, _sk) = two_devices();
+    // B wrote a part of its own beside A's file; nothing else of B's is there.
+    let files = vault_files(&a.paths.data_dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.contains(&format!("vault-{account}.kwv")));
+    assert_eq!(get(&b, "shared").as_deref(), Some("from a"));
+    for (p, bytes) in keyward_e2e::files_under(&a.paths.data_dir) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("K1-"), "{} holds a Secret Key", p.display());
+    }
+
+    // Apart (no agent reads the other's part until told): each sets an item.
+    set(&a, "only-a", "1");
+    set(&b, "only-b", "2");
+    sync(&a).expect_code(0);
+    sync(&b).expect_code(0);
+    for h in [&a, &b] {
+        assert_eq!(get(h, "only-a").as_deref(), Some("1"));
+        assert_eq!(get(h, "only-b").as_deref(), Some("2"));
+    }
+
+    // Both edit one item: the later edit wins on both.
+    set(&a, "shared", "a's edit");
+    std::thread::sleep(Duration::from_millis(2100));
+    set(&b, "shared", "b's later edit");
+    sync(&a).expect_code(0);
+    sync(&b).expect_code(0);
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "shared").as_deref(), Some("b's later edit"));
+    assert_eq!(get(&b, "shared").as_deref(), Some("b's later edit"));
+
+    // A removes an item B has not touched: gone on both, and stays gone
+    // after more merges both ways.
+    a.ok(&["rm", "only-b"]);
+    sync(&b).expect_code(0);
+    sync(&a).expect_code(0);
+    sync(&b).expect_code(0);
+    assert_eq!(get(&a, "only-b"), None);
+    assert_eq!(get(&b, "only-b"), None);
+
+    // The watcher: a write on B reaches A's running agent without a request
+    // to merge (A polls every 200 ms here).
+    set(&b, "watched", "seen");
+    a.wait_for(Duration::from_secs(10), "A to merge B's write", || {
+        get(&a, "watched").as_deref() == Some("seen")
+    });
+
+    // Devices are named and listed on both.
+    let list = a.ok(&["device", "list", "--json"]).json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.iter().filter(|d| d["this"] == true).count(), 1);
+    let b_id = b
+        .ok(&["device", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["this"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.ok(&["device", "rename", "this", "laptop-b"]);
+    sync(&a).expect_code(0);
+    let names = a.ok(&["device", "list", "--json"]).stdout;
+    assert!(names.contains("laptop-b"), "{names}");
+    assert!(
+        a.ok(&["device", "list"]).stdout.contains("file"),
+        "B's file protector is listed under B"
+    );
+
+    // A removes B: B's next unlock is refused with a clear message.
+    a.ok(&["device", "remove", &b_id[..8]]);
+    b.ok(&["lock"]);
+    let r = b.unlock(PW);
+    assert_ne!(r.code, 0, "a removed device unlocked");
+    assert!(r.stderr.contains("removed"), "{}", r.stderr);
+}
+
+#[test]
+fn a_revocation_and_a_new_secret_key_reach_the_other_device() {
+    let (a, b, _account, _sk) = two_devices();
+    let code = a
+        .run_with(
+            &["recovery-code", "new", "--password-fd", "3", "--json"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0)
+        .json();
+    let (code_id, code) = (
+        code["id"].as_str().unwrap().to_owned(),
+        code["code"].as_str().unwrap().to_owned(),
+    );
+    sync(&b).expect_code(0);
+    assert!(
+        b.ok(&["recovery-code", "list"])
+            .stdout
+            .contains(&code_id[..8])
+    );
+    // A revokes it while B's agent is stopped (apart).
+    b.stop_agent();
+    a.ok_pw(&["recovery-code", "revoke", &code_id[..8]], PW);
+    // B's own part still has the code: it must not open B's vault.
+    let r = b.run_with(
+        &[
+            "recover",
+            "--code-fd",
+            "3",
+            "--new-password-fd",
+            "0",
+            "--json",
+        ],
+        Some(b"another new password\n"),
+        Some(code.as_bytes()),
+    );
+    assert_ne!(r.code, 0, "a code revoked on A recovered B: {}", r.stdout);
+    b.unlock(PW).expect_code(0);
+    assert!(
+        !b.ok(&["recovery-code", "list"])
+            .stdout
+            .contains(&code_id[..8]),
+        "revoked on A, still listed on B"
+    );
+
+    // A makes a new Secret Key while B is apart (locked).
+    b.ok(&["lock"]);
+    let new_sk = a
+        .run_with(
+            &["secret-key", "rotate", "--password-fd", "3", "--json"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0)
+        .json()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // B's file protector holds the old key: the unlock says what happened.
+    let r = b.unlock(PW);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("Secret Key was changed on") && r.stderr.contains("20"),
+        "{}",
+        r.stderr
+    );
+    // Typed, the new key opens, and B's protector takes it.
+    b.run_with(
+        &["unlock", "--password-stdin", "--secret-key-fd", "3"],
+        Some(PW.as_bytes()),
+        Some(new_sk.as_bytes()),
+    )
+    .expect_code(0);
+    assert_eq!(get(&b, "shared").as_deref(), Some("from a"));
+    b.ok(&["lock"]);
+    b.unlock(PW).expect_code(0);
+    assert_eq!(b.status()["protector"], "file");
+}
+
+/// A vault file written by another account (right name, wrong key).
+fn forged_copy(account: &str, dir: &Path) -> PathBuf {
+    let other = Home::new();
+    let (other_account, _) = other.init(PW);
+    set(&other, "shared", "forged value");
+    other.ok(&["lock"]);
+    let mut bytes = std::fs::read(
+        other
+            .paths
+            .data_dir
+            .join(format!("vault-{other_account}.kwv")),
+    )
+    .unwrap();
+    // Same account id in the header (bytes 18..24), checksum made right:
+    // it parses, but its MAC is under another account key.
+    bytes[18..24].copy_from_slice(account.as_bytes());
+    let n = bytes.len();
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(&bytes[..n - 32]);
+    bytes[n - 32..].copy_from_slice(&sum);
+    let path = dir.join(format!(
+        "vault-{account}.sync-conflict-20261207-101010-ABCDEFG.kwv"
+    ));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_forged_conflict_copy_is_refused_and_reported_and_a_real_one_is_merged() {
+    let (a, b, account, _sk) = two_devices();
+    let forged = forged_copy(&account, &a.paths.data_dir);
+    let r = sync(&a);
+    assert_ne!(r.code, 0, "a forged copy was accepted");
+    assert!(r.stdout.contains("does not verify"), "{}", r.stdout);
+    assert_eq!(
+        get(&a, "shared").as_deref(),
+        Some("from a"),
+        "merged a forged value"
+    );
+    assert!(
+        forged.exists(),
+        "the refused copy is left for the user to look at"
+    );
+    std::fs::remove_file(&forged).unwrap();
+
+    // A real conflict copy (B's part as it was, with an item since removed
+    // nowhere, and one only it has) is merged, then removed.
+    let b_part = vault_files(&a.paths.data_dir)
+        .into_iter()
+        .find(|n| n != &format!("vault-{account}.kwv"))
+        .unwrap();
+    set(&b, "in-copy", "from the copy");
+    let copy = a.paths.data_dir.join(format!(
+        "vault-{account}.sync-conflict-20261207-111111-BBBBBBB.kwv"
+    ));
+    std::fs::copy(a.paths.data_dir.join(&b_part), &copy).unwrap();
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "in-copy").as_deref(), Some("from the copy"));
+    assert!(!copy.exists(), "a merged conflict copy stays");
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn two_devices_sync_through_git_with_the_merge_driver_registered() {
+    if !require("git", Command::new("git").arg("--version").output().is_ok()) {
+        return;
+    }
+    let a = Home::new();
+    let (account, sk) = a.init(PW);
+    set(&a, "shared", "from a");
+    let root = tempfile::tempdir().unwrap();
+    let bare = root.path().join("vault.git");
+    git(
+        root.path(),
+        &["init", "-q", "-b", "main", "--bare", bare.to_str().unwrap()],
+    );
+    // A's data directory is a clone.
+    let data = a.paths.data_dir.clone();
+    git(&data, &["init", "-q", "-b", "main"]);
+    a.ok(&["sync", "init-git", "--repo", data.to_str().unwrap()]);
+    git(&data, &["add", "-A"]);
+    git(&data, &["commit", "-q", "-m", "a"]);
+    git(&data, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    git(&data, &["push", "-q", "origin", "main"]);
+    // B clones and joins the clone.
+    let clone = root.path().join("b");
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    let b = Home::new();
+    join(&b, &clone, &sk).expect_code(0);
+    b.ok(&["sync", "init-git", "--repo", clone.to_str().unwrap()]);
+
+    // Apart: each sets an item and edits "shared"; B's edit is later.
+    set(&a, "only-a", "1");
+    set(&a, "shared", "a's edit");
+    std::thread::sleep(Duration::from_millis(2100));
+    set(&b, "only-b", "2");
+    set(&b, "shared", "b's edit");
+    git(&clone, &["add", "-A"]);
+    git(&clone, &["commit", "-q", "-m", "b"]);
+    git(&clone, &["push", "-q", "origin", "main"]);
+    git(&data, &["add", "-A"]);
+    git(&data, &["commit", "-q", "-m", "a2"]);
+    git(&data, &["pull", "-q", "--no-rebase", "origin", "main"]);
+    sync(&a).expect_code(0);
+    git(&data, &["add", "-A"]);
+    git(&data, &["commit", "-q", "-m", "a3"]);
+    git(&data, &["push", "-q", "origin", "main"]);
+    git(&clone, &["pull", "-q", "--no-rebase", "origin", "main"]);
+    sync(&b).expect_code(0);
+    for h in [&a, &b] {
+        assert_eq!(get(h, "only-a").as_deref(), Some("1"));
+        assert_eq!(get(h, "only-b").as_deref(), Some("2"));
+        assert_eq!(get(h, "shared").as_deref(), Some("b's edit"));
+    }
+
+    // `sync init-git` registered the driver in each clone.
+    for dir in [&data, &clone] {
+        let driver = git(dir, &["config", "merge.keyward.driver"]);
+        assert!(driver.contains("merge-driver %O %A %B"), "{driver}");
+        let attrs = std::fs::read_to_string(dir.join(".gitattributes")).unwrap();
+        assert!(attrs.contains("*.kwv merge=keyward"), "{attrs}");
+    }
+    let _ = account;
+}
+
+#[test]
+fn the_merge_driver_merges_two_copies_of_one_file() {
+    let (a, b, account, sk) = two_devices();
+    set(&a, "only-a", "1");
+    set(&b, "only-b", "2");
+    let work = tempfile::tempdir().unwrap();
+    let ours = work.path().join("ours");
+    let theirs = work.path().join("theirs");
+    let base = work.path().join("base");
+    std::fs::copy(a.paths.data_dir.join(format!("vault-{account}.kwv")), &ours).unwrap();
+    let b_part = vault_files(&a.paths.data_dir)
+        .into_iter()
+        .find(|n| n != &format!("vault-{account}.kwv"))
+        .unwrap();
+    std::fs::copy(a.paths.data_dir.join(b_part), &theirs).unwrap();
+    std::fs::write(&base, b"").unwrap();
+    a.ok(&[
+        "merge-driver",
+        base.to_str().unwrap(),
+        ours.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+    ]);
+    // A third device joining the merged file alone has both.
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::copy(&ours, folder.path().join(format!("vault-{account}.kwv"))).unwrap();
+    let c = Home::new();
+    join(&c, folder.path(), &sk).expect_code(0);
+    assert_eq!(get(&c, "only-a").as_deref(), Some("1"));
+    assert_eq!(get(&c, "only-b").as_deref(), Some("2"));
+    // A copy that does not verify makes the driver fail (git reports a conflict).
+    let forged = forged_copy(&account, work.path());
+    let r = a.run(&[
+        "merge-driver",
+        base.to_str().unwrap(),
+        ours.to_str().unwrap(),
+        forged.to_str().unwrap(),
+    ]);
+    assert_ne!(r.code, 0, "the driver merged a forged copy");
+}
+
+#[test]
+fn two_devices_sync_through_a_syncthing_pair_and_nothing_is_lost() {
+    if !require("syncthing", syncthing::available()) {
+        return;
+    }
+    let a = Home::new();
+    a.set_env([("KEYWARD_SYNC_POLL_MS".to_owned(), "200".to_owned())]);
+    let (_account, sk) = a.init(PW);
+    set(&a, "shared", "from a");
+    let root = tempfile::tempdir().unwrap();
+    let b_dir = root.path().join("b-folder");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut pair = Pair::start(root.path(), &a.paths.data_dir, &b_dir);
+    pair.wait_synced(Duration::from_secs(60));
+    let b = Home::new();
+    b.set_env([("KEYWARD_SYNC_POLL_MS".to_owned(), "200".to_owned())]);
+    join(&b, &b_dir, &sk).expect_code(0);
+    pair.wait_synced(Duration::from_secs(60));
+
+    // Apart: B's Syncthing is stopped; both write.
+    pair.stop_device(Side::B);
+    set(&a, "only-a", "1");
+    set(&a, "shared", "a's edit");
+    std::thread::sleep(Duration::from_millis(2100));
+    set(&b, "only-b", "2");
+    set(&b, "shared", "b's later edit");
+    pair.start_device(Side::B);
+    pair.wait_synced(Duration::from_secs(60));
+    for h in [&a, &b] {
+        h.wait_for(
+            Duration::from_secs(20),
+            "both writes on both devices",
+            || {
+                get(h, "only-a").as_deref() == Some("1")
+                    && get(h, "only-b").as_deref() == Some("2")
+                    && get(h, "shared").as_deref() == Some("b's later edit")
+            },
+        );
+    }
+    // A removes an item; it goes on B and stays gone.
+    a.ok(&["rm", "only-a"]);
+    pair.wait_synced(Duration::from_secs(60));
+    b.wait_for(Duration::from_secs(20), "the removal on B", || {
+        get(&b, "only-a").is_none()
+    });
+    sync(&b).expect_code(0);
+    pair.wait_synced(Duration::from_secs(60));
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "only-a"), None);
+    // No conflict copy is left, and B's Secret Key never reached the folders.
+    for dir in [a.paths.data_dir.as_path(), b_dir.as_path()] {
+        for name in vault_files(dir) {
+            assert!(
+                !syncthing::is_conflict_copy(&name),
+                "{name} left in {}",
+                dir.display()
+            );
+        }
+        for (p, bytes) in keyward_e2e::files_under(dir) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("K1-"),
+                "{} holds a Secret Key",
+                p.display()
+            );
+        }
+    }
+    drop(pair);
+}

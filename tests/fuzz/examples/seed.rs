@@ -75,6 +75,7 @@ fn synthetic_vault() -> VaultFile {
             added: 4,
             last_used: 0,
             flags: format::FLAG_STALE,
+            device: [12; 16],
         }],
         organizers: format::OrganizerRecords {
             key: Some(format::OrganizerKeyRecord {
@@ -102,6 +103,17 @@ fn synthetic_vault() -> VaultFile {
             key_id: [11; 16],
             public: b"\0\0\0\x0bssh-ed25519\0\0\0\x20abcdefghijklmnopqrstuvwxyz012345".to_vec(),
             sealed: sealed(64, 11),
+        }],
+        devices: vec![format::DeviceRecord {
+            id: [12; 16],
+            added: 8,
+            named: 9,
+            name: "laptop".into(),
+        }],
+        tombstones: vec![format::Tombstone {
+            kind: format::TombstoneKind::Item,
+            id: vec![13; 16],
+            removed: 10,
         }],
         items: vec![ItemRecord {
             item_id: [6; 16],

@@ -3,13 +3,15 @@
 //! (`Unlocked::merge_from`, `src/vault/merge.rs`), checked on random
 //! histories and on hand-picked cases.
 //!
-//! - Convergence: two replicas A and B of one vault run a random history
-//!   (set, remove, add and revoke recovery codes, on either side, with
-//!   syncs in between; clocks from a small range so that equal `modified`
-//!   times are frequent). After syncing both ways they hold the same state
-//!   (items, values, recovery codes, tombstones, item records), a further
-//!   merge changes nothing, and a third copy that merges the two last
-//!   copies in either order ends equal to them.
+//! - Convergence: replicas A, B (and C, less often) of one vault run a
+//!   random history (set, remove, add and revoke recovery codes, on any of
+//!   them, with merges between any two in between; clocks from a small
+//!   range so that equal `modified` times are frequent). After syncing
+//!   (A takes in B and C, they take in A) they hold the same state (items,
+//!   values, recovery codes, tombstones, item records), no further merge
+//!   changes anything (`changed == false`), the written file opens to the
+//!   same state, and the template vault merging the last copies of the
+//!   three in any of the six orders ends equal to them.
 //! - No lost acknowledged write: per name, the converged state is the write
 //!   that no other write supersedes (a write supersedes the writes its
 //!   replica had seen, and a concurrent write with an earlier `modified`);
@@ -26,6 +28,10 @@
 //!
 //! The replicas are opened with a recovery code (no Argon2id run); one
 //! template vault is made once (one Argon2id run) and copied into each case.
+//! A failing case prints its history with what each step did.
+//!
+//! The tests at the end (`known bugs`) each show, on a fixed history, a way
+//! the merge breaks these properties; see [`TOLERATE_KNOWN_BUGS`].
 
 use keyward_agent::account::password::{KdfParams, Password};
 use keyward_agent::account::recovery::RecoveryCode;
@@ -374,12 +380,28 @@ fn outcome(w: &Write) -> Option<(Vec<u8>, u64)> {
     w.value.clone().map(|v| (v, w.ts))
 }
 
-/// Whether the merge's known divergence from the oracle (see
-/// [`unseen_item_survives_a_later_removal`]) is accepted by the random test.
-const TOLERATE_KNOWN_ISSUES: bool = true;
+/// Whether the random test lets the merge bugs that the fixed tests at the
+/// end of this file show pass (so that it can look for others while they
+/// are open):
+/// - a removal does not remove an item of the same name that the remover
+///   had not seen ([`a_removal_removes_an_unseen_item_of_the_same_name`]);
+/// - the result depends on the order of the merges
+///   ([`three_copies_merge_to_the_same_tombstones_in_any_order`],
+///   [`three_copies_merge_to_the_same_items_in_any_order`]): tolerated
+///   if every name still ends in a state the oracle accepts;
+/// - two items of one name can both be lost
+///   ([`two_items_of_one_name_are_not_both_lost`]).
+///
+/// With it set, 15,000 random histories passed (5 runs of 3,000 cases).
+// Open in issue 17: a removal acts on one item id, not on a name, so an item
+// of the same name that the remover never saw survives it, and with three
+// copies the visible items can depend on the merge order (reproductions in
+// the issue note). Until a per-name removal record exists, the random test
+// tolerates exactly these outcomes; every other property is checked.
+const TOLERATE_KNOWN_BUGS: bool = true;
 
-/// The known divergence: every expected write is a removal, and `got` is an
-/// item set, on another item id, by a write none of them had seen.
+/// The first known bug: `got` is an item set, on another item id, by a
+/// write that an expected removal had not seen.
 fn unseen_item_survives(
     writes: &[Write],
     expected: &[usize],
@@ -392,12 +414,22 @@ fn unseen_item_survives(
     else {
         return false;
     };
-    !expected.is_empty()
-        && expected.iter().any(|&r| {
-            writes[r].value.is_none()
-                && !writes[r].past.contains(&w)
-                && writes[r].item != writes[w].item
-        })
+    expected.iter().any(|&r| {
+        writes[r].value.is_none()
+            && !writes[r].past.contains(&w)
+            && writes[r].item != writes[w].item
+    })
+}
+
+/// The third known bug: no item, although the name was set on more than
+/// one item id.
+fn both_items_lost(writes: &[Write], name: &str, got: &Option<(Vec<u8>, u64)>) -> bool {
+    let items: BTreeSet<&Vec<u8>> = writes
+        .iter()
+        .filter(|w| w.name == name && w.value.is_some())
+        .map(|w| &w.item)
+        .collect();
+    got.is_none() && items.len() > 1
 }
 
 /// Checks every name of `v` against [`expected`].
@@ -416,14 +448,10 @@ fn check_names(writes: &[Write], v: &Unlocked) -> Result<(), String> {
         } else {
             ok.iter().map(|&i| outcome(&writes[i])).collect()
         };
-        let items: BTreeSet<&Vec<u8>> = writes
-            .iter()
-            .filter(|w| w.name == name)
-            .map(|w| &w.item)
-            .collect();
         if want.contains(&got)
-            || (TOLERATE_KNOWN_ISSUES && unseen_item_survives(writes, &ok, name, &got))
-            || (TOLERATE_KNOWN_ISSUES && got.is_none() && items.len() > 1)
+            || (TOLERATE_KNOWN_BUGS
+                && (unseen_item_survives(writes, &ok, name, &got)
+                    || both_items_lost(writes, name, &got)))
         {
             continue;
         }
@@ -734,7 +762,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 "the template merged with the last copies in the order {order:?} differs from \
                  A:\nit: {sc:?}\nA:  {sa:?}"
             );
-            ensure!(TOLERATE_KNOWN_ISSUES, log, "{why}");
+            ensure!(TOLERATE_KNOWN_BUGS, log, "{why}");
             // Tolerated: it must still hold what the oracle accepts.
             ensure!(sc.codes == sa.codes, log, "{why}");
             if let Err(e) = check_names(&writes, &c.v) {
@@ -954,4 +982,94 @@ fn a_forged_copy_is_refused() {
     // The genuine copy still merges (and changes nothing).
     let out = a.merge_from(&format::parse(&good).unwrap()).unwrap();
     assert!(!out.changed);
+}
+
+// ---------------------------------------------------------------- known bugs
+//
+// Each of these fails with the merge as it is; the random test finds them
+// too (unless `TOLERATE_KNOWN_BUGS`).
+
+/// The template, with `copies` merged into it in that order.
+fn merged(copies: &[&[u8]]) -> Replica {
+    let mut r = replica();
+    for copy in copies {
+        let out = r.v.merge_from(&parsed_copy(&r.path, copy)).unwrap();
+        if out.changed {
+            r.v.persist(&r.path).unwrap();
+        }
+    }
+    r
+}
+
+/// The value of `name`, for messages.
+fn value_of(v: &Unlocked, name: &str) -> Option<String> {
+    v.get(name)
+        .map(|s| String::from_utf8_lossy(s.expose()).into_owned())
+}
+
+/// Three replicas each create "e" (at +0, +1, +5). Merging the copies into
+/// one vault in two orders gives two vaults: the item of +0 loses to that
+/// of +1 first (tombstone at +1) or to that of +5 (tombstone at +5).
+#[test]
+fn three_copies_merge_to_the_same_tombstones_in_any_order() {
+    let copies: Vec<Vec<u8>> = [0, 1, 5]
+        .iter()
+        .map(|&at| {
+            let mut r = replica();
+            r.v.set(&r.path, "e", format!("e at +{at}").as_bytes(), BASE + at)
+                .unwrap();
+            std::fs::read(&r.path).unwrap()
+        })
+        .collect();
+    let one = merged(&[&copies[0], &copies[1], &copies[2]]);
+    let two = merged(&[&copies[0], &copies[2], &copies[1]]);
+    assert_eq!(value_of(&one.v, "e").as_deref(), Some("e at +5"));
+    assert_eq!(
+        state(&one.v),
+        state(&two.v),
+        "the same copies merged in two orders"
+    );
+}
+
+/// Two items named "c" (set at +15 on R1 and R2) are both edited to +16,
+/// the one with the larger id (L) on a third replica R3. R(L) takes in the
+/// other (W): L at +15 loses, tombstone at +16. R3 takes in W: W ties with
+/// L at +16 and loses on the id, tombstone at +16. R3 takes in R(L): L's
+/// tombstone at +16 removes L at +16. R3 has no "c" at all, though nobody
+/// removed it; the others follow once they take in R3.
+#[test]
+fn two_items_of_one_name_are_not_both_lost() {
+    let mut r1 = replica();
+    let mut r2 = replica();
+    let mut r3 = replica();
+    r1.v.set(&r1.path, "c", b"from R1", BASE + 15).unwrap();
+    r2.v.set(&r2.path, "c", b"from R2", BASE + 15).unwrap();
+    let new_id = |r: &Replica| {
+        records(&r.v)
+            .into_keys()
+            .find(|id| !template().item_ids.contains(id))
+            .unwrap()
+    };
+    let (w, l) = if new_id(&r1) < new_id(&r2) {
+        (&mut r1, &mut r2)
+    } else {
+        (&mut r2, &mut r1)
+    };
+    w.v.set(&w.path, "c", b"W edited", BASE).unwrap();
+    sync(&mut r3.v, &r3.path, &l.path);
+    r3.v.set(&r3.path, "c", b"L edited", BASE).unwrap();
+    assert_eq!(
+        r3.v.list().iter().find(|m| m.name == "c").unwrap().modified,
+        BASE + 16
+    );
+    sync(&mut l.v, &l.path, &w.path);
+    assert_eq!(value_of(&l.v, "c").as_deref(), Some("W edited"));
+    sync(&mut r3.v, &r3.path, &w.path);
+    sync(&mut r3.v, &r3.path, &l.path);
+    let got = value_of(&r3.v, "c");
+    assert!(
+        got.is_some(),
+        "\"c\" was set on two items (both last at +16) and never removed, but R3 has none: {:?}",
+        state(&r3.v)
+    );
 }

@@ -432,11 +432,14 @@ impl Unlocked {
                 .or_insert((c.meta.modified, *item_id));
             *e = (*e).max((c.meta.modified, *item_id));
         }
+        // A loser's tombstone is at its own `modified`: it comes back only
+        // if edited later, and its tombstone does not depend on which item
+        // won at this merge (the result is then the same in any order).
         let losers: Vec<(items::ItemId, u64)> = by_id
             .iter()
             .filter_map(|(item_id, c)| {
-                let (modified, winner) = by_name[c.meta.name.as_str()];
-                (winner != *item_id).then_some((*item_id, modified))
+                let (_, winner) = by_name[c.meta.name.as_str()];
+                (winner != *item_id).then_some((*item_id, c.meta.modified))
             })
             .collect();
         for (item_id, modified) in losers {

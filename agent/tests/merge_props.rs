@@ -393,12 +393,7 @@ fn outcome(w: &Write) -> Option<(Vec<u8>, u64)> {
 ///   ([`two_items_of_one_name_are_not_both_lost`]).
 ///
 /// With it set, 15,000 random histories passed (5 runs of 3,000 cases).
-// Open in issue 17: a removal acts on one item id, not on a name, so an item
-// of the same name that the remover never saw survives it, and with three
-// copies the visible items can depend on the merge order (reproductions in
-// the issue note). Until a per-name removal record exists, the random test
-// tolerates exactly these outcomes; every other property is checked.
-const TOLERATE_KNOWN_BUGS: bool = true;
+const TOLERATE_KNOWN_BUGS: bool = false;
 
 /// The first known bug: `got` is an item set, on another item id, by a
 /// write that an expected removal had not seen.
@@ -1071,5 +1066,49 @@ fn two_items_of_one_name_are_not_both_lost() {
         got.is_some(),
         "\"c\" was set on two items (both last at +16) and never removed, but R3 has none: {:?}",
         state(&r3.v)
+    );
+}
+
+/// A removal at +6 is the last write of "c", but an item "c" that the
+/// remover never saw (another id, set at +3 on B) survives it, on both
+/// replicas, for good: the removed name is back with an older value. (Had A
+/// set "c" at +6 instead of removing it, B's item would have lost.)
+#[test]
+fn a_removal_removes_an_unseen_item_of_the_same_name() {
+    let mut a = replica();
+    let mut b = replica();
+    a.v.set(&a.path, "c", b"from A", BASE + 5).unwrap();
+    b.v.set(&b.path, "c", b"from B", BASE + 3).unwrap();
+    a.v.remove(&a.path, "c", BASE + 6).unwrap();
+    sync(&mut a.v, &a.path, &b.path);
+    sync(&mut b.v, &b.path, &a.path);
+    assert_eq!(state(&a.v), state(&b.v));
+    assert_eq!(
+        value_of(&a.v, "c"),
+        None,
+        "A removed \"c\" at +6, after every other write of it"
+    );
+}
+
+/// C sets "c" at +7, A takes it in and removes it (tombstone at +7), B sets
+/// "c" at +0 (another item). Merged in the order A, B, C the item of B
+/// stays (nothing live had its name when it came); in the order B, C, A it
+/// loses to C's item, then C's item is removed: "c" is gone.
+#[test]
+fn three_copies_merge_to_the_same_items_in_any_order() {
+    let mut a = replica();
+    let mut b = replica();
+    let mut c = replica();
+    c.v.set(&c.path, "c", b"from C", BASE + 7).unwrap();
+    b.v.set(&b.path, "c", b"from B", BASE).unwrap();
+    sync(&mut a.v, &a.path, &c.path);
+    a.v.remove(&a.path, "c", BASE).unwrap();
+    let [ca, cb, cc] = [&a, &b, &c].map(|r| std::fs::read(&r.path).unwrap());
+    let one = merged(&[&ca, &cb, &cc]);
+    let two = merged(&[&cb, &cc, &ca]);
+    assert_eq!(
+        (value_of(&one.v, "c"), state(&one.v)),
+        (value_of(&two.v, "c"), state(&two.v)),
+        "the same copies merged in two orders"
     );
 }

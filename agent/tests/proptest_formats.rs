@@ -478,7 +478,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
             })
             .collect::<Vec<_>>()
     });
-    let tombstones = btree_map((1u8..=7, vec(any::<u8>(), 33)), any::<u64>(), 0..5).prop_map(|m| {
+    let tombstones = btree_map((1u8..=8, vec(any::<u8>(), 33)), any::<u64>(), 0..5).prop_map(|m| {
         let mut seen = std::collections::BTreeSet::new();
         m.into_iter()
             .filter_map(|((k, mut id), removed)| {

@@ -282,10 +282,13 @@ pub enum TombstoneKind {
     SshKey,
     /// An organizer wrap; id: the organizer's public key (33 bytes).
     OrganizerWrap,
+    /// Every item of a name, up to the removal's time; id: the name's
+    /// keyed hash (16 bytes, `vault::name_id`).
+    ItemName,
 }
 
 impl TombstoneKind {
-    const ALL: [TombstoneKind; 7] = [
+    const ALL: [TombstoneKind; 8] = [
         TombstoneKind::Item,
         TombstoneKind::RecoveryCode,
         TombstoneKind::Yubikey,
@@ -293,6 +296,7 @@ impl TombstoneKind {
         TombstoneKind::Device,
         TombstoneKind::SshKey,
         TombstoneKind::OrganizerWrap,
+        TombstoneKind::ItemName,
     ];
 
     /// The byte on disk.
@@ -305,6 +309,7 @@ impl TombstoneKind {
             TombstoneKind::Device => 5,
             TombstoneKind::SshKey => 6,
             TombstoneKind::OrganizerWrap => 7,
+            TombstoneKind::ItemName => 8,
         }
     }
 
@@ -316,7 +321,10 @@ impl TombstoneKind {
     /// Length of the id this kind names.
     pub fn id_len(self) -> usize {
         match self {
-            TombstoneKind::Item | TombstoneKind::Device | TombstoneKind::SshKey => 16,
+            TombstoneKind::Item
+            | TombstoneKind::Device
+            | TombstoneKind::SshKey
+            | TombstoneKind::ItemName => 16,
             TombstoneKind::RecoveryCode => 8,
             TombstoneKind::Yubikey => 5,
             TombstoneKind::Protector => 17,
@@ -573,7 +581,7 @@ pub enum ItemEdit<'a> {
     /// Item `index` goes, the way `Vec::swap_remove` does it: the last item
     /// takes its place; its tombstone is added (or replaces the one with
     /// its id).
-    SwapRemove(usize, &'a Tombstone),
+    SwapRemove(usize, &'a [Tombstone]),
 }
 
 impl VaultFile {
@@ -626,13 +634,12 @@ impl VaultFile {
     ) -> Vec<u8> {
         let items = self.edited_items(edit);
         let item_count = items.len();
-        let new_tomb = match edit {
-            ItemEdit::SwapRemove(_, t) => Some(t),
-            _ => None,
+        let new_tombs: &[Tombstone] = match edit {
+            ItemEdit::SwapRemove(_, t) => t,
+            _ => &[],
         };
-        let same = |t: &Tombstone| new_tomb.is_some_and(|n| n.kind == t.kind && n.id == t.id);
-        let tomb_count =
-            self.tombstones.iter().filter(|t| !same(t)).count() + usize::from(new_tomb.is_some());
+        let same = |t: &Tombstone| new_tombs.iter().any(|n| n.kind == t.kind && n.id == t.id);
+        let tomb_count = self.tombstones.iter().filter(|t| !same(t)).count() + new_tombs.len();
         let item_bytes: usize = items
             .clone()
             .map(|(_, s)| 5 + 16 + NONCE_LEN + 4 + s.ct.len())
@@ -760,7 +767,7 @@ impl VaultFile {
                 w.bytes(d.name.as_bytes());
             });
         }
-        for t in self.tombstones.iter().filter(|t| !same(t)).chain(new_tomb) {
+        for t in self.tombstones.iter().filter(|t| !same(t)).chain(new_tombs) {
             w.record(record_type::TOMBSTONE, |w| {
                 w.u8(t.kind.to_byte());
                 debug_assert_eq!(t.id.len(), t.kind.id_len(), "tombstone id length");

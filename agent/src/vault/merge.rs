@@ -12,8 +12,9 @@
 //!
 //! The rules:
 //! - items by id: the later `modified` wins, ties by the sealed bytes;
-//!   an item whose tombstone is at least as late as its `modified` is gone;
-//!   two live items with one name keep the later and tombstone the other;
+//!   an item whose tombstone (by id, or by name) is at least as late as its
+//!   `modified` is gone; of two live items with one name the later stays
+//!   (the other is left out, with no tombstone);
 //! - recovery codes by id: a revocation (tombstone) always wins;
 //! - password wraps: the one of the latest credential epoch (SECURITY.md
 //!   §6) wins, and YubiKey wraps follow it (they seal its Secret Key);
@@ -316,7 +317,7 @@ impl Unlocked {
         });
 
         // Items.
-        let (items, metas) = self.merge_items(theirs, &removed_at, &mut new_tombs)?;
+        let (items, metas) = self.merge_items(theirs, &removed_at)?;
 
         let mut tombstones: Vec<Tombstone> = tombs
             .iter()
@@ -379,7 +380,6 @@ impl Unlocked {
         &self,
         theirs: &VaultFile,
         removed_at: &impl Fn(TombstoneKind, &[u8]) -> Option<u64>,
-        new_tombs: &mut Vec<Tombstone>,
     ) -> Result<(Vec<ItemRecord>, Vec<ItemMeta>), MergeError> {
         let id = self.file.account_id;
         let mut by_id: BTreeMap<items::ItemId, Candidate> = BTreeMap::new();
@@ -421,35 +421,33 @@ impl Unlocked {
                 }
             }
         }
+        // Gone: removed by id, or by name (a removal also covers an item of
+        // its name that the removing device never saw), up to its time.
+        let names_removed = self
+            .file
+            .tombstones
+            .iter()
+            .chain(&theirs.tombstones)
+            .any(|t| t.kind == TombstoneKind::ItemName);
         by_id.retain(|item_id, c| {
             removed_at(TombstoneKind::Item, item_id).is_none_or(|t| t < c.meta.modified)
+                && (!names_removed
+                    || removed_at(TombstoneKind::ItemName, &self.name_id(&c.meta.name))
+                        .is_none_or(|t| t < c.meta.modified))
         });
         // One live item per name: the later (then the larger id) stays.
-        let mut by_name: HashMap<&str, (u64, items::ItemId)> = HashMap::with_capacity(by_id.len());
+        let mut by_name: HashMap<String, (u64, items::ItemId)> =
+            HashMap::with_capacity(by_id.len());
         for (item_id, c) in &by_id {
             let e = by_name
-                .entry(c.meta.name.as_str())
+                .entry(c.meta.name.clone())
                 .or_insert((c.meta.modified, *item_id));
             *e = (*e).max((c.meta.modified, *item_id));
         }
-        // A loser's tombstone is at its own `modified`: it comes back only
-        // if edited later, and its tombstone does not depend on which item
-        // won at this merge (the result is then the same in any order).
-        let losers: Vec<(items::ItemId, u64)> = by_id
-            .iter()
-            .filter_map(|(item_id, c)| {
-                let (_, winner) = by_name[c.meta.name.as_str()];
-                (winner != *item_id).then_some((*item_id, c.meta.modified))
-            })
-            .collect();
-        for (item_id, modified) in losers {
-            by_id.remove(&item_id);
-            new_tombs.push(Tombstone {
-                kind: TombstoneKind::Item,
-                id: item_id.to_vec(),
-                removed: modified,
-            });
-        }
+        // The others are left out without a tombstone: they lose to the
+        // same item in any later merge (a removal of the winner removes
+        // them too, by name), and come back only if edited later.
+        by_id.retain(|item_id, c| by_name[c.meta.name.as_str()].1 == *item_id);
         Ok(by_id.into_values().map(|c| (c.record, c.meta)).unzip())
     }
 }

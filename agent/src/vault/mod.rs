@@ -415,7 +415,7 @@ pub struct WrittenItemChange {
 enum PreparedEdit {
     Replace(usize, Sealed, ItemMeta),
     Append(ItemRecord, ItemMeta),
-    SwapRemove(usize, format::Tombstone),
+    SwapRemove(usize, Vec<format::Tombstone>),
 }
 
 impl PreparedItemChange {
@@ -513,6 +513,28 @@ impl Unlocked {
     /// Whether a protector record is this device's.
     pub fn owns(&self, p: &ProtectorRecord) -> bool {
         p.device == self.device || (p.device == [0; 16] && self.main_file)
+    }
+
+    /// The keyed hash that names `name` in a name tombstone:
+    /// `HMAC-SHA256(item_key, "keyward/v1 item-name|" ‖ name)[0..16]`.
+    pub fn name_id(&self, name: &str) -> [u8; 16] {
+        let h = crate::kdf::hmac_sha256(
+            &self.keys.item_key,
+            &[b"keyward/v1 item-name|", name.as_bytes()],
+        );
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h[..16]);
+        id
+    }
+
+    /// When items named by `name_id` were last removed, if ever.
+    fn name_removed(&self, name_id: &[u8; 16]) -> Option<u64> {
+        self.file
+            .tombstones
+            .iter()
+            .filter(|t| t.kind == format::TombstoneKind::ItemName && t.id[..] == name_id[..])
+            .map(|t| t.removed)
+            .max()
     }
 
     /// Records a removal (or moves an earlier one's time forward).
@@ -692,7 +714,14 @@ impl Unlocked {
                 self.meta[i].created,
                 now.max(self.meta[i].modified + 1),
             ),
-            None => (new_item_id()?, now, now),
+            // A new item of a name removed before (on any device) is
+            // later than that removal.
+            None => {
+                let at = self
+                    .name_removed(&self.name_id(name))
+                    .map_or(now, |t| now.max(t + 1));
+                (new_item_id()?, at, at)
+            }
         };
         let (sealed, meta) = self.seal_item(&item_id, name, value, created, modified)?;
         let base = self.file.generation;
@@ -727,21 +756,35 @@ impl Unlocked {
             return Err(ChangeError::NoSuchItem(name.to_owned()));
         };
         // The removal is as late as the item it removes, so that a merge
-        // with a copy that still has the item keeps it removed.
-        let tomb = format::Tombstone {
-            kind: format::TombstoneKind::Item,
-            id: self.file.items[i].item_id.to_vec(),
-            removed: now.max(self.meta[i].modified),
-        };
+        // with a copy that still has the item keeps it removed; it also
+        // removes an item of the same name that another device made
+        // earlier and this one never saw (SECURITY.md §18.3).
+        let removed = now.max(self.meta[i].modified);
+        let name_id = self.name_id(name);
+        let name_removed = self
+            .name_removed(&name_id)
+            .map_or(removed, |t| t.max(removed));
+        let tombs = vec![
+            format::Tombstone {
+                kind: format::TombstoneKind::Item,
+                id: self.file.items[i].item_id.to_vec(),
+                removed,
+            },
+            format::Tombstone {
+                kind: format::TombstoneKind::ItemName,
+                id: name_id.to_vec(),
+                removed: name_removed,
+            },
+        ];
         let base = self.file.generation;
         Ok(PreparedItemChange {
             base,
             bytes: self.file.encode_edited(
                 &self.keys.mac_key,
                 base + 1,
-                ItemEdit::SwapRemove(i, &tomb),
+                ItemEdit::SwapRemove(i, &tombs),
             ),
-            edit: PreparedEdit::SwapRemove(i, tomb),
+            edit: PreparedEdit::SwapRemove(i, tombs),
         })
     }
 
@@ -762,8 +805,10 @@ impl Unlocked {
                 self.file.items.push(record);
                 self.meta.push(meta);
             }
-            PreparedEdit::SwapRemove(i, tomb) => {
-                self.tombstone(tomb.kind, tomb.id, tomb.removed);
+            PreparedEdit::SwapRemove(i, tombs) => {
+                for t in tombs {
+                    self.tombstone(t.kind, t.id, t.removed);
+                }
                 self.file.items.swap_remove(i);
                 let gone = self.meta.swap_remove(i);
                 self.index.remove(&gone.name);

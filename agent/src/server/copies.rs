@@ -177,7 +177,7 @@ impl Agent {
                     .map_err(|e| err(ErrorCode::Storage, format!("cannot read the vault: {e}")))?;
             write_new_private(&kept, &now_bytes, true)
                 .map_err(|e| err(ErrorCode::Storage, format!("nothing restored: {e}")))?;
-            v.restore_items_from(vault_path, &copy)
+            v.restore_items_from(vault_path, &copy, now)
                 .map_err(change_error)?;
             let mut notes = brings;
             notes.push(format!(

@@ -108,14 +108,45 @@ impl Unlocked {
     /// [`Self::read_copy`]) the items of this vault, in one write; the
     /// credentials stay as they are. Sealed records move as they are:
     /// both copies share the item key.
-    pub fn restore_items_from(&mut self, path: &Path, copy: &Unlocked) -> Result<(), ChangeError> {
+    pub fn restore_items_from(
+        &mut self,
+        path: &Path,
+        copy: &Unlocked,
+        now: u64,
+    ) -> Result<(), ChangeError> {
         if copy.file.account_id != self.file.account_id {
             return Err(ChangeError::Unlock(UnlockError::Tampered));
         }
+        // As edits made now, so that a merge with other devices' copies
+        // (SECURITY.md §18) keeps the restored items: the items the copy
+        // lacks are removed (with tombstones), and each item the copy
+        // brings back or changes is written again, later than any removal
+        // of its name.
+        let mut edits: Vec<(String, Option<crate::secret::SecretBytes>)> = Vec::new();
+        for m in &self.meta {
+            if !copy.index.contains_key(&m.name) {
+                edits.push((m.name.clone(), None));
+            }
+        }
+        for (name, &j) in &copy.index {
+            let same = self
+                .index
+                .get(name)
+                .is_some_and(|&i| self.file.items[i].sealed == copy.file.items[j].sealed);
+            if !same {
+                let value = copy
+                    .get(name)
+                    .ok_or(ChangeError::Unlock(UnlockError::BadItem(j)))?;
+                edits.push((name.clone(), Some(value)));
+            }
+        }
         self.change(path, |v| {
-            v.file.items = copy.file.items.clone();
-            v.meta = copy.meta.clone();
-            v.index = copy.index.clone();
+            for (name, value) in &edits {
+                match value {
+                    Some(value) => v.set_in_memory(name, value.expose(), now)?,
+                    None => v.remove_in_memory(name, now)?,
+                }
+            }
             Ok(())
         })
     }
@@ -144,7 +175,9 @@ impl Unlocked {
         check_item(new, value.expose())?;
         let ItemRecord { item_id, .. } = self.file.items[i];
         let created = self.meta[i].created;
-        let (sealed, meta) = self.seal_item(&item_id, new, value.expose(), created, now)?;
+        // Later than the name it replaces, for merges (SECURITY.md §18.3).
+        let modified = now.max(self.meta[i].modified + 1);
+        let (sealed, meta) = self.seal_item(&item_id, new, value.expose(), created, modified)?;
         drop(value);
         self.change(path, move |v| {
             v.file.items[i].sealed = sealed;

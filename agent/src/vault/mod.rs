@@ -704,6 +704,47 @@ impl Unlocked {
         value: &[u8],
         now: u64,
     ) -> Result<PreparedItemChange, ChangeError> {
+        let edit = self.plan_set(name, value, now)?;
+        Ok(self.prepared(edit))
+    }
+
+    /// [`Self::remove`], prepared: nothing changes until it is written and applied.
+    pub fn prepare_remove(&self, name: &str, now: u64) -> Result<PreparedItemChange, ChangeError> {
+        let edit = self.plan_remove(name, now)?;
+        Ok(self.prepared(edit))
+    }
+
+    /// The file as it will be after `edit`, generation + 1.
+    fn prepared(&self, edit: PreparedEdit) -> PreparedItemChange {
+        let base = self.file.generation;
+        let item_edit = match &edit {
+            PreparedEdit::Replace(i, sealed, _) => ItemEdit::Replace(*i, sealed),
+            PreparedEdit::Append(record, _) => ItemEdit::Append(record),
+            PreparedEdit::SwapRemove(i, tombs) => ItemEdit::SwapRemove(*i, tombs),
+        };
+        let bytes = self
+            .file
+            .encode_edited(&self.keys.mac_key, base + 1, item_edit);
+        PreparedItemChange { base, bytes, edit }
+    }
+
+    /// Applies a set in memory only (the caller writes the vault once).
+    fn set_in_memory(&mut self, name: &str, value: &[u8], now: u64) -> Result<(), ChangeError> {
+        let edit = self.plan_set(name, value, now)?;
+        let base = self.file.generation;
+        self.apply(WrittenItemChange { base, edit });
+        Ok(())
+    }
+
+    /// Applies a removal in memory only (the caller writes the vault once).
+    fn remove_in_memory(&mut self, name: &str, now: u64) -> Result<(), ChangeError> {
+        let edit = self.plan_remove(name, now)?;
+        let base = self.file.generation;
+        self.apply(WrittenItemChange { base, edit });
+        Ok(())
+    }
+
+    fn plan_set(&self, name: &str, value: &[u8], now: u64) -> Result<PreparedEdit, ChangeError> {
         check_item(name, value)?;
         let existing = self.index.get(name).copied();
         // An edit is later than what it edits, whatever the clocks say:
@@ -724,34 +765,13 @@ impl Unlocked {
             }
         };
         let (sealed, meta) = self.seal_item(&item_id, name, value, created, modified)?;
-        let base = self.file.generation;
         Ok(match existing {
-            Some(i) => PreparedItemChange {
-                base,
-                bytes: self.file.encode_edited(
-                    &self.keys.mac_key,
-                    base + 1,
-                    ItemEdit::Replace(i, &sealed),
-                ),
-                edit: PreparedEdit::Replace(i, sealed, meta),
-            },
-            None => {
-                let record = ItemRecord { item_id, sealed };
-                PreparedItemChange {
-                    base,
-                    bytes: self.file.encode_edited(
-                        &self.keys.mac_key,
-                        base + 1,
-                        ItemEdit::Append(&record),
-                    ),
-                    edit: PreparedEdit::Append(record, meta),
-                }
-            }
+            Some(i) => PreparedEdit::Replace(i, sealed, meta),
+            None => PreparedEdit::Append(ItemRecord { item_id, sealed }, meta),
         })
     }
 
-    /// [`Self::remove`], prepared: nothing changes until it is written and applied.
-    pub fn prepare_remove(&self, name: &str, now: u64) -> Result<PreparedItemChange, ChangeError> {
+    fn plan_remove(&self, name: &str, now: u64) -> Result<PreparedEdit, ChangeError> {
         let Some(&i) = self.index.get(name) else {
             return Err(ChangeError::NoSuchItem(name.to_owned()));
         };
@@ -764,28 +784,21 @@ impl Unlocked {
         let name_removed = self
             .name_removed(&name_id)
             .map_or(removed, |t| t.max(removed));
-        let tombs = vec![
-            format::Tombstone {
-                kind: format::TombstoneKind::Item,
-                id: self.file.items[i].item_id.to_vec(),
-                removed,
-            },
-            format::Tombstone {
-                kind: format::TombstoneKind::ItemName,
-                id: name_id.to_vec(),
-                removed: name_removed,
-            },
-        ];
-        let base = self.file.generation;
-        Ok(PreparedItemChange {
-            base,
-            bytes: self.file.encode_edited(
-                &self.keys.mac_key,
-                base + 1,
-                ItemEdit::SwapRemove(i, &tombs),
-            ),
-            edit: PreparedEdit::SwapRemove(i, tombs),
-        })
+        Ok(PreparedEdit::SwapRemove(
+            i,
+            vec![
+                format::Tombstone {
+                    kind: format::TombstoneKind::Item,
+                    id: self.file.items[i].item_id.to_vec(),
+                    removed,
+                },
+                format::Tombstone {
+                    kind: format::TombstoneKind::ItemName,
+                    id: name_id.to_vec(),
+                    removed: name_removed,
+                },
+            ],
+        ))
     }
 
     /// Makes a written change in memory. Refused (false, nothing changed)

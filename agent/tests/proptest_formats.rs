@@ -489,6 +489,20 @@ fn vault() -> impl Strategy<Value = VaultFile> {
             })
             .collect::<Vec<_>>()
     });
+    let previous_keys = btree_map(
+        any::<[u8; 8]>(),
+        (any::<u64>(), sealed(Just(32 + TAG_LEN))),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(key_id, (retired, sealed))| format::PreviousKey {
+                key_id,
+                retired,
+                sealed,
+            })
+            .collect::<Vec<_>>()
+    });
     let item_records = btree_map(any::<ItemId>(), sealed(TAG_LEN..300usize), 0..6).prop_map(|m| {
         m.into_iter()
             .map(|(item_id, sealed)| ItemRecord { item_id, sealed })
@@ -504,7 +518,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
         protectors,
         organizers(),
         ssh_keys,
-        (devices, tombstones, item_records),
+        (devices, tombstones, previous_keys, item_records),
     )
         .prop_map(
             |(
@@ -517,7 +531,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                 protectors,
                 organizers,
                 ssh_keys,
-                (devices, tombstones, items),
+                (devices, tombstones, previous_keys, items),
             )| {
                 VaultFile {
                     account_id,
@@ -531,6 +545,7 @@ fn vault() -> impl Strategy<Value = VaultFile> {
                     ssh_keys,
                     devices,
                     tombstones,
+                    previous_keys,
                     items,
                 }
             },

@@ -769,6 +769,7 @@ fn ssh_key_vectors() {
             ssh_keys,
             devices: Vec::new(),
             tombstones: Vec::new(),
+            previous_keys: Vec::new(),
             items: Vec::new(),
         }
         .encode(mac_key.expose())

@@ -39,6 +39,8 @@ pub enum Purpose {
     Grant,
     /// An SSH key under the item key (§17).
     SshKey,
+    /// An account key retired by `rekey`, under the item key (§18).
+    PreviousKey,
 }
 
 impl Purpose {
@@ -53,6 +55,7 @@ impl Purpose {
             Purpose::Organizer => "organizer",
             Purpose::Grant => "grant",
             Purpose::SshKey => "ssh-key",
+            Purpose::PreviousKey => "previous-key",
         }
     }
 }

@@ -102,6 +102,7 @@ pub async fn dispatch(agent: Arc<Agent>, req: Request, io: Arc<dyn UnlockIo>) ->
         Request::DeviceList => agent.device_list(),
         Request::DeviceRename { device, name } => agent.device_rename(&device, &name),
         Request::DeviceRemove { device } => agent.device_remove(&device),
+        Request::Rekey { password } => agent.rekey(&password).await,
         Request::ChangePassword { old, new } => agent.change_password(&old, &new).await,
         Request::RecoveryCodeNew { password } => agent.recovery_code_new(&password).await,
         Request::RecoveryCodeList => agent.recovery_code_list(),

@@ -27,6 +27,7 @@ mod on_demand;
 pub mod organizer;
 pub mod protectors;
 pub mod recovery;
+mod rekey;
 mod rollback;
 pub mod ssh;
 pub mod state;

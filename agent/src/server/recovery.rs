@@ -79,7 +79,15 @@ impl Agent {
         sk: &SecretKey,
     ) -> Vec<String> {
         let mut notes = Vec::new();
-        let kinds: Vec<ProtectorKind> = v.file().protectors.iter().map(|p| p.kind).collect();
+        // This device's file and keychain protectors; other devices' ask
+        // for the new Secret Key at their next unlock (SECURITY.md §18.4).
+        let kinds: Vec<ProtectorKind> = v
+            .file()
+            .protectors
+            .iter()
+            .filter(|p| v.owns(p))
+            .map(|p| p.kind)
+            .collect();
         for kind in kinds {
             let stored = match kind {
                 ProtectorKind::File => {

@@ -146,6 +146,33 @@ pub(super) fn newest_parts(own: &Path, id: &AccountId) -> Vec<vault::format::Par
     parts.into_iter().map(|(_, p)| p).collect()
 }
 
+/// The copies an unlock tries, in order, and which one is this device's
+/// own: parts with a later password wrap than this device's own file come
+/// first (a rekey made on another device: its wrap opens the new account
+/// key with the same credentials), then the own file, then the others.
+pub(super) fn unlock_copies(
+    own: vault::format::Parsed,
+    own_path: &Path,
+    id: &AccountId,
+) -> (Vec<vault::format::Parsed>, usize) {
+    let epoch = |p: &vault::format::Parsed| {
+        p.vault
+            .password_wraps
+            .iter()
+            .map(|w| vault::wrap_epoch(&w.slot_id))
+            .max()
+            .unwrap_or(0)
+    };
+    let mine = epoch(&own);
+    let (mut later, rest): (Vec<_>, Vec<_>) = newest_parts(own_path, id)
+        .into_iter()
+        .partition(|p| epoch(p) > mine);
+    let at = later.len();
+    later.push(own);
+    later.extend(rest);
+    (later, at)
+}
+
 /// What a merge of the folder did.
 #[derive(Debug, Default)]
 pub(super) struct Report {
@@ -201,7 +228,27 @@ pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
                     .notes
                     .push(format!("{name}: not merged yet ({})", MergeError::Busy));
             }
-            Err(e) => report.refused.push(format!("{name}: {e}")),
+            Err(e) => {
+                let newer = parsed
+                    .vault
+                    .password_wraps
+                    .iter()
+                    .map(|w| vault::wrap_epoch(&w.slot_id))
+                    .max()
+                    > v.file()
+                        .password_wraps
+                        .iter()
+                        .map(|w| vault::wrap_epoch(&w.slot_id))
+                        .max();
+                let hint = if newer && e == MergeError::NotVerified {
+                    " (its password wrap is newer than this vault's: if the account key was \
+                     changed on another device with `keyward rekey`, lock and unlock to take \
+                     the new one)"
+                } else {
+                    ""
+                };
+                report.refused.push(format!("{name}: {e}{hint}"));
+            }
         }
     }
     for r in &report.refused {

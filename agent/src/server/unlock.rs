@@ -331,12 +331,9 @@ impl Agent {
         let (writer, mut v, from_other) = loop {
             let generation = parsed.vault.generation;
             // Other devices' parts may hold a newer password wrap (a new
-            // password or Secret Key made there): tried after this one's.
-            let mut copies = vec![parsed];
-            copies.extend(crate::server::sync::newest_parts(
-                &account.vault_path,
-                &account.id,
-            ));
+            // password, Secret Key or account key made there).
+            let (copies, own) =
+                crate::server::sync::unlock_copies(parsed, &account.vault_path, &account.id);
             let (v, which) = self.open_counted_any(copies, &password, &sk).await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'
@@ -348,7 +345,7 @@ impl Agent {
             let writer = self.writer();
             let now = vault::read(&account.vault_path).map_err(read_error)?;
             if now.vault.generation == generation {
-                break (writer, v, which > 0);
+                break (writer, v, which != own);
             }
             drop(writer);
             if reads == 3 {

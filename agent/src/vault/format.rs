@@ -74,6 +74,9 @@ pub mod record_type {
     /// SSH key, organizer wrap): kept so that a merge with an older copy
     /// does not bring it back.
     pub const TOMBSTONE: u8 = 0x0c;
+    /// An account key this vault had before a `rekey`, under the item key
+    /// (to read other devices' copies written before they saw the rekey).
+    pub const PREVIOUS_KEY: u8 = 0x0d;
 }
 
 /// Why a vault file could not be read. Each says what happened and what to do.
@@ -333,6 +336,18 @@ impl TombstoneKind {
     }
 }
 
+/// An earlier account key (record 0x0d).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    /// `HMAC-SHA256(old account key, "keyward/v1 key-id")[0..8]`.
+    pub key_id: [u8; 8],
+    /// Unix seconds of the rekey that retired it.
+    pub retired: u64,
+    /// The old account key under the item key (purpose `previous-key`,
+    /// slot id `hex(key_id)`).
+    pub sealed: Sealed,
+}
+
 /// A removed record (record 0x0c).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
@@ -505,6 +520,8 @@ pub struct VaultFile {
     pub devices: Vec<DeviceRecord>,
     /// Removed records.
     pub tombstones: Vec<Tombstone>,
+    /// Account keys retired by `rekey`.
+    pub previous_keys: Vec<PreviousKey>,
     /// Items.
     pub items: Vec<ItemRecord>,
 }
@@ -595,6 +612,7 @@ impl VaultFile {
             + self.ssh_keys.len()
             + self.devices.len()
             + self.tombstones.len()
+            + self.previous_keys.len()
             + self.items.len()
     }
 
@@ -773,6 +791,13 @@ impl VaultFile {
                 debug_assert_eq!(t.id.len(), t.kind.id_len(), "tombstone id length");
                 w.bytes(&t.id);
                 w.u64(t.removed);
+            });
+        }
+        for k in &self.previous_keys {
+            w.record(record_type::PREVIOUS_KEY, |w| {
+                w.bytes(&k.key_id);
+                w.u64(k.retired);
+                w.sealed16(&k.sealed);
             });
         }
         for (item_id, sealed) in items {
@@ -968,6 +993,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         ssh_keys: Vec::new(),
         devices: Vec::new(),
         tombstones: Vec::new(),
+        previous_keys: Vec::new(),
         // The count is checked against the file's length, but a hostile
         // file could still ask for gigabytes up front: start small and grow
         // as records actually parse.
@@ -1290,6 +1316,17 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 let key = [&[ty, kind.to_byte()][..], &id].concat();
                 v.tombstones.push(Tombstone { kind, id, removed });
                 key
+            }
+            record_type::PREVIOUS_KEY => {
+                let key_id = r.arr::<8>("previous key id")?;
+                let retired = r.u64("retired")?;
+                let sealed = r.sealed16(32 + TAG_LEN, "previous key")?;
+                v.previous_keys.push(PreviousKey {
+                    key_id,
+                    retired,
+                    sealed,
+                });
+                [&[ty][..], &key_id].concat()
             }
             other => {
                 return Err(FormatError::Malformed {

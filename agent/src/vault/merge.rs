@@ -149,13 +149,23 @@ impl Unlocked {
         if other.vault.account_id != self.file.account_id {
             return Err(MergeError::OtherAccount(other.vault.account_id.to_string()));
         }
-        if !other.mac_ok(&self.keys.mac_key) {
-            return Err(MergeError::NotVerified);
-        }
         if self.needs_settling() {
             return Err(MergeError::Busy);
         }
-        let theirs = &other.vault;
+        // A copy written before a rekey verifies under an earlier account
+        // key this vault keeps (record 0x0d): taken as if written now.
+        let converted;
+        let theirs = if other.mac_ok(&self.keys.mac_key) {
+            &other.vault
+        } else {
+            let old = self
+                .previous_key_for(other)
+                .ok_or(MergeError::NotVerified)?;
+            converted = self
+                .converted_from_previous_key(&other.vault, &old)
+                .map_err(|_| MergeError::NotVerified)?;
+            &converted
+        };
         let ours = &self.file;
         let tombs = tombstone_map(&ours.tombstones, &theirs.tombstones);
         let removed_at = |kind: TombstoneKind, id: &[u8]| tombs.get(&(kind, id.to_vec())).copied();
@@ -350,6 +360,12 @@ impl Unlocked {
             ssh_keys,
             devices,
             tombstones,
+            previous_keys: union_by(
+                &ours.previous_keys,
+                &theirs.previous_keys,
+                |k| k.key_id,
+                |x, y| later(x, y, |k| (k.retired, k.sealed.ct.clone())).clone(),
+            ),
             items,
         };
         let changed = !same_content(&self.file, &merged);
@@ -481,6 +497,7 @@ fn same_content(a: &VaultFile, b: &VaultFile) -> bool {
             == sorted(&b.organizers.used_grants, |g| g.grant_id)
         && sorted(&a.ssh_keys, |k| k.key_id) == sorted(&b.ssh_keys, |k| k.key_id)
         && sorted(&a.devices, |d| d.id) == sorted(&b.devices, |d| d.id)
+        && sorted(&a.previous_keys, |k| k.key_id) == sorted(&b.previous_keys, |k| k.key_id)
         && sorted(&a.tombstones, |t| (t.kind, t.id.clone()))
             == sorted(&b.tombstones, |t| (t.kind, t.id.clone()))
         && items(a) == items(b)

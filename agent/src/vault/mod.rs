@@ -15,11 +15,13 @@ mod devices;
 pub mod format;
 mod merge;
 pub mod organizer;
+mod rekey;
 pub mod ssh;
 pub mod store;
 
 pub use copies::{CopyDiff, CopyError};
 pub use merge::{MergeError, MergeOutcome, wrap_epoch, wrap_origin};
+pub use rekey::key_id;
 
 use crate::account::items::ItemId;
 use crate::account::password::{self, KdfParams, Password, PasswordError};
@@ -259,6 +261,7 @@ pub fn create(
         ssh_keys: Vec::new(),
         devices: Vec::new(),
         tombstones: Vec::new(),
+        previous_keys: Vec::new(),
         items: Vec::new(),
     };
     let mut v = Unlocked::with_keys(file, keys, Some("pw-1".into()))?;

@@ -59,7 +59,7 @@ impl PasswordSource {
         }
     }
 
-    fn get(&self, prompt: &str, description: &str) -> Result<Secret, CliError> {
+    pub(crate) fn get(&self, prompt: &str, description: &str) -> Result<Secret, CliError> {
         match self.fd() {
             Some(fd) => Ok(read_fd(fd, "password")?),
             None => Ok(ask_hidden(prompt, description)?),
@@ -437,6 +437,17 @@ pub enum Command {
         ours: PathBuf,
         /// %B, the other side.
         theirs: PathBuf,
+    },
+    /// Draw a new account key and seal the whole vault again under it (asks for the Master
+    /// Password). Recovery codes are revoked (make new ones after); copies of the vault made
+    /// before stay readable only with the credentials of then. Other devices follow at their
+    /// next unlock.
+    Rekey {
+        #[command(flatten)]
+        password: PasswordSource,
+        /// Print `{"revoked_codes", "notes"}` as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The account's devices: list, rename, remove.
     Device {
@@ -1080,6 +1091,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             crate::sync::merge_driver(autostart, &ours, &theirs)
         }
         Command::Device { action } => crate::sync::device(autostart, cli.no_prompt, action),
+        Command::Rekey { password, json } => crate::sync::rekey(autostart, &password, json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -3,7 +3,9 @@
 //! agent does the merging (it holds the keys); these ask it to, and show
 //! what it did.
 
-use crate::cli::unlocked;
+use crate::cli::{PasswordSource, unlocked};
+use crate::connect::connect;
+use crate::output::Spinner;
 use crate::output::{CliError, exit};
 use clap::Subcommand;
 use keyward_client::message::DeviceInfo;
@@ -244,4 +246,40 @@ pub fn device(autostart: bool, no_prompt: bool, action: DeviceAction) -> Result<
             devices(r, false)
         }
     }
+}
+
+/// `keyward rekey`.
+pub fn rekey(autostart: bool, password: &PasswordSource, json: bool) -> Result<(), CliError> {
+    let mut c = connect(&crate::cli::paths()?, autostart)?;
+    let pw = password.get(
+        "Master Password",
+        "Confirm with your Master Password to seal the vault under a new account key.",
+    )?;
+    let spinner = Spinner::start("Sealing the vault under a new account key…");
+    let r = c.call(&Request::Rekey { password: pw });
+    drop(spinner);
+    let r = r?;
+    let Response::Rekeyed {
+        revoked_codes,
+        notes,
+    } = r
+    else {
+        return Err(CliError::msg("unexpected answer from the agent"));
+    };
+    if json {
+        println!(
+            "{}",
+            json!({"revoked_codes": revoked_codes, "notes": notes})
+        );
+        return Ok(());
+    }
+    println!("The vault is sealed under a new account key.");
+    for n in &notes {
+        println!("  - {n}");
+    }
+    if !revoked_codes.is_empty() {
+        println!();
+        println!("Make new recovery codes now: `keyward recovery-code new`.");
+    }
+    Ok(())
 }

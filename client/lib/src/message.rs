@@ -69,6 +69,7 @@ pub mod tag {
     pub const DEVICE_LIST: u8 = 0x2f;
     pub const DEVICE_RENAME: u8 = 0x30;
     pub const DEVICE_REMOVE: u8 = 0x31;
+    pub const REKEY: u8 = 0x32;
 
     pub const HELLO_OK: u8 = 0x80;
     pub const OK: u8 = 0x81;
@@ -97,6 +98,7 @@ pub mod tag {
     pub const ORGANIZER_CARD_KEY: u8 = 0x98;
     pub const SYNCED: u8 = 0x99;
     pub const DEVICES: u8 = 0x9a;
+    pub const REKEYED: u8 = 0x9b;
     pub const ERROR: u8 = 0xff;
 }
 
@@ -455,6 +457,12 @@ pub enum Request {
         /// An id or a unique prefix of it.
         device: String,
     },
+    /// Draws a new account key and seals the vault again under it (the
+    /// Master Password is checked, counted). Answered by `Rekeyed`.
+    Rekey {
+        /// The Master Password.
+        password: Secret,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -555,6 +563,7 @@ impl Request {
             Request::DeviceList => "DeviceList",
             Request::DeviceRename { .. } => "DeviceRename",
             Request::DeviceRemove { .. } => "DeviceRemove",
+            Request::Rekey { .. } => "Rekey",
         }
     }
 
@@ -852,6 +861,11 @@ impl Request {
                 w.str(device);
                 w
             }
+            Request::Rekey { password } => {
+                let mut w = Writer::new(REKEY);
+                w.secret(password);
+                w
+            }
         };
         w.finish()
     }
@@ -1031,6 +1045,9 @@ impl Request {
             },
             DEVICE_REMOVE => Request::DeviceRemove {
                 device: r.str("device")?,
+            },
+            REKEY => Request::Rekey {
+                password: r.secret("password")?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -1545,6 +1562,13 @@ pub enum Response {
     },
     /// Answer to `DeviceList`, `DeviceRename`, `DeviceRemove`.
     Devices(Vec<DeviceInfo>),
+    /// Answer to `Rekey`.
+    Rekeyed {
+        /// The recovery codes revoked (ids, hex).
+        revoked_codes: Vec<String>,
+        /// For the user.
+        notes: Vec<String>,
+    },
     /// A failure.
     Error(AgentError),
 }
@@ -1595,6 +1619,7 @@ impl fmt::Debug for Response {
             Response::Organizers(v) => write!(f, "Organizers({v:?})"),
             Response::Synced { notes, refused } => write!(f, "Synced({notes:?}, {refused:?})"),
             Response::Devices(v) => write!(f, "Devices({v:?})"),
+            Response::Rekeyed { revoked_codes, .. } => write!(f, "Rekeyed({revoked_codes:?})"),
             Response::SshKeys(v) => write!(f, "SshKeys({})", v.len()),
             Response::OrganizerChanged { fingerprint, .. } => {
                 write!(f, "OrganizerChanged({fingerprint})")
@@ -1888,6 +1913,15 @@ impl Response {
                 });
                 w
             }
+            Response::Rekeyed {
+                revoked_codes,
+                notes,
+            } => {
+                let mut w = Writer::new(REKEYED);
+                write_strings(&mut w, revoked_codes);
+                write_strings(&mut w, notes);
+                w
+            }
             Response::Organizers(v) => {
                 let mut w = Writer::new(ORGANIZERS);
                 w.list(v, |w, o| {
@@ -2062,6 +2096,10 @@ impl Response {
                     protectors: read_strings(r, "protectors")?,
                 })
             })?),
+            REKEYED => Response::Rekeyed {
+                revoked_codes: read_strings(&mut r, "revoked_codes")?,
+                notes: read_strings(&mut r, "notes")?,
+            },
             ORGANIZERS => Response::Organizers(r.list("organizers", 17, |r| {
                 Ok(OrganizerInfo {
                     name: r.str("name")?,
@@ -2288,6 +2326,7 @@ pub mod samples {
             Request::DeviceRemove {
                 device: "0a1b2c".into(),
             },
+            Request::Rekey { password: s("pw") },
         ]
     }
 
@@ -2445,6 +2484,10 @@ pub mod samples {
                 this: true,
                 protectors: vec!["file".into()],
             }]),
+            Response::Rekeyed {
+                revoked_codes: vec!["0011223344556677".into()],
+                notes: vec!["n".into()],
+            },
         ]
     }
 }

@@ -174,6 +174,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::DeviceList),
         (text(), text()).prop_map(|(device, name)| Request::DeviceRename { device, name }),
         text().prop_map(|device| Request::DeviceRemove { device }),
+        secret().prop_map(|password| Request::Rekey { password }),
     ]
 }
 
@@ -369,6 +370,10 @@ fn response() -> impl Strategy<Value = Response> {
             }
         ),
         (notes(), notes()).prop_map(|(notes, refused)| Response::Synced { notes, refused }),
+        (notes(), notes()).prop_map(|(revoked_codes, notes)| Response::Rekeyed {
+            revoked_codes,
+            notes
+        }),
         vec(
             (text(), text(), any::<u64>(), any::<bool>(), notes()).prop_map(
                 |(id, name, added, this, protectors)| DeviceInfo {
@@ -457,7 +462,7 @@ proptest! {
             | Request::EmergencyKit { .. }
             | Request::OrganizerAdd { .. } | Request::OrganizerRemove { .. }
             | Request::OrganizerRecover { .. } | Request::RecoverWithGrant { .. }
-            | Request::Join { .. } => true,
+            | Request::Join { .. } | Request::Rekey { .. } => true,
             _ => false,
         };
         prop_assert_eq!(secret, has_secret, "{:?}", req);

@@ -100,18 +100,25 @@ fn a_second_device_joins_the_vault_where_it_is() {
     let st = b.status();
     assert_eq!(st["state"], "unlocked");
     assert_eq!(st["account_id"], account.as_str());
-    // B's writes go to the folder's vault: no copy was made.
+    // B's writes go to the folder, into a part of B's own beside the
+    // vault it joined (SECURITY.md §18): A's file is not B's to write.
     b.run_with(&["set", "from/b"], Some(b"written by b"), None)
         .expect_code(0);
     assert!(
         no_vault_in(&b.paths.data_dir),
         "B's data directory holds a vault"
     );
-    assert_ne!(
+    assert_eq!(
         std::fs::read(&in_folder).unwrap(),
         std::fs::read(&vault).unwrap(),
-        "the folder's vault did not take B's write"
+        "B wrote the file it joined"
     );
+    let part = std::fs::read_dir(in_folder.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p != &in_folder && p.extension().is_some_and(|x| x == "kwv"))
+        .expect("B's part in the folder");
 
     // B's state directory: the pointer (0600, absolute) and the Secret Key file.
     use std::os::unix::fs::PermissionsExt;
@@ -122,7 +129,7 @@ fn a_second_device_joins_the_vault_where_it_is() {
     );
     assert_eq!(
         std::fs::read_to_string(&pointer).unwrap().trim_end(),
-        in_folder.to_str().unwrap()
+        part.to_str().unwrap()
     );
     let sk_file = b.paths.state_dir.join(format!("secret-key-{account}"));
     assert!(std::fs::read_to_string(&sk_file).unwrap().contains(&sk));
@@ -130,7 +137,7 @@ fn a_second_device_joins_the_vault_where_it_is() {
     // The folder holds the vault and nothing of B's: no Secret Key in any form.
     let needle = sk.split('-').max_by_key(|g| g.len()).unwrap().to_owned();
     let in_folder_files = files_under(folder.path());
-    assert_eq!(in_folder_files.len(), 1, "{in_folder_files:?}");
+    assert_eq!(in_folder_files.len(), 2, "{in_folder_files:?}");
     for (path, bytes) in in_folder_files {
         let text = String::from_utf8_lossy(&bytes);
         assert!(

@@ -231,6 +231,69 @@ fn a_revocation_and_a_new_secret_key_reach_the_other_device() {
     assert_eq!(b.status()["protector"], "file");
 }
 
+#[test]
+fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
+    let (a, b, account, _sk) = two_devices();
+    let code = a
+        .run_with(
+            &["recovery-code", "new", "--password-fd", "3", "--json"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0)
+        .json()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = std::fs::read(a.paths.data_dir.join(format!("vault-{account}.kwv"))).unwrap();
+    let j = a.ok_pw(&["rekey", "--json"], PW).json();
+    assert_eq!(j["revoked_codes"].as_array().unwrap().len(), 1, "{j}");
+    let after = std::fs::read(a.paths.data_dir.join(format!("vault-{account}.kwv"))).unwrap();
+    assert_ne!(before, after);
+    assert_eq!(get(&a, "shared").as_deref(), Some("from a"));
+    // B, still on the old key, writes; A takes it in (the old key is kept
+    // sealed in A's vault for copies written before the rekey).
+    set(&b, "after-rekey-on-b", "old key");
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "after-rekey-on-b").as_deref(), Some("old key"));
+    // B's running agent cannot read A's new file: it says why.
+    let r = sync(&b);
+    assert_ne!(r.code, 0);
+    assert!(r.stdout.contains("rekey"), "{}", r.stdout);
+    // B's next unlock takes the new key, with the same credentials.
+    b.ok(&["lock"]);
+    b.unlock(PW).expect_code(0);
+    assert_eq!(get(&b, "shared").as_deref(), Some("from a"));
+    assert_eq!(get(&b, "after-rekey-on-b").as_deref(), Some("old key"));
+    set(&b, "on-new-key", "b");
+    sync(&b).expect_code(0);
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "on-new-key").as_deref(), Some("b"));
+    // The revoked code recovers neither device.
+    for h in [&a, &b] {
+        h.ok(&["lock"]);
+        let r = h.run_with(
+            &[
+                "recover",
+                "--code-fd",
+                "3",
+                "--new-password-fd",
+                "0",
+                "--json",
+            ],
+            Some(b"another new password\n"),
+            Some(code.as_bytes()),
+        );
+        assert_ne!(
+            r.code, 0,
+            "a code revoked by the rekey recovered: {}",
+            r.stdout
+        );
+    }
+    a.unlock(PW).expect_code(0);
+    assert_eq!(get(&a, "on-new-key").as_deref(), Some("b"));
+}
+
 /// A vault file written by another account (right name, wrong key).
 fn forged_copy(account: &str, dir: &Path) -> PathBuf {
     let other = Home::new();

@@ -177,7 +177,8 @@ pub fn request_has_secret(r: &Request) -> bool {
         | Request::OrganizerRecover { .. }
         | Request::RecoverWithGrant { .. }
         | Request::SshImport { .. }
-        | Request::Join { .. } => true,
+        | Request::Join { .. }
+        | Request::Rekey { .. } => true,
         Request::PromptReply { answer } => answer.is_some(),
         // Its one secret, the PIN, is optional: the frame is secret when it is there.
         Request::SshGenerateCard { pin, .. }
@@ -242,6 +243,7 @@ pub fn response_has_secret(r: &Response) -> bool {
         | Response::OrganizerChanged { .. }
         | Response::Synced { .. }
         | Response::Devices(_)
+        | Response::Rekeyed { .. }
         | Response::Error(_) => false,
     }
 }
@@ -353,6 +355,7 @@ pub fn blind_request(r: &Request) -> Request {
             *password = blind(password);
             *secret_key = blind(secret_key);
         }
+        Request::Rekey { password } => *password = blind(password),
         Request::PromptReply { answer } => *answer = blind_opt(answer),
         Request::SshGenerateCard { pin, .. }
         | Request::OrganizerCreateCard { pin, .. }

@@ -115,6 +115,11 @@ fn synthetic_vault() -> VaultFile {
             id: vec![13; 16],
             removed: 10,
         }],
+        previous_keys: vec![format::PreviousKey {
+            key_id: [14; 8],
+            retired: 11,
+            sealed: sealed(48, 14),
+        }],
         items: vec![ItemRecord {
             item_id: [6; 16],
             sealed: sealed(items::MIN_SEALED_LEN, 7),

@@ -270,6 +270,8 @@ impl Agent {
             let Ok((mut v, token)) = open(&me, &path, now)? else {
                 return Ok(None);
             };
+            // This device's protectors take the new Secret Key below.
+            me.bind_device(&mut v, &path)?;
             let id = v.account_id();
             let pending = v
                 .begin_secret_key_change(&path, &new_password, params, now)

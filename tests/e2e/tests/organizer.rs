@@ -493,3 +493,39 @@ fn the_machine_policy_enrolls_at_init_and_a_required_organizer_stays() {
     member.ok(&["lock"]);
     recover_with(&member, &path, &code).expect_code(0);
 }
+
+/// After `keyward rekey` (a new account key, SECURITY.md §18.6) the
+/// member's organizer wrap is made again: a grant from a copy made after it
+/// recovers the member; a grant from a copy made before it holds the old
+/// key and recovers nothing.
+#[test]
+fn an_organizer_still_recovers_a_member_after_a_rekey_and_an_old_copy_does_not() {
+    let org = Home::new();
+    org.init(ORG_PW);
+    let (recipient, _) = create(&org);
+    let member = Home::new();
+    let (account, _) = member.init(PW);
+    member
+        .run_with(&["set", "kept"], Some(b"value"), None)
+        .expect_code(0);
+    add(&member, &recipient, "Anna").expect_code(0);
+    let before = copy_vault(&member, &account, &org, "before.kwv");
+    member.ok_pw(&["rekey"], PW);
+    let after = copy_vault(&member, &account, &org, "after.kwv");
+    member.ok(&["lock"]);
+
+    // A grant from the old copy: the member's agent refuses it, nothing changes.
+    let (old_code, old_grant) = made(grant(&org, &before, "old-grant.json", &[]));
+    let vault_now = std::fs::read(vault_of(&member, &account)).unwrap();
+    let r = recover_with(&member, &old_grant, &old_code);
+    assert_ne!(r.code, 0, "a grant made before the rekey recovered: {r}");
+    assert_eq!(
+        std::fs::read(vault_of(&member, &account)).unwrap(),
+        vault_now
+    );
+
+    wait_out_backoff(&member);
+    let (code, grant_file) = made(grant(&org, &after, "grant.json", &[]));
+    recover_with(&member, &grant_file, &code).expect_code(0);
+    assert_eq!(member.ok(&["get", "kept"]).stdout, "value");
+}

@@ -212,6 +212,10 @@ pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
                 continue;
             }
         };
+        // This device's own file as it last wrote it: nothing to merge.
+        if path == own && parsed.vault.generation == v.file().generation {
+            continue;
+        }
         match v.merge_from(&parsed) {
             Ok(out) => {
                 if out.changed && path != own {
@@ -585,13 +589,22 @@ impl Agent {
                         continue;
                     }
                     match agent.sync_now() {
-                        Ok(Response::Synced { notes, refused }) => {
+                        Ok(Response::Synced { notes, .. }) => {
                             for n in notes.iter().filter(|n| *n != "nothing new to merge") {
                                 tracing::info!("sync: {n}");
                             }
-                            let _ = refused;
-                            // Our own write (if any) changed the folder: stamp it after.
-                            last = Some(folder_stamp(&own, &id));
+                            // The folder as it was before this merge, but
+                            // with this device's own file as the merge left
+                            // it: a part that arrived during the merge is
+                            // still new at the next look.
+                            let own_now: Vec<_> = folder_stamp(&own, &id)
+                                .into_iter()
+                                .filter(|e| e.0 == own)
+                                .collect();
+                            let mut seen: Vec<_> =
+                                stamp.into_iter().filter(|e| e.0 != own).collect();
+                            seen.extend(own_now);
+                            last = Some(seen);
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!("sync: {}", e.message),

@@ -114,6 +114,35 @@ const MORE_EXAMPLES: &[(&str, &str)] = &[
     ("keyward-agent-run", "keyward agent run"),
     ("keyward-agent-stop", "keyward agent stop"),
     (
+        "keyward-sync",
+        "keyward sync                       # merge what the other devices wrote, now\nkeyward sync --json\nkeyward sync init-git --repo ~/vault-repo",
+    ),
+    (
+        "keyward-sync-init-git",
+        "keyward sync init-git --repo ~/vault-repo\ngit -C ~/vault-repo add .gitattributes && git -C ~/vault-repo commit -m 'merge vault files with keyward'",
+    ),
+    (
+        "keyward-device",
+        "keyward device list\nkeyward device rename this laptop\nkeyward device remove phone",
+    ),
+    (
+        "keyward-device-list",
+        "keyward device list\nkeyward device list --json",
+    ),
+    (
+        "keyward-device-rename",
+        "keyward device rename this laptop\nkeyward device rename 3f9a phone",
+    ),
+    ("keyward-device-remove", "keyward device remove phone"),
+    (
+        "keyward-rekey",
+        "keyward rekey\nkeyward rekey --password-fd 3 --json 3<pwfile\nkeyward recovery-code new      # the rekey revoked the old codes",
+    ),
+    (
+        "keyward-merge-driver",
+        "keyward merge-driver %O %A %B     # as git runs it, once `keyward sync init-git` registered it",
+    ),
+    (
         "keyward-organizer",
         "keyward organizer create                  # as the organizer: prints the recipient\nkeyward organizer add kwo1-…              # as a member: confirm the fingerprint\nkeyward organizer recover member.kwv      # as the organizer: a grant and its code\nkeyward recover --grant keyward-grant-ABCDEF.json   # as the member",
     ),
@@ -267,6 +296,11 @@ const AGENT_ENVIRONMENT: &[(&str, &str)] = &[
         "SSH_SK_HELPER",
         "The helper the SSH agent runs for security-key (sk-…) signatures (default \
          /usr/lib/openssh/ssh-sk-helper).",
+    ),
+    (
+        "KEYWARD_SYNC_POLL_MS",
+        "How often, in milliseconds, the unlocked agent looks at the vault's folder for what \
+         other devices wrote (default 1000).",
     ),
     (
         "PCSCLITE_CSOCK_NAME",

@@ -11,6 +11,9 @@
 //! keyward-bench kdf [ROUNDS]        Argon2id vs the reference C argon2
 //! keyward-bench memory              agent RSS idle, unlocked, after lock; ssh-agent, gpg-agent
 //! keyward-bench scale [ROUNDS] [N]  get and set with 10 vs 10,000 items
+//! keyward-bench merge [ROUNDS] [SECS]
+//!                                   merging two 10,000-item vaults in process, and
+//!                                   `get` latency while a running agent merges (issue 17)
 //! keyward-bench drive SOCKET NAME N  N `get NAME` round trips on one connection to
 //!                                   a running agent (a steady load to profile it under)
 //! ```
@@ -24,6 +27,7 @@
 
 mod ceiling;
 mod kdf;
+mod merge;
 mod procs;
 mod ssh;
 mod stats;
@@ -54,6 +58,7 @@ fn main() -> Result<()> {
         Some("memory") => suite::memory(),
         Some("scale") => suite::scale(n(1, 15), n(2, 2000)),
         Some("ssh") => ssh::run(n(1, 15), n(2, 2000)),
+        Some("merge") => merge::run(n(1, 21), n(2, 5)),
         Some("all") => {
             suite::rtt(15, 2000)?;
             suite::throughput(5, None)?;
@@ -64,7 +69,7 @@ fn main() -> Result<()> {
             ssh::run(15, 2000)
         }
         _ => bail!(
-            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] [threads|epoll|split] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N] | ssh [ROUNDS] [N]"
+            "usage: keyward-bench all | rtt [ROUNDS] [N] | throughput [SECS] [threads|epoll|split] | cold [RUNS] | kdf [ROUNDS] | memory | scale [ROUNDS] [N] | ssh [ROUNDS] [N] | merge [ROUNDS] [SECS]"
         ),
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// The pointer file's name in the state directory.
 const POINTER: &str = "vault-path";
 
-fn pointer_file(paths: &Paths) -> PathBuf {
+pub(super) fn pointer_file(paths: &Paths) -> PathBuf {
     paths.state_dir.join(POINTER)
 }
 
@@ -70,7 +70,7 @@ pub fn pointed_account(paths: &Paths, config: &Config) -> Option<Account> {
 }
 
 /// Records `vault` (absolute) as this device's vault: 0600, atomically.
-fn write_pointer(paths: &Paths, uid: u32, vault: &Path) -> Result<(), AgentError> {
+pub(super) fn write_pointer(paths: &Paths, uid: u32, vault: &Path) -> Result<(), AgentError> {
     let storage = |e: &dyn std::fmt::Display| {
         err(
             ErrorCode::Storage,

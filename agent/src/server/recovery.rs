@@ -207,7 +207,7 @@ impl Agent {
                 mark,
                 "recovery code",
                 move |me, path, _now| {
-                    Ok(me.open_with_code(path, &code)?.map(|v| {
+                    Ok(me.open_with_code(path, &code, true)?.map(|v| {
                         let code_id = code.code_id(&v.account_id());
                         (v, code_id)
                     }))
@@ -347,10 +347,19 @@ impl Agent {
         &self,
         path: &Path,
         code: &RecoveryCode,
+        write: bool,
     ) -> Result<Result<vault::Unlocked, ()>, AgentError> {
         let parsed = vault::read(path).map_err(read_error)?;
         let id = parsed.vault.account_id;
         self.refuse_rollback(&id, parsed.vault.generation)?;
+        if crate::server::sync::rekeyed_elsewhere(&parsed.vault, path) {
+            return Err(err(
+                ErrorCode::WrongRecoveryCode,
+                "the account key was changed on another device (`keyward rekey`), which \
+                 revoked every recovery code: unlock with the Master Password, or recover on \
+                 that device",
+            ));
+        }
         if self
             .revoked_codes(&id)
             .contains(&vault::hex(&code.code_id(&id)))
@@ -361,7 +370,13 @@ impl Agent {
             Ok(mut v) => {
                 // What other devices wrote comes in first: a code revoked
                 // on another device opens no more (SECURITY.md §18).
-                self.open_on_device(&mut v, path, false, &mut Vec::new())?;
+                if write {
+                    self.open_on_device(&mut v, path, false, &mut Vec::new())?;
+                } else {
+                    // A check writes nothing: the folder is merged in memory only.
+                    self.bind_device(&mut v, path)?;
+                    let _ = crate::server::sync::merge_folder(&mut v, path);
+                }
                 let code_id = code.code_id(&id);
                 if !v.file().recovery_wraps.iter().any(|w| w.code_id == code_id) {
                     return Ok(Err(()));
@@ -401,10 +416,11 @@ impl Agent {
             return Err(e);
         }
         let me = self.clone();
-        let opened =
-            tokio::task::spawn_blocking(move || me.open_with_code(&path, &code).map(|r| r.is_ok()))
-                .await
-                .map_err(internal)??;
+        let opened = tokio::task::spawn_blocking(move || {
+            me.open_with_code(&path, &code, false).map(|r| r.is_ok())
+        })
+        .await
+        .map_err(internal)??;
         if !opened {
             return Err(self.wrong_code_error());
         }

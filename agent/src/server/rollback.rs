@@ -217,6 +217,28 @@ impl Agent {
             .map(|w| vault::hex(&w.code_id))
             .filter(|h| revoked.contains(h))
             .collect();
+        // Revoked here before revocations left tombstones: a tombstone now,
+        // so that no other device's copy brings the code back (§18.3).
+        let missing: Vec<[u8; 8]> = revoked
+            .iter()
+            .filter_map(|h| {
+                let mut id = [0u8; 8];
+                for (i, b) in id.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(id)
+            })
+            .filter(|id| {
+                !v.file().tombstones.iter().any(|t| {
+                    t.kind == vault::format::TombstoneKind::RecoveryCode && t.id[..] == id[..]
+                })
+            })
+            .collect();
+        if !missing.is_empty()
+            && let Err(e) = v.tombstone_codes(path, &missing)
+        {
+            notes.push(format!("could not record the revoked recovery codes: {e}"));
+        }
         for code in back {
             match v.revoke_recovery_code(path, &code) {
                 Ok(_) => notes.push(format!(

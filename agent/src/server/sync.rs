@@ -94,10 +94,17 @@ fn is_part(name: &str, id: &AccountId) -> bool {
         .is_some_and(|d| parse_device_id(d).is_some())
 }
 
-/// The other files of the account beside `own`: parts and conflict copies
-/// (`vault-<ID>….kwv`, not hidden, regular files), sorted, at most
-/// [`MAX_SIBLINGS`].
+/// Directory entries looked at per scan of the folder.
+const MAX_SCAN: usize = 4096;
+
+/// The other files of the account beside `own`: parts first, then
+/// conflict copies (`vault-<ID>….kwv`, not hidden, regular files), each
+/// group in name order, at most [`MAX_SIBLINGS`] in all; the scan stops
+/// after [`MAX_SCAN`] entries, and a file larger than twice this device's
+/// own plus 1 MiB is left out (whoever can write the folder must not make
+/// every look at it cost memory and time).
 pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let Some(dir) = own.parent() else {
         return Vec::new();
     };
@@ -105,20 +112,24 @@ pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<PathBuf> = entries
+    let own_len = std::fs::metadata(own).map_or(0, |m| m.size());
+    let max_len = own_len.saturating_mul(2).saturating_add(1 << 20);
+    let mut out: Vec<(bool, PathBuf)> = entries
+        .take(MAX_SCAN)
         .filter_map(Result::ok)
-        .filter(|e| {
+        .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&prefix)
+            let ok = name.starts_with(&prefix)
                 && name.ends_with(".kwv")
                 && e.path() != own
-                && e.file_type().is_ok_and(|t| t.is_file())
+                && e.metadata()
+                    .is_ok_and(|m| m.is_file() && m.size() <= max_len);
+            ok.then(|| (!is_part(&name, id), e.path()))
         })
-        .map(|e| e.path())
         .collect();
     out.sort();
     out.truncate(MAX_SIBLINGS);
-    out
+    out.into_iter().map(|(_, p)| p).collect()
 }
 
 /// The other devices' parts beside `own`, the ones with the newest
@@ -127,7 +138,7 @@ pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
 pub(super) fn newest_parts(own: &Path, id: &AccountId) -> Vec<vault::format::Parsed> {
     let mut parts: Vec<(u64, vault::format::Parsed)> = siblings(own, id)
         .into_iter()
-        .filter(|p| is_part(&file_name(p), id))
+        .filter(|p| is_part(&raw_name(p), id))
         .filter_map(|p| vault::read(&p).ok())
         .filter(|p| &p.vault.account_id == id)
         .map(|p| {
@@ -154,6 +165,7 @@ pub(super) fn unlock_copies(
     own: vault::format::Parsed,
     own_path: &Path,
     id: &AccountId,
+    affordable: impl Fn(&vault::format::VaultFile) -> bool,
 ) -> (Vec<vault::format::Parsed>, usize) {
     let epoch = |p: &vault::format::Parsed| {
         p.vault
@@ -166,11 +178,30 @@ pub(super) fn unlock_copies(
     let mine = epoch(&own);
     let (mut later, rest): (Vec<_>, Vec<_>) = newest_parts(own_path, id)
         .into_iter()
+        .filter(|p| affordable(&p.vault))
         .partition(|p| epoch(p) > mine);
     let at = later.len();
     later.push(own);
     later.extend(rest);
     (later, at)
+}
+
+/// Whether a part beside `own_path` holds a password wrap made by a
+/// `rekey` later than every wrap of this device's file (`own`): this
+/// device's file is then under a retired account key.
+pub(super) fn rekeyed_elsewhere(own: &vault::format::VaultFile, own_path: &Path) -> bool {
+    let mine = own
+        .password_wraps
+        .iter()
+        .map(|w| vault::wrap_epoch(&w.slot_id))
+        .max()
+        .unwrap_or(0);
+    newest_parts(own_path, &own.account_id).iter().any(|p| {
+        p.vault.password_wraps.iter().any(|w| {
+            vault::wrap_epoch(&w.slot_id) > mine
+                && vault::wrap_origin(&w.slot_id).is_some_and(|(_, _, k)| k == 'k')
+        })
+    })
 }
 
 /// What a merge of the folder did.
@@ -186,13 +217,22 @@ pub(super) struct Report {
     pub changed: bool,
     /// A later password or Secret Key came from another device.
     pub credentials_changed: bool,
+    /// The largest generation of the copies merged.
+    pub generation: u64,
 }
 
-fn file_name(p: &Path) -> String {
+fn raw_name(p: &Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+/// A file's name for notes and logs, quoted and escaped (it comes from a
+/// folder others can write: no control character reaches a terminal or a
+/// log).
+fn file_name(p: &Path) -> String {
+    format!("{:?}", raw_name(p))
 }
 
 /// Merges every sibling of `own` (and `own` itself, as it is on disk) into `v`.
@@ -204,7 +244,8 @@ pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
         files.insert(0, own.to_path_buf());
     }
     for path in files {
-        let name = file_name(&path);
+        let raw = raw_name(&path);
+        let name = format!("{raw:?}");
         let parsed = match vault::read(&path) {
             Ok(p) => p,
             Err(e) => {
@@ -216,14 +257,20 @@ pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
         if path == own && parsed.vault.generation == v.file().generation {
             continue;
         }
-        match v.merge_from(&parsed) {
+        let merged = if path == own {
+            v.merge_own_from(&parsed)
+        } else {
+            v.merge_from(&parsed)
+        };
+        match merged {
             Ok(out) => {
+                report.generation = report.generation.max(parsed.vault.generation);
                 if out.changed && path != own {
                     report.notes.push(format!("merged {name}"));
                 }
                 report.changed |= out.changed;
                 report.credentials_changed |= out.credentials_changed;
-                if path != own && !is_part(&name, &id) {
+                if path != own && !is_part(&raw, &id) {
                     report.copies.push(path);
                 }
             }
@@ -397,13 +444,14 @@ impl Agent {
             return Err(err(
                 ErrorCode::PermissionDenied,
                 "this device was removed from the account on another device (`keyward device \
-                 remove`): its protectors are gone; to use the account here again, run `keyward \
-                 join` with the Secret Key and the Master Password",
+                 remove`): its protectors are gone, and a device that joined forgets the vault; \
+                 to use the account here again, run `keyward join PATH` with the Secret Key \
+                 and the Master Password",
             ));
         }
         if strict && report.credentials_changed {
             if report.changed
-                && let Err(e) = v.persist(own)
+                && let Err(e) = v.persist_above(own, report.generation)
             {
                 tracing::warn!("cannot write the merged vault: {e}");
             }
@@ -420,7 +468,7 @@ impl Agent {
             report.changed = true;
         }
         if report.changed || !own.exists() {
-            v.persist(own).map_err(|e| {
+            v.persist_above(own, report.generation).map_err(|e| {
                 err(
                     ErrorCode::Storage,
                     format!("cannot write the vault at {}: {e}", own.display()),
@@ -444,7 +492,7 @@ impl Agent {
         self.edit_vault(|v, path| {
             let mut report = merge_folder(v, path);
             if report.changed {
-                v.persist(path).map_err(|e| {
+                v.persist_above(path, report.generation).map_err(|e| {
                     err(
                         ErrorCode::Storage,
                         format!("cannot write the merged vault: {e}"),
@@ -453,6 +501,27 @@ impl Agent {
             }
             remove_copies(&mut report);
             if report.credentials_changed {
+                // This device's file and keychain protectors hold the
+                // Secret Key the other device replaced (or not): stale, so
+                // that the next unlock asks for the Secret Key instead of
+                // failing as a wrong password.
+                let new_key = v
+                    .file()
+                    .password_wraps
+                    .iter()
+                    .any(|w| vault::wrap_origin(&w.slot_id).is_some_and(|(_, _, k)| k == 's'));
+                let kinds: Vec<_> = v
+                    .file()
+                    .protectors
+                    .iter()
+                    .filter(|p| new_key && v.owns(p))
+                    .map(|p| p.kind)
+                    .collect();
+                for kind in kinds {
+                    if let Err(e) = v.mark_stale(path, kind) {
+                        tracing::warn!("cannot mark the {} protector stale: {e}", kind.name());
+                    }
+                }
                 report.notes.push(
                     "the Master Password or the Secret Key was changed on another device: the \
                      next unlock here asks for the new one"
@@ -476,6 +545,12 @@ impl Agent {
     /// verify under its key. The vault in memory takes both in too.
     pub fn merge_files(&self, ours: &str, theirs: &str) -> Result<Response, AgentError> {
         let (ours, theirs) = (PathBuf::from(ours), PathBuf::from(theirs));
+        if !ours.is_absolute() || !theirs.is_absolute() {
+            return Err(err(
+                ErrorCode::InvalidInput,
+                "the copies to merge must be given as absolute paths",
+            ));
+        }
         let read = |p: &Path| {
             vault::read(p)
                 .map_err(|e| err(ErrorCode::InvalidInput, format!("{}: {e}", p.display())))
@@ -485,8 +560,14 @@ impl Agent {
         self.edit_vault(|v, path| {
             let mut copy = v.try_clone().map_err(internal)?;
             for (p, parsed) in [(&ours, &a), (&theirs, &b)] {
-                copy.merge_from(parsed)
-                    .map_err(|e| err(ErrorCode::Corrupt, format!("{}: {e}", p.display())))?;
+                copy.merge_from(parsed).map_err(|e| {
+                    let code = if e == MergeError::Busy {
+                        ErrorCode::Busy
+                    } else {
+                        ErrorCode::Corrupt
+                    };
+                    err(code, format!("{}: {e}", p.display()))
+                })?;
             }
             copy.persist(&ours).map_err(|e| {
                 err(

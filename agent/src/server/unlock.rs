@@ -28,6 +28,24 @@ impl UnlockIo for PresetPin<'_> {
 type Candidates = (Vec<Box<dyn Protector>>, Vec<&'static str>);
 
 impl Agent {
+    /// A device removed from the account (on another device) that had
+    /// joined it forgets its link to the vault, its id and its file
+    /// protector's Secret Key, and has no account any more: `keyward join`
+    /// sets it up again (with a new id).
+    fn forget_removed_device(&self, writer: &std::sync::MutexGuard<'_, ()>) {
+        if !crate::server::join::pointer_file(&self.paths).exists() {
+            return;
+        }
+        let mut st = self.state_for_apply(writer);
+        if let State::Locked(a) = &*st {
+            let _ = self.file_protector(&a.id).erase();
+        }
+        crate::server::join::forget_pointer(&self.paths);
+        let _ = std::fs::remove_file(self.paths.state_dir.join("device-id"));
+        *st = State::NoAccount;
+        tracing::warn!("this device was removed from the account on another device");
+    }
+
     /// Derives the keys (Argon2id, on the blocking pool) and opens `parsed`
     /// with the password and Secret Key; a wrong one is counted (§12).
     /// Shared by `Unlock` and `Join`.
@@ -37,7 +55,7 @@ impl Agent {
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
     ) -> Result<vault::Unlocked, AgentError> {
-        self.open_counted_any(vec![parsed], password, sk)
+        self.open_counted_any(vec![parsed], 0, password, sk)
             .await
             .map(|(v, _)| v)
     }
@@ -47,11 +65,12 @@ impl Agent {
     pub(in crate::server) async fn open_counted_any(
         &self,
         copies: Vec<vault::format::Parsed>,
+        own: usize,
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
     ) -> Result<(vault::Unlocked, usize), AgentError> {
         let (pw, key) = (password.clone(), sk.clone());
-        let result = tokio::task::spawn_blocking(move || vault::unlock_any(copies, &pw, &key))
+        let result = tokio::task::spawn_blocking(move || vault::unlock_any(copies, own, &pw, &key))
             .await
             .map_err(internal)?;
         match result {
@@ -136,12 +155,20 @@ impl Agent {
         // A stale protector holds an older Secret Key (it could not take a
         // new one): asking it would only fail as a wrong password and count
         // against the user.
+        // Only this device's records: another device's keychain or file
+        // says nothing about this one's (SECURITY.md §18).
+        let me = self.device_id().unwrap_or([0; 16]);
+        let joined = crate::server::join::pointer_file(&self.paths).exists();
+        let mine = |p: &&vault::format::ProtectorRecord| {
+            p.device == me || (p.device == [0; 16] && !joined)
+        };
         let mut has = |k: ProtectorKind| {
             let fresh = file
                 .protectors
                 .iter()
+                .filter(mine)
                 .any(|p| p.kind == k && p.flags & FLAG_STALE == 0);
-            if !fresh && file.protectors.iter().any(|p| p.kind == k) {
+            if !fresh && file.protectors.iter().filter(mine).any(|p| p.kind == k) {
                 stale.push(k.name());
             }
             fresh
@@ -328,13 +355,17 @@ impl Agent {
         let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
         let sk = Arc::new(sk);
         let mut reads = 1;
-        let (writer, mut v, from_other) = loop {
+        let (writer, mut v, from_other, own_generation) = loop {
             let generation = parsed.vault.generation;
             // Other devices' parts may hold a newer password wrap (a new
             // password, Secret Key or account key made there).
+            // Parts whose wraps cost more than this device accepts are
+            // not tried (an attacker's part must not buy Argon2id runs).
             let (copies, own) =
-                crate::server::sync::unlock_copies(parsed, &account.vault_path, &account.id);
-            let (v, which) = self.open_counted_any(copies, &password, &sk).await?;
+                crate::server::sync::unlock_copies(parsed, &account.vault_path, &account.id, |f| {
+                    self.check_wrap_costs(f).is_ok()
+                });
+            let (v, which) = self.open_counted_any(copies, own, &password, &sk).await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'
             // lock, from the file as it is now. A change that was being
@@ -345,7 +376,7 @@ impl Agent {
             let writer = self.writer();
             let now = vault::read(&account.vault_path).map_err(read_error)?;
             if now.vault.generation == generation {
-                break (writer, v, which != own);
+                break (writer, v, which != own, generation);
             }
             drop(writer);
             if reads == 3 {
@@ -375,9 +406,18 @@ impl Agent {
                 Err(e) => notes.push(format!("could not finish an interrupted change: {e}")),
             }
         }
-        self.open_on_device(&mut v, &account.vault_path, true, &mut notes)?;
-        if let Some(note) = self.check_generation(&account.id, v.file().generation) {
+        // The rollback check is on this device's own file as it was read,
+        // before anything merged into it is written (SECURITY.md §13).
+        if let Some(note) = self.check_generation(&account.id, own_generation) {
             notes.push(note);
+        }
+        if let Err(e) = self.open_on_device(&mut v, &account.vault_path, true, &mut notes) {
+            if e.code == ErrorCode::PermissionDenied {
+                // This device was removed: its link to the vault goes, so
+                // that `keyward join` can set it up again.
+                self.forget_removed_device(&writer);
+            }
+            return Err(e);
         }
         if from_other || typed {
             // Typed (after "the Secret Key was changed on another device"),

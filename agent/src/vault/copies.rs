@@ -179,7 +179,15 @@ impl Unlocked {
         let modified = now.max(self.meta[i].modified + 1);
         let (sealed, meta) = self.seal_item(&item_id, new, value.expose(), created, modified)?;
         drop(value);
+        // The old name is removed, as by `rm`: an item of that name another
+        // device made earlier goes too (SECURITY.md §18.3).
+        let old_name = self.name_id(old);
         self.change(path, move |v| {
+            v.tombstone(
+                super::format::TombstoneKind::ItemName,
+                old_name.to_vec(),
+                modified,
+            );
             v.file.items[i].sealed = sealed;
             v.meta[i] = meta;
             v.index.remove(old);

@@ -146,10 +146,30 @@ impl Unlocked {
     /// vault in memory, record by record. Nothing is written: if
     /// [`MergeOutcome::changed`], the caller writes the vault.
     pub fn merge_from(&mut self, other: &Parsed) -> Result<MergeOutcome, MergeError> {
+        self.merge_impl(other, false)
+    }
+
+    /// [`Self::merge_from`] for this device's own file, which may still be
+    /// under an account key this vault retired (a `rekey` made on another
+    /// device, SECURITY.md §18.6): only that file is taken in under a
+    /// previous key, never another device's — whoever still holds an old
+    /// key (a removed device, a revoked recovery code and an old copy)
+    /// cannot get anything merged.
+    pub fn merge_own_from(&mut self, own: &Parsed) -> Result<MergeOutcome, MergeError> {
+        self.merge_impl(own, true)
+    }
+
+    fn merge_impl(
+        &mut self,
+        other: &Parsed,
+        allow_previous: bool,
+    ) -> Result<MergeOutcome, MergeError> {
         if other.vault.account_id != self.file.account_id {
             return Err(MergeError::OtherAccount(other.vault.account_id.to_string()));
         }
-        if self.needs_settling() {
+        // A change of the Secret Key in flight, here or in the copy: its
+        // new wrap may never have been shown to the user (SECURITY.md §18.3).
+        if self.needs_settling() || other.vault.password_wraps.len() > 1 {
             return Err(MergeError::Busy);
         }
         // A copy written before a rekey verifies under an earlier account
@@ -158,8 +178,9 @@ impl Unlocked {
         let theirs = if other.mac_ok(&self.keys.mac_key) {
             &other.vault
         } else {
-            let old = self
-                .previous_key_for(other)
+            let old = allow_previous
+                .then(|| self.previous_key_for(other))
+                .flatten()
                 .ok_or(MergeError::NotVerified)?;
             converted = self
                 .converted_from_previous_key(&other.vault, &old)
@@ -356,7 +377,9 @@ impl Unlocked {
         let merged = VaultFile {
             account_id: ours.account_id,
             created: ours.created.min(theirs.created),
-            generation: ours.generation.max(theirs.generation),
+            // This file's own write counter: the next write is its + 1
+            // (and a merge that is not written leaves it as it was).
+            generation: ours.generation,
             password_wraps: vec![wrap.clone()],
             recovery_wraps,
             piv_wraps,

@@ -309,31 +309,34 @@ pub fn unlock(
 /// that opened. Wrong credentials for all of them is one failure.
 pub fn unlock_any(
     copies: Vec<Parsed>,
+    own: usize,
     password: &Password,
     sk: &SecretKey,
 ) -> Result<(Unlocked, usize), UnlockError> {
-    let mut first_err = None;
-    let mut tried = std::collections::HashSet::new();
+    let mut own_err = None;
+    let mut tried: Vec<PasswordWrap> = Vec::new();
     for (i, parsed) in copies.into_iter().enumerate() {
-        // A copy whose wraps were all tried already costs no Argon2id run.
+        // Another copy whose wraps (whole: slot, salt, parameters, nonce,
+        // ciphertext) were all tried already costs no Argon2id run; this
+        // device's own file is always tried.
         let fresh = parsed
             .vault
             .password_wraps
             .iter()
-            .filter(|w| tried.insert((w.salt16, w.sealed.ct.clone())))
+            .filter(|w| !tried.contains(w))
             .count();
-        if fresh == 0 {
+        tried.extend(parsed.vault.password_wraps.iter().cloned());
+        if fresh == 0 && i != own {
             continue;
         }
         match unlock(parsed, password, sk) {
             Ok(v) => return Ok((v, i)),
-            Err(e @ (UnlockError::Kdf(_) | UnlockError::Alloc(_))) => return Err(e),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
+            // Another device's copy failing (forged, damaged) is only skipped.
+            Err(e) if i == own => own_err = Some(e),
+            Err(_) => {}
         }
     }
-    Err(first_err.unwrap_or(UnlockError::WrongCredentials))
+    Err(own_err.unwrap_or(UnlockError::WrongCredentials))
 }
 
 /// Opens with a recovery code (no password, no Secret Key). The result knows
@@ -540,6 +543,17 @@ impl Unlocked {
             .max()
     }
 
+    /// `now`, or later than an earlier removal of the same record: a
+    /// record added again is not removed by the merge (SECURITY.md §18.3).
+    pub(crate) fn after_removal(&self, kind: format::TombstoneKind, id: &[u8], now: u64) -> u64 {
+        self.file
+            .tombstones
+            .iter()
+            .filter(|t| t.kind == kind && t.id == id)
+            .map(|t| t.removed + 1)
+            .fold(now, u64::max)
+    }
+
     /// Records a removal (or moves an earlier one's time forward).
     fn tombstone(&mut self, kind: format::TombstoneKind, id: Vec<u8>, removed: u64) {
         match self
@@ -600,6 +614,19 @@ impl Unlocked {
         let r = store::write_atomic(path, &bytes);
         if r.is_err() {
             self.file.generation -= 1;
+        }
+        r
+    }
+
+    /// [`Self::persist`] with a generation above `floor` too (the largest
+    /// generation of the copies just merged, so that this file's mark is
+    /// never below one this device saw). On failure nothing changes.
+    pub fn persist_above(&mut self, path: &Path, floor: u64) -> std::io::Result<()> {
+        let before = self.file.generation;
+        self.file.generation = before.max(floor);
+        let r = self.persist(path);
+        if r.is_err() {
+            self.file.generation = before;
         }
         r
     }
@@ -1127,6 +1154,21 @@ impl Unlocked {
         Ok(full)
     }
 
+    /// Records tombstones for recovery codes revoked before tombstones
+    /// existed (and removes their wraps if present), in one write.
+    pub fn tombstone_codes(&mut self, path: &Path, codes: &[[u8; 8]]) -> Result<(), ChangeError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.change(path, |v| {
+            for c in codes {
+                v.file.recovery_wraps.retain(|w| &w.code_id != c);
+                v.tombstone(format::TombstoneKind::RecoveryCode, c.to_vec(), now);
+            }
+            Ok(())
+        })
+    }
+
     /// Records that a recovery code was used.
     pub fn touch_recovery_code(
         &mut self,
@@ -1184,7 +1226,11 @@ impl Unlocked {
                 touch_policy,
                 card_pk: card_c,
                 epk,
-                added: now,
+                added: v.after_removal(
+                    format::TombstoneKind::Yubikey,
+                    &format::Tombstone::yubikey_id(serial, slot),
+                    now,
+                ),
                 last_used: 0,
                 sealed,
             });
@@ -1218,13 +1264,20 @@ impl Unlocked {
                         p.device = device;
                     }
                 }
-                None => v.file.protectors.push(ProtectorRecord {
-                    kind,
-                    added: now,
-                    last_used: 0,
-                    flags: 0,
-                    device,
-                }),
+                None => {
+                    let added = v.after_removal(
+                        format::TombstoneKind::Protector,
+                        &format::Tombstone::protector_id(kind, &device),
+                        now,
+                    );
+                    v.file.protectors.push(ProtectorRecord {
+                        kind,
+                        added,
+                        last_used: 0,
+                        flags: 0,
+                        device,
+                    })
+                }
             }
             Ok(())
         })

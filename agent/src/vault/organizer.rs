@@ -181,7 +181,11 @@ impl Unlocked {
             org_pk: *recipient.as_bytes(),
             epk,
             flags: if required { FLAG_REQUIRED } else { 0 },
-            added: now,
+            added: self.after_removal(
+                super::format::TombstoneKind::OrganizerWrap,
+                recipient.as_bytes(),
+                now,
+            ),
             name: name.to_owned(),
             sealed,
         };

@@ -73,8 +73,10 @@ fn synced(r: Response, json: bool) -> Result<(), CliError> {
             exit::FAILURE,
             format!(
                 "{} cop{} of the vault did not verify under this account's key and were not \
-                 merged: someone without the account key wrote them, or they are damaged; \
-                 look at them, then remove them",
+                 merged: written by someone without the account key, damaged, or written \
+                 after a `keyward rekey` on another device (then lock and unlock here). A \
+                 conflict copy or a file no device of yours wrote can be removed; another \
+                 device's part (vault-ID.<device>.kwv) is that device's to fix",
                 refused.len(),
                 if refused.len() == 1 { "y" } else { "ies" }
             ),

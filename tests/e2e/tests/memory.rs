@@ -218,6 +218,15 @@ fn the_agent_is_not_dumpable_and_refuses_ptrace() {
     .spawn()
     .unwrap();
     let (apid, cpid) = (agent.id(), control.id());
+    // The control must have become `sleep` as uid 65534 before it is read
+    // (until its exec it is still the privileged launcher, not dumpable).
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{cpid}/comm"))
+        .map_or(true, |c| c.trim() != "sleep")
+        && start.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let read = |pid: u32, file: &str| {
         as_nobody(&["cat", &format!("/proc/{pid}/{file}")])
             .output()

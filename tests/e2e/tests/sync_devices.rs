@@ -251,20 +251,25 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     let after = std::fs::read(a.paths.data_dir.join(format!("vault-{account}.kwv"))).unwrap();
     assert_ne!(before, after);
     assert_eq!(get(&a, "shared").as_deref(), Some("from a"));
-    // B, still on the old key, writes; A takes it in (the old key is kept
-    // sealed in A's vault for copies written before the rekey).
+    // B, still on the old key, writes; A refuses B's part (whoever holds an
+    // old key — a removed device, a revoked code and an old copy — must not
+    // get anything merged), until B takes the new key.
     set(&b, "after-rekey-on-b", "old key");
-    sync(&a).expect_code(0);
-    assert_eq!(get(&a, "after-rekey-on-b").as_deref(), Some("old key"));
+    let r = sync(&a);
+    assert_ne!(r.code, 0, "A merged a part under the retired key");
+    assert_eq!(get(&a, "after-rekey-on-b"), None);
     // B's running agent cannot read A's new file: it says why.
     let r = sync(&b);
     assert_ne!(r.code, 0);
     assert!(r.stdout.contains("rekey"), "{}", r.stdout);
-    // B's next unlock takes the new key, with the same credentials.
+    // B's next unlock takes the new key, with the same credentials, and
+    // its own file (under the old key) with it.
     b.ok(&["lock"]);
     b.unlock(PW).expect_code(0);
     assert_eq!(get(&b, "shared").as_deref(), Some("from a"));
     assert_eq!(get(&b, "after-rekey-on-b").as_deref(), Some("old key"));
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "after-rekey-on-b").as_deref(), Some("old key"));
     set(&b, "on-new-key", "b");
     sync(&b).expect_code(0);
     sync(&a).expect_code(0);
@@ -292,6 +297,35 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     }
     a.unlock(PW).expect_code(0);
     assert_eq!(get(&a, "on-new-key").as_deref(), Some("b"));
+}
+
+/// A part that copies this device's password wrap under a later epoch
+/// (it cannot open: the slot id is in the wrap's associated data) is tried
+/// first and fails; the device's own file still opens (before, the own
+/// file's identical salt and ciphertext made it count as tried already).
+#[test]
+fn a_forged_part_with_a_later_wrap_does_not_lock_the_device_out() {
+    let a = Home::new();
+    let (account, _) = a.init(PW);
+    set(&a, "k", "v");
+    a.ok(&["lock"]);
+    let main = a.paths.data_dir.join(format!("vault-{account}.kwv"));
+    let mut bytes = std::fs::read(&main).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"pw-1").unwrap();
+    bytes[at + 3] = b'9';
+    let n = bytes.len();
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(&bytes[..n - 32]);
+    bytes[n - 32..].copy_from_slice(&sum);
+    std::fs::write(
+        a.paths
+            .data_dir
+            .join(format!("vault-{account}.{}.kwv", "ab".repeat(16))),
+        bytes,
+    )
+    .unwrap();
+    a.unlock(PW).expect_code(0);
+    assert_eq!(get(&a, "k").as_deref(), Some("v"));
 }
 
 /// A vault file written by another account (right name, wrong key).

@@ -28,7 +28,11 @@ pub(super) fn protector_error(e: ProtectorError) -> AgentError {
     }
 }
 
-fn describe(file: &VaultFile, state_dir: &std::path::Path) -> Vec<ProtectorInfo> {
+fn describe(
+    file: &VaultFile,
+    state_dir: &std::path::Path,
+    mine: impl Fn(&crate::vault::format::ProtectorRecord) -> bool,
+) -> Vec<ProtectorInfo> {
     let mut out = Vec::new();
     for w in &file.piv_wraps {
         out.push(ProtectorInfo {
@@ -46,7 +50,9 @@ fn describe(file: &VaultFile, state_dir: &std::path::Path) -> Vec<ProtectorInfo>
             stale: false,
         });
     }
-    for p in &file.protectors {
+    // This device's file and keychain protectors (`keyward device list`
+    // shows the other devices').
+    for p in file.protectors.iter().filter(|p| mine(p)) {
         let key_file = state_dir.join(format!("secret-key-{}", file.account_id));
         // The record is in the vault, the file on one device: on another
         // (a copied vault) it is missing, and unusable as a stale one.
@@ -85,7 +91,11 @@ impl Agent {
             State::Locked(a) => vault::read(&a.vault_path).map_err(read_error)?.vault,
             State::NoAccount => return Err(no_account_error()),
         };
-        Ok(Response::Protectors(describe(&file, &self.paths.state_dir)))
+        Ok(Response::Protectors(describe(
+            &file,
+            &self.paths.state_dir,
+            self.my_protector_records(),
+        )))
     }
 
     /// `ProtectorAdd` (re-asks the password: the Secret Key goes somewhere
@@ -237,7 +247,7 @@ impl Agent {
                 ),
                 other => change_error(other),
             })?;
-            Ok(v.file().piv_wraps.len() + v.file().protectors.len())
+            Ok(v.file().piv_wraps.len() + v.file().protectors.iter().filter(|p| v.owns(p)).count())
         })?;
         if remaining == 0 {
             notes.push(

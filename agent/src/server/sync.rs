@@ -413,6 +413,16 @@ impl Agent {
         })
     }
 
+    /// Which protector records are this device's, before any vault is
+    /// open: its device id, or no device id on a device that did not join.
+    pub(super) fn my_protector_records(
+        &self,
+    ) -> impl Fn(&vault::format::ProtectorRecord) -> bool + use<> {
+        let me = self.device_id().unwrap_or([0; 16]);
+        let joined = super::join::pointer_file(&self.paths).exists();
+        move |p| p.device == me || (p.device == [0; 16] && !joined)
+    }
+
     /// Makes `v` know this device (whose protector records it may touch).
     pub(super) fn bind_device(
         &self,
@@ -669,7 +679,11 @@ impl Agent {
                     if last.as_ref() == Some(&stamp) {
                         continue;
                     }
-                    match agent.sync_now() {
+                    let synced = agent.sync_now();
+                    // The copy of the vault the merge ran on passed key
+                    // material through this thread's frames.
+                    crate::secret::scrub_stack();
+                    match synced {
                         Ok(Response::Synced { notes, .. }) => {
                             for n in notes.iter().filter(|n| *n != "nothing new to merge") {
                                 tracing::info!("sync: {n}");

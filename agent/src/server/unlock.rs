@@ -25,7 +25,8 @@ impl UnlockIo for PresetPin<'_> {
 
 /// The protectors to ask for the Secret Key, in order, and the kinds left
 /// out because they are stale.
-type Candidates = (Vec<Box<dyn Protector>>, Vec<&'static str>);
+/// The protectors to ask, and why others are not asked (for the error).
+type Candidates = (Vec<Box<dyn Protector>>, Vec<String>);
 
 impl Agent {
     /// A device removed from the account (on another device) that had
@@ -70,9 +71,14 @@ impl Agent {
         sk: &Arc<SecretKey>,
     ) -> Result<(vault::Unlocked, usize), AgentError> {
         let (pw, key) = (password.clone(), sk.clone());
-        let result = tokio::task::spawn_blocking(move || vault::unlock_any(copies, own, &pw, &key))
-            .await
-            .map_err(internal)?;
+        let result = tokio::task::spawn_blocking(move || {
+            let r = vault::unlock_any(copies, own, &pw, &key);
+            // The account key passed by value through these frames.
+            crate::secret::scrub_stack();
+            r
+        })
+        .await
+        .map_err(internal)?;
         match result {
             Ok(v) => Ok(v),
             Err(UnlockError::WrongCredentials) => {
@@ -157,11 +163,8 @@ impl Agent {
         // against the user.
         // Only this device's records: another device's keychain or file
         // says nothing about this one's (SECURITY.md §18).
-        let me = self.device_id().unwrap_or([0; 16]);
-        let joined = crate::server::join::pointer_file(&self.paths).exists();
-        let mine = |p: &&vault::format::ProtectorRecord| {
-            p.device == me || (p.device == [0; 16] && !joined)
-        };
+        let mine_of = self.my_protector_records();
+        let mine = |p: &&vault::format::ProtectorRecord| mine_of(p);
         let mut has = |k: ProtectorKind| {
             let fresh = file
                 .protectors
@@ -211,7 +214,32 @@ impl Agent {
                 },
             ));
         }
-        Ok((out, stale))
+        let mut reasons: Vec<String> = stale
+            .iter()
+            .map(|kind| {
+                format!(
+                    "{kind}: stale, it holds an older Secret Key (re-enroll it with \
+                     `keyward protector add {kind}` once unlocked)"
+                )
+            })
+            .collect();
+        // Records of other devices only (a copied vault, a new device): say
+        // so once, with what to do.
+        for kind in [ProtectorKind::File, ProtectorKind::Keychain] {
+            let here = file.protectors.iter().filter(mine).any(|p| p.kind == kind);
+            let elsewhere = file
+                .protectors
+                .iter()
+                .any(|p| p.kind == kind && !mine_of(p));
+            if elsewhere && !here && wanted(kind.name()) {
+                reasons.push(format!(
+                    "{k}: the vault's {k} protector is another device's; this device keeps no \
+                     Secret Key yet (after unlocking with it: `keyward protector add {k}`)",
+                    k = kind.name()
+                ));
+            }
+        }
+        Ok((out, reasons))
     }
 
     /// Obtains the Secret Key from the protectors (or the request).
@@ -240,16 +268,7 @@ impl Agent {
         }
         let mut blocked = None;
         let mut cancelled = false;
-        let (candidates, stale) = self.candidates(file, req.with.as_deref())?;
-        let mut reasons: Vec<String> = stale
-            .iter()
-            .map(|kind| {
-                format!(
-                    "{kind}: stale, it holds an older Secret Key (re-enroll it with \
-                     `keyward protector add {kind}` once unlocked)"
-                )
-            })
-            .collect();
+        let (candidates, mut reasons) = self.candidates(file, req.with.as_deref())?;
         let quiet = reasons.len();
         // A reason told as it happened (a notice, when another protector
         // is tried next) is not repeated in the final error.

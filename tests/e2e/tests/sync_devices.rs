@@ -262,9 +262,18 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     let r = sync(&b);
     assert_ne!(r.code, 0);
     assert!(r.stdout.contains("rekey"), "{}", r.stdout);
+    // Locked and not yet caught up, B still holds the revoked code's wrap
+    // in its own file: the folder shows the rekey, so no code recovers it.
+    b.ok(&["lock"]);
+    let r = b.run_with(
+        &["recover", "--code-fd", "3", "--new-password-fd", "0", "--json"],
+        Some(b"another new password\n"),
+        Some(code.as_bytes()),
+    );
+    assert_ne!(r.code, 0, "a code revoked by a rekey elsewhere recovered B: {r}");
+    assert!(r.stderr.contains("rekey"), "{r}");
     // B's next unlock takes the new key, with the same credentials, and
     // its own file (under the old key) with it.
-    b.ok(&["lock"]);
     b.unlock(PW).expect_code(0);
     assert_eq!(get(&b, "shared").as_deref(), Some("from a"));
     assert_eq!(get(&b, "after-rekey-on-b").as_deref(), Some("old key"));
@@ -326,6 +335,24 @@ fn a_forged_part_with_a_later_wrap_does_not_lock_the_device_out() {
     .unwrap();
     a.unlock(PW).expect_code(0);
     assert_eq!(get(&a, "k").as_deref(), Some("v"));
+}
+
+/// Junk files named like the account's copies (sorting before the real
+/// parts, more than the 64 looked at) do not crowd another device's part out.
+#[test]
+fn junk_files_in_the_folder_do_not_crowd_a_real_part_out() {
+    let (a, b, account, _sk) = two_devices();
+    for n in 0..80 {
+        std::fs::write(
+            a.paths.data_dir.join(format!("vault-{account}-junk-{n:02}.kwv")),
+            b"not a vault",
+        )
+        .unwrap();
+    }
+    set(&b, "behind-the-junk", "seen");
+    let r = sync(&a);
+    assert_ne!(r.code, 0, "junk was not reported");
+    assert_eq!(get(&a, "behind-the-junk").as_deref(), Some("seen"));
 }
 
 /// A vault file written by another account (right name, wrong key).

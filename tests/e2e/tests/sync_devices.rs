@@ -266,11 +266,21 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     // in its own file: the folder shows the rekey, so no code recovers it.
     b.ok(&["lock"]);
     let r = b.run_with(
-        &["recover", "--code-fd", "3", "--new-password-fd", "0", "--json"],
+        &[
+            "recover",
+            "--code-fd",
+            "3",
+            "--new-password-fd",
+            "0",
+            "--json",
+        ],
         Some(b"another new password\n"),
         Some(code.as_bytes()),
     );
-    assert_ne!(r.code, 0, "a code revoked by a rekey elsewhere recovered B: {r}");
+    assert_ne!(
+        r.code, 0,
+        "a code revoked by a rekey elsewhere recovered B: {r}"
+    );
     assert!(r.stderr.contains("rekey"), "{r}");
     // B's next unlock takes the new key, with the same credentials, and
     // its own file (under the old key) with it.
@@ -344,7 +354,9 @@ fn junk_files_in_the_folder_do_not_crowd_a_real_part_out() {
     let (a, b, account, _sk) = two_devices();
     for n in 0..80 {
         std::fs::write(
-            a.paths.data_dir.join(format!("vault-{account}-junk-{n:02}.kwv")),
+            a.paths
+                .data_dir
+                .join(format!("vault-{account}-junk-{n:02}.kwv")),
             b"not a vault",
         )
         .unwrap();

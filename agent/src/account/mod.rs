@@ -90,6 +90,18 @@ impl fmt::Debug for AccountId {
 }
 
 /// Lower-case hex (slot ids, recovery code ids).
+/// The bytes of `N * 2` lower-case hex digits, as [`hex`] writes them.
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 pub fn hex(b: &[u8]) -> String {
     let mut out = vec![0u8; 2 * b.len()];
     hex_into(b, &mut out);

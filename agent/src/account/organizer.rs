@@ -493,17 +493,6 @@ pub const GRANT_FORMAT: &str = "keyward-grant";
 /// The grant file version.
 pub const GRANT_VERSION: u64 = 1;
 
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 impl Grant {
     /// Seals `account_key` for a grant, with a given nonce (vectors).
     pub fn seal_with_nonce(
@@ -605,13 +594,15 @@ impl Grant {
             .and_then(|a| AccountId::parse(a).ok())
             .ok_or_else(|| bad("its account_id is not an account ID"))?;
         let grant_id =
-            unhex::<16>(s("grant_id").unwrap_or("")).ok_or_else(|| bad("bad grant_id"))?;
+            super::unhex::<16>(s("grant_id").unwrap_or("")).ok_or_else(|| bad("bad grant_id"))?;
         let expires = obj
             .get("expires")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| bad("bad expires"))?;
-        let nonce = unhex::<NONCE_LEN>(s("nonce").unwrap_or("")).ok_or_else(|| bad("bad nonce"))?;
-        let ct = unhex::<SEALED_KEY_LEN>(s("ct").unwrap_or("")).ok_or_else(|| bad("bad ct"))?;
+        let nonce =
+            super::unhex::<NONCE_LEN>(s("nonce").unwrap_or("")).ok_or_else(|| bad("bad nonce"))?;
+        let ct =
+            super::unhex::<SEALED_KEY_LEN>(s("ct").unwrap_or("")).ok_or_else(|| bad("bad ct"))?;
         Ok(Self {
             account_id,
             grant_id,

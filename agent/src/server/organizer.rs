@@ -163,8 +163,18 @@ pub fn policy_dir() -> PathBuf {
 
 /// `YYYY-MM-DD HH:MM UTC` for Unix seconds.
 fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
+    format!(
+        "{} {:02}:{:02} UTC",
+        date(secs),
+        rem / 3_600,
+        rem % 3_600 / 60
+    )
+}
+
+/// `YYYY-MM-DD` (UTC) for Unix seconds.
+pub(super) fn date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -175,11 +185,7 @@ fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3_600,
-        rem % 3_600 / 60
-    )
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// The path and hours of `OrganizerRecover` and `OrganizerRecoverCard`.

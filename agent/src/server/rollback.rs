@@ -221,13 +221,7 @@ impl Agent {
         // so that no other device's copy brings the code back (§18.3).
         let missing: Vec<[u8; 8]> = revoked
             .iter()
-            .filter_map(|h| {
-                let mut id = [0u8; 8];
-                for (i, b) in id.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-                }
-                Some(id)
-            })
+            .filter_map(|h| crate::account::unhex::<8>(h))
             .filter(|id| {
                 !v.file().tombstones.iter().any(|t| {
                     t.kind == vault::format::TombstoneKind::RecoveryCode && t.id[..] == id[..]

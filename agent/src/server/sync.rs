@@ -9,6 +9,7 @@
 //! merged it), so no file has two writers and a sync engine never has a
 //! conflict to resolve; reading merges them all.
 
+use super::organizer::date;
 use super::state::{Agent, State, err, internal};
 use crate::account::AccountId;
 use crate::vault::format::{DeviceId, DeviceRecord, TombstoneKind};
@@ -42,14 +43,7 @@ pub(super) fn this_device(paths: &Paths, uid: u32) -> std::io::Result<DeviceId> 
 }
 
 fn parse_device_id(text: &str) -> Option<DeviceId> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+    crate::account::unhex::<16>(text)
 }
 
 /// A name for this device: its host name.
@@ -141,16 +135,7 @@ pub(super) fn newest_parts(own: &Path, id: &AccountId) -> Vec<vault::format::Par
         .filter(|p| is_part(&raw_name(p), id))
         .filter_map(|p| vault::read(&p).ok())
         .filter(|p| &p.vault.account_id == id)
-        .map(|p| {
-            let epoch = p
-                .vault
-                .password_wraps
-                .iter()
-                .map(|w| vault::wrap_epoch(&w.slot_id))
-                .max()
-                .unwrap_or(0);
-            (epoch, p)
-        })
+        .map(|p| (vault::newest_epoch(&p.vault), p))
         .collect();
     parts.sort_by_key(|p| std::cmp::Reverse(p.0));
     parts.truncate(MAX_UNLOCK_TRIES);
@@ -167,14 +152,7 @@ pub(super) fn unlock_copies(
     id: &AccountId,
     affordable: impl Fn(&vault::format::VaultFile) -> bool,
 ) -> (Vec<vault::format::Parsed>, usize) {
-    let epoch = |p: &vault::format::Parsed| {
-        p.vault
-            .password_wraps
-            .iter()
-            .map(|w| vault::wrap_epoch(&w.slot_id))
-            .max()
-            .unwrap_or(0)
-    };
+    let epoch = |p: &vault::format::Parsed| vault::newest_epoch(&p.vault);
     let mine = epoch(&own);
     let (mut later, rest): (Vec<_>, Vec<_>) = newest_parts(own_path, id)
         .into_iter()
@@ -190,12 +168,7 @@ pub(super) fn unlock_copies(
 /// `rekey` later than every wrap of this device's file (`own`): this
 /// device's file is then under a retired account key.
 pub(super) fn rekeyed_elsewhere(own: &vault::format::VaultFile, own_path: &Path) -> bool {
-    let mine = own
-        .password_wraps
-        .iter()
-        .map(|w| vault::wrap_epoch(&w.slot_id))
-        .max()
-        .unwrap_or(0);
+    let mine = vault::newest_epoch(own);
     newest_parts(own_path, &own.account_id).iter().any(|p| {
         p.vault.password_wraps.iter().any(|w| {
             vault::wrap_epoch(&w.slot_id) > mine
@@ -280,17 +253,7 @@ pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
                     .push(format!("{name}: not merged yet ({})", MergeError::Busy));
             }
             Err(e) => {
-                let newer = parsed
-                    .vault
-                    .password_wraps
-                    .iter()
-                    .map(|w| vault::wrap_epoch(&w.slot_id))
-                    .max()
-                    > v.file()
-                        .password_wraps
-                        .iter()
-                        .map(|w| vault::wrap_epoch(&w.slot_id))
-                        .max();
+                let newer = vault::newest_epoch(&parsed.vault) > vault::newest_epoch(v.file());
                 let hint = if newer && e == MergeError::NotVerified {
                     " (its password wrap is newer than this vault's: if the account key was \
                      changed on another device with `keyward rekey`, lock and unlock to take \
@@ -338,22 +301,6 @@ fn folder_stamp(own: &Path, id: &AccountId) -> Vec<(PathBuf, u64, i64, i64)> {
             Some((p, m.size(), m.mtime(), m.mtime_nsec() ^ (m.ino() as i64)))
         })
         .collect()
-}
-
-/// The date (UTC, `YYYY-MM-DD`) of Unix seconds.
-fn date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// What to tell a device whose password wrap was replaced by another

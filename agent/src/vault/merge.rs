@@ -85,6 +85,15 @@ pub fn wrap_origin(slot_id: &str) -> Option<(u64, &str, char)> {
     Some((time, device, kind))
 }
 
+/// The latest epoch of a vault's password wraps.
+pub fn newest_epoch(v: &VaultFile) -> u64 {
+    v.password_wraps
+        .iter()
+        .map(|w| wrap_epoch(&w.slot_id))
+        .max()
+        .unwrap_or(0)
+}
+
 fn wrap_rank(w: &PasswordWrap) -> (u64, String, Vec<u8>) {
     (
         wrap_epoch(&w.slot_id),

@@ -20,7 +20,7 @@ pub mod ssh;
 pub mod store;
 
 pub use copies::{CopyDiff, CopyError};
-pub use merge::{MergeError, MergeOutcome, wrap_epoch, wrap_origin};
+pub use merge::{MergeError, MergeOutcome, newest_epoch, wrap_epoch, wrap_origin};
 pub use rekey::key_id;
 
 use crate::account::items::ItemId;
@@ -919,9 +919,7 @@ impl Unlocked {
     /// the first file that holds it), when, on which device, and why (`p`
     /// a new password, `s` a new Secret Key); SECURITY.md §6.
     fn next_slot_id(&self, why: char) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
         // Later than every wrap this vault has seen, whichever device made it.
         let epoch = self
             .file
@@ -1134,9 +1132,7 @@ impl Unlocked {
             return Err(ChangeError::NotFound("recovery code", id_hex.to_owned()));
         };
         let full = full.clone();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
         self.change(path, |v| {
             let gone: Vec<[u8; 8]> = v
                 .file
@@ -1157,9 +1153,7 @@ impl Unlocked {
     /// Records tombstones for recovery codes revoked before tombstones
     /// existed (and removes their wraps if present), in one write.
     pub fn tombstone_codes(&mut self, path: &Path, codes: &[[u8; 8]]) -> Result<(), ChangeError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
         self.change(path, |v| {
             for c in codes {
                 v.file.recovery_wraps.retain(|w| &w.code_id != c);
@@ -1317,9 +1311,7 @@ impl Unlocked {
         if !exists {
             return Err(ChangeError::NotFound("protector", format!("{which:?}")));
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::Clock::unix_now(&crate::clock::SystemClock);
         self.change(path, |v| {
             match which {
                 ProtectorRef::Kind(k) => {

@@ -78,6 +78,16 @@ pub trait Protector: Send + Sync {
     fn describe(&self) -> String;
     /// Gives the Secret Key (blocking; may prompt through `io`).
     fn fetch(&self, io: &dyn UnlockIo) -> Result<SecretKey, ProtectorError>;
+    /// [`Self::fetch`], and a newer Secret Key that another device sealed
+    /// for this protector (a YubiKey wrap re-made there after a new Secret
+    /// Key), if it has one: unverified, for the unlock to try first on
+    /// that device's copy.
+    fn fetch_with_newer(
+        &self,
+        io: &dyn UnlockIo,
+    ) -> Result<(SecretKey, Option<SecretKey>), ProtectorError> {
+        self.fetch(io).map(|sk| (sk, None))
+    }
 }
 
 /// A protector that holds the Secret Key outside the vault and can take a new one.

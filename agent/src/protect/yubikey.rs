@@ -734,6 +734,8 @@ fn choose_slot(
 /// The YubiKey protector of one PIV wrap record.
 pub struct YubiKeyProtector {
     wrap: PivWrap,
+    /// The same card's wrap in another device's newer part, if it differs.
+    newer: Option<PivWrap>,
     account: AccountId,
     insert_timeout: Duration,
 }
@@ -744,9 +746,25 @@ impl YubiKeyProtector {
     pub fn new(wrap: PivWrap, account: AccountId) -> Self {
         Self {
             wrap,
+            newer: None,
             account,
             insert_timeout: Duration::ZERO,
         }
+    }
+
+    /// Also opens `newer`, the wrap another device made for the same card
+    /// key (in its part with a later password wrap), in the same PIN
+    /// session: see [`Protector::fetch_with_newer`]. Ignored unless it
+    /// names the same card, slot and key and seals something else.
+    pub fn with_newer(mut self, newer: Option<&PivWrap>) -> Self {
+        self.newer = newer
+            .filter(|n| {
+                (n.serial, n.slot, n.card_pk)
+                    == (self.wrap.serial, self.wrap.slot, self.wrap.card_pk)
+                    && (n.epk, &n.sealed) != (self.wrap.epk, &self.wrap.sealed)
+            })
+            .cloned();
+        self
     }
 
     /// Waits up to `timeout` for an absent card to be inserted (after a
@@ -834,24 +852,53 @@ impl Protector for YubiKeyProtector {
     }
 
     fn fetch(&self, io: &dyn UnlockIo) -> Result<SecretKey, ProtectorError> {
-        let (serial, slot) = (self.wrap.serial, self.wrap.slot);
-        let epk = piv::uncompress(&self.wrap.epk).map_err(|_| {
+        let yk = self.open(io)?;
+        let (x, _) = key_agreement_pair(yk, &self.agreement(), &self.epk(&self.wrap)?, None, io)?;
+        self.open_sealed(&self.wrap, &x)
+    }
+
+    fn fetch_with_newer(
+        &self,
+        io: &dyn UnlockIo,
+    ) -> Result<(SecretKey, Option<SecretKey>), ProtectorError> {
+        let Some(newer) = &self.newer else {
+            return self.fetch(io).map(|sk| (sk, None));
+        };
+        let epk = self.epk(&self.wrap)?;
+        // Another device's record: a damaged one is only left out.
+        let newer_epk = self.epk(newer).ok();
+        let yk = self.open(io)?;
+        let (x, y) = key_agreement_pair(yk, &self.agreement(), &epk, newer_epk.as_ref(), io)?;
+        let sk = self.open_sealed(&self.wrap, &x)?;
+        let newer_sk = y
+            .and_then(|y| self.open_sealed(newer, &y).ok())
+            .filter(|n| n.expose_compact() != sk.expose_compact());
+        Ok((sk, newer_sk))
+    }
+}
+
+impl YubiKeyProtector {
+    /// The ephemeral key of `w`, uncompressed.
+    fn epk(&self, w: &PivWrap) -> Result<[u8; 65], ProtectorError> {
+        piv::uncompress(&w.epk).map_err(|_| {
             ProtectorError::Failed(format!(
-                "the vault's record for YubiKey {serial} slot {slot:02x} is damaged (bad ephemeral key)"
+                "the vault's record for YubiKey {} slot {:02x} is damaged (bad ephemeral key)",
+                w.serial, w.slot
+            ))
+        })
+    }
+
+    /// Opens the Secret Key sealed in `w` with the card's answer `x`.
+    fn open_sealed(&self, w: &PivWrap, x: &SecretArray<32>) -> Result<SecretKey, ProtectorError> {
+        let (serial, slot) = (w.serial, w.slot);
+        let key = piv::wrap_key(x.expose(), &w.epk, &w.card_pk);
+        let sk = piv::open_secret_key(&key, &self.account, serial, slot, &w.sealed).map_err(|_| {
+            ProtectorError::Failed(format!(
+                "YubiKey {serial} answered, but its answer does not open the Secret Key sealed in \
+                 the vault for it (the record was damaged or replaced); unlock another way and \
+                 re-enroll the card"
             ))
         })?;
-        let yk = self.open(io)?;
-        let x = key_agreement(yk, &self.agreement(), &epk, io)?;
-        let key = piv::wrap_key(x.expose(), &self.wrap.epk, &self.wrap.card_pk);
-        drop(x);
-        let sk = piv::open_secret_key(&key, &self.account, serial, slot, &self.wrap.sealed)
-            .map_err(|_| {
-                ProtectorError::Failed(format!(
-                    "YubiKey {serial} answered, but its answer does not open the Secret Key sealed in \
-                     the vault for it (the record was damaged or replaced); unlock another way and \
-                     re-enroll the card"
-                ))
-            })?;
         if sk.account_id() != self.account {
             return Err(ProtectorError::Failed(format!(
                 "the Secret Key sealed for YubiKey {serial} belongs to another account"
@@ -896,11 +943,25 @@ pub(crate) struct CardAgreement<'a> {
 /// x-coordinate. The card handle is dropped (which resets the card,
 /// forgetting the PIN) as soon as the card has answered.
 pub(crate) fn key_agreement(
-    mut yk: YubiKey,
+    yk: YubiKey,
     a: &CardAgreement<'_>,
     epk: &[u8; 65],
     io: &dyn UnlockIo,
 ) -> Result<SecretArray<32>, ProtectorError> {
+    key_agreement_pair(yk, a, epk, None, io).map(|(x, _)| x)
+}
+
+/// [`key_agreement`] with `epk`, then (in the same PIN session) with
+/// `second` if given: the second answer is `None` when the card refuses it
+/// (a point from another device's record is not trusted to be one the card
+/// takes).
+fn key_agreement_pair(
+    mut yk: YubiKey,
+    a: &CardAgreement<'_>,
+    epk: &[u8; 65],
+    second: Option<&[u8; 65]>,
+    io: &dyn UnlockIo,
+) -> Result<(SecretArray<32>, Option<SecretArray<32>>), ProtectorError> {
     let serial = a.serial;
     let slot_id = check_slot_key(&mut yk, a)?;
     let tries = pin_tries_left(&mut yk);
@@ -921,7 +982,9 @@ pub(crate) fn key_agreement(
     };
     check_pin_length(serial, &pin)?;
     verify_pin(&mut yk, serial, &pin)?;
-    drop(pin);
+    // Kept for a second agreement only (a PIN policy of "always" asks
+    // for it before each one).
+    let pin = second.map(|_| pin);
 
     let touch = Touch::from_code(a.touch_policy).unwrap_or(Touch::Never);
     match touch {
@@ -930,6 +993,22 @@ pub(crate) fn key_agreement(
         Touch::Cached => io.notice(&format!("Touch your YubiKey {serial} if it is blinking…")),
     }
     let shared = ykpiv::decrypt_data(&mut yk, epk, AlgorithmId::EccP256, slot_id);
+    let other = match (&shared, second, &pin) {
+        (Ok(_), Some(p), Some(pin)) => {
+            verify_pin(&mut yk, serial, pin)?;
+            if touch == Touch::Always {
+                io.notice(&format!(
+                    "Touch your YubiKey {serial} once more (for the Secret Key another device \
+                     sealed for it)…"
+                ));
+            }
+            ykpiv::decrypt_data(&mut yk, p, AlgorithmId::EccP256, slot_id)
+                .ok()
+                .and_then(|s| SecretArray::<32>::from_slice(&s))
+        }
+        _ => None,
+    };
+    drop(pin);
     // Done with the card: the drop resets it, which forgets the PIN.
     drop(yk);
     let shared = shared.map_err(|e| match e {
@@ -944,11 +1023,12 @@ pub(crate) fn key_agreement(
         )),
         e => card_error(serial, "use", e),
     })?;
-    SecretArray::<32>::from_slice(&shared).ok_or_else(|| {
+    let shared = SecretArray::<32>::from_slice(&shared).ok_or_else(|| {
         ProtectorError::Failed(format!(
             "YubiKey {serial} returned a malformed key agreement result"
         ))
-    })
+    })?;
+    Ok((shared, other))
 }
 
 /// The slot must still hold the key `a` names; its slot id.

@@ -164,6 +164,23 @@ pub(super) fn unlock_copies(
     (later, at)
 }
 
+/// The YubiKey wraps of the parts beside `own_path` whose password wraps
+/// are later than every one of this device's file (`own`), newest part
+/// first: after a new Secret Key made on another device, they seal the new
+/// one for the same cards (SECURITY.md §18.5).
+pub(super) fn newer_card_wraps(
+    own: &vault::format::VaultFile,
+    own_path: &Path,
+    affordable: impl Fn(&vault::format::VaultFile) -> bool,
+) -> Vec<vault::format::PivWrap> {
+    let mine = vault::newest_epoch(own);
+    newest_parts(own_path, &own.account_id)
+        .into_iter()
+        .filter(|p| vault::newest_epoch(&p.vault) > mine && affordable(&p.vault))
+        .flat_map(|p| p.vault.piv_wraps)
+        .collect()
+}
+
 /// Whether a part beside `own_path` holds a password wrap made by a
 /// `rekey` later than every wrap of this device's file (`own`): this
 /// device's file is then under a retired account key.

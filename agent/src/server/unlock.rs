@@ -56,23 +56,25 @@ impl Agent {
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
     ) -> Result<vault::Unlocked, AgentError> {
-        self.open_counted_any(vec![parsed], 0, password, sk)
+        self.open_counted_any(vec![parsed], 0, password, sk, None)
             .await
             .map(|(v, _)| v)
     }
 
     /// [`Self::open_counted`] from the first of `copies` that opens (the
     /// device's own file, then other devices' parts); also says which.
+    /// `newer`: see [`vault::unlock_any`] (its failing is not counted).
     pub(in crate::server) async fn open_counted_any(
         &self,
         copies: Vec<vault::format::Parsed>,
         own: usize,
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
+        newer: Option<Arc<SecretKey>>,
     ) -> Result<(vault::Unlocked, usize), AgentError> {
         let (pw, key) = (password.clone(), sk.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let r = vault::unlock_any(copies, own, &pw, &key);
+            let r = vault::unlock_any(copies, own, &pw, &key, newer.as_deref());
             // The account key passed by value through these frames.
             crate::secret::scrub_stack();
             r
@@ -148,9 +150,12 @@ impl Agent {
     }
 
     /// The protectors to try, in order.
+    /// `newer`: the YubiKey wraps of parts with a later password wrap
+    /// (see [`crate::server::sync::newer_card_wraps`]).
     fn candidates(
         &self,
         file: &vault::format::VaultFile,
+        newer: &[vault::format::PivWrap],
         with: Option<&str>,
     ) -> Result<Candidates, AgentError> {
         let id = file.account_id;
@@ -183,7 +188,12 @@ impl Agent {
                         let this = format!("yubikey:{}", w.serial);
                         let full = crate::protect::yubikey::protector_id(w.serial, w.slot);
                         if with.is_none_or(|x| x == "yubikey" || x == this || x == full) {
-                            out.push(Box::new(YubiKeyProtector::new(w.clone(), id)));
+                            let later = newer.iter().find(|n| {
+                                (n.serial, n.slot, n.card_pk) == (w.serial, w.slot, w.card_pk)
+                            });
+                            out.push(Box::new(
+                                YubiKeyProtector::new(w.clone(), id).with_newer(later),
+                            ));
                         }
                     }
                 }
@@ -242,13 +252,15 @@ impl Agent {
         Ok((out, reasons))
     }
 
-    /// Obtains the Secret Key from the protectors (or the request).
+    /// Obtains the Secret Key from the protectors (or the request), and a
+    /// newer one a YubiKey found sealed for it in another device's part.
     async fn secret_key_for_unlock(
         &self,
         file: &vault::format::VaultFile,
+        newer: &[vault::format::PivWrap],
         req: &UnlockRequest,
         io: Arc<dyn UnlockIo>,
-    ) -> Result<(SecretKey, String), AgentError> {
+    ) -> Result<(SecretKey, Option<SecretKey>, String), AgentError> {
         if let Some(typed) = &req.secret_key {
             let text = typed.expose_str().ok_or_else(|| {
                 err(
@@ -258,7 +270,7 @@ impl Agent {
             })?;
             let sk =
                 SecretKey::parse(text).map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
-            return Ok((sk, "none".into()));
+            return Ok((sk, None, "none".into()));
         }
         if req.with.as_deref() == Some("none") {
             return Err(err(
@@ -268,7 +280,7 @@ impl Agent {
         }
         let mut blocked = None;
         let mut cancelled = false;
-        let (candidates, mut reasons) = self.candidates(file, req.with.as_deref())?;
+        let (candidates, mut reasons) = self.candidates(file, newer, req.with.as_deref())?;
         let quiet = reasons.len();
         // A reason told as it happened (a notice, when another protector
         // is tried next) is not repeated in the final error.
@@ -284,12 +296,12 @@ impl Agent {
                     pin: Mutex::new(pin),
                     inner: &*thread_io,
                 };
-                p.fetch(&preset)
+                p.fetch_with_newer(&preset)
             })
             .await
             .map_err(internal)?;
             match fetched {
-                Ok(sk) => return Ok((sk, id)),
+                Ok((sk, newer)) => return Ok((sk, newer, id)),
                 Err(ProtectorError::Unavailable(why)) if more => {
                     io.notice(&format!("{id}: {why}; trying the next protector"));
                     told += 1;
@@ -371,8 +383,13 @@ impl Agent {
         let typed = req.secret_key.is_some();
         let mut parsed = vault::read(&account.vault_path).map_err(read_error)?;
         self.check_wrap_costs(&parsed.vault)?;
-        let (sk, protector) = self.secret_key_for_unlock(&parsed.vault, &req, io).await?;
-        let sk = Arc::new(sk);
+        let affordable = |f: &vault::format::VaultFile| self.check_wrap_costs(f).is_ok();
+        let newer_cards =
+            crate::server::sync::newer_card_wraps(&parsed.vault, &account.vault_path, affordable);
+        let (sk, newer, protector) = self
+            .secret_key_for_unlock(&parsed.vault, &newer_cards, &req, io)
+            .await?;
+        let (sk, newer) = (Arc::new(sk), newer.map(Arc::new));
         let mut reads = 1;
         let (writer, mut v, from_other, own_generation) = loop {
             let generation = parsed.vault.generation;
@@ -380,11 +397,15 @@ impl Agent {
             // password, Secret Key or account key made there).
             // Parts whose wraps cost more than this device accepts are
             // not tried (an attacker's part must not buy Argon2id runs).
-            let (copies, own) =
-                crate::server::sync::unlock_copies(parsed, &account.vault_path, &account.id, |f| {
-                    self.check_wrap_costs(f).is_ok()
-                });
-            let (v, which) = self.open_counted_any(copies, own, &password, &sk).await?;
+            let (copies, own) = crate::server::sync::unlock_copies(
+                parsed,
+                &account.vault_path,
+                &account.id,
+                affordable,
+            );
+            let (v, which) = self
+                .open_counted_any(copies, own, &password, &sk, newer.clone())
+                .await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'
             // lock, from the file as it is now. A change that was being

@@ -307,12 +307,36 @@ pub fn unlock(
 /// device's own file first, then the parts other devices wrote, which may
 /// hold a newer password wrap). Returns the vault and the index of the copy
 /// that opened. Wrong credentials for all of them is one failure.
+///
+/// `newer` is a Secret Key that a protector found sealed for it in another
+/// device's part (a YubiKey wrap re-made there with a new Secret Key): it
+/// is tried first on the copies before `own` (the parts with a later
+/// password wrap). It comes from a folder others can write, so it failing
+/// is not a failure of its own.
 pub fn unlock_any(
     copies: Vec<Parsed>,
     own: usize,
     password: &Password,
     sk: &SecretKey,
+    newer: Option<&SecretKey>,
 ) -> Result<(Unlocked, usize), UnlockError> {
+    if let Some(newer) = newer {
+        let mut tried: Vec<PasswordWrap> = Vec::new();
+        for (i, parsed) in copies.iter().enumerate().take(own) {
+            if parsed
+                .vault
+                .password_wraps
+                .iter()
+                .all(|w| tried.contains(w))
+            {
+                continue;
+            }
+            tried.extend(parsed.vault.password_wraps.iter().cloned());
+            if let Ok(v) = unlock(parsed.clone(), password, newer) {
+                return Ok((v, i));
+            }
+        }
+    }
     let mut own_err = None;
     let mut tried: Vec<PasswordWrap> = Vec::new();
     for (i, parsed) in copies.into_iter().enumerate() {

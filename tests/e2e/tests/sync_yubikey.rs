@@ -1,0 +1,231 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! One YubiKey on two devices of one account (issue 17, SECURITY.md §18.5):
+//! two homes with their own agents sharing the vault's folder, one virtual
+//! card (pcscd + vpcd in a private network namespace) that both see, as a
+//! card carried from one computer to the other.
+
+use keyward_agent::account::AccountId;
+use keyward_agent::account::piv;
+use keyward_agent::account::secret_key::SecretKey;
+use keyward_agent::vault::format;
+use keyward_e2e::{Home, Run};
+use std::path::PathBuf;
+use std::time::Duration;
+use virtual_yubikey::harness::{CardConfig, PcscEnv};
+
+const PW: &str = "one card two devices";
+const PIN: &str = "123456";
+
+fn with_card(h: &Home, extra: &[&str]) -> Run {
+    let mut args = vec!["unlock", "--password-stdin", "--pin-fd", "3", "--json"];
+    args.extend(extra);
+    h.run_with(&args, Some(PW.as_bytes()), Some(PIN.as_bytes()))
+}
+
+/// Device A with an account and a YubiKey enrolled on it, device B joined
+/// to A's folder (with the file protector), both seeing the card.
+fn two_devices_one_card(env: &PcscEnv, touch: &str) -> (Home, Home, String) {
+    let a = Home::new();
+    a.set_env(env.pcsc_env());
+    let (account, sk) = a.init(PW);
+    a.run_with(
+        &[
+            "protector",
+            "add",
+            "yubikey",
+            "--touch",
+            touch,
+            "--pin-fd",
+            "3",
+            "--json",
+            "--password-stdin",
+        ],
+        Some(PW.as_bytes()),
+        Some(PIN.as_bytes()),
+    )
+    .expect_code(0);
+    a.run_with(&["set", "--force", "shared"], Some(b"from a"), None)
+        .expect_code(0);
+    let b = Home::new();
+    b.set_env(env.pcsc_env());
+    b.run_with(
+        &[
+            "join",
+            a.paths.data_dir.to_str().unwrap(),
+            "--secret-key-fd",
+            "3",
+            "--password-stdin",
+            "--protector",
+            "file",
+            "--json",
+        ],
+        Some(format!("{PW}\n").as_bytes()),
+        Some(format!("{sk}\n").as_bytes()),
+    )
+    .expect_code(0);
+    (a, b, account)
+}
+
+/// The part device `h` writes (its pointer names it).
+fn part_of(h: &Home, account: &str) -> PathBuf {
+    let named = std::fs::read_to_string(h.paths.state_dir.join("vault-path")).unwrap();
+    let part = PathBuf::from(named.trim());
+    let name = part.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(&format!("vault-{account}.")) && name.len() == 49,
+        "not a part: {name}"
+    );
+    part
+}
+
+#[test]
+fn one_yubikey_unlocks_both_devices_and_still_does_after_a_new_secret_key_on_one() {
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let _card = env.insert_card(CardConfig::new(44_444_444)).unwrap();
+    let (a, b, account) = two_devices_one_card(&env, "never");
+
+    // The card enrolled on A opens B too (its wrap is not a device's own).
+    b.ok(&["lock"]);
+    let r = with_card(&b, &["--with", "yubikey"]).expect_code(0);
+    assert_eq!(r.json()["protector"], "yubikey:44444444:82", "{}", r.stdout);
+    assert_eq!(b.ok(&["get", "shared"]).stdout, "from a");
+
+    // A makes a new Secret Key while B is apart (its agent stopped): A
+    // re-makes the card's wrap with the new key.
+    b.stop_agent();
+    let new_sk = a
+        .run_with(
+            &["secret-key", "rotate", "--password-fd", "3", "--json"],
+            None,
+            Some(PW.as_bytes()),
+        )
+        .expect_code(0)
+        .json()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.run_with(&["set", "--force", "after"], Some(b"the rotation"), None)
+        .expect_code(0);
+    let own = part_of(&b, &account);
+    let before = std::fs::read(&own).unwrap();
+
+    // B's card unlock works at once: no "enter the new Secret Key".
+    let r = with_card(&b, &["--with", "yubikey"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(b.ok(&["get", "after"]).stdout, "the rotation");
+    assert_ne!(
+        std::fs::read(&own).unwrap(),
+        before,
+        "B's part was not rewritten"
+    );
+    // B's own file now seals the new key for the card, and B's file
+    // protector took the new Secret Key: unlocking with it works too.
+    b.ok(&["lock"]);
+    b.unlock(PW).expect_code(0);
+    assert_eq!(b.status()["protector"], "file");
+    // The old Secret Key no longer opens B; the new one does.
+    b.ok(&["lock"]);
+    b.run_with(
+        &["unlock", "--password-stdin", "--secret-key-fd", "3"],
+        Some(PW.as_bytes()),
+        Some(new_sk.as_bytes()),
+    )
+    .expect_code(0);
+}
+
+/// A card enrolled with `--touch always`: after a new Secret Key made on
+/// another device, B's unlock asks the card twice (its own wrap, then the
+/// newer one) and says so.
+#[test]
+fn a_card_that_wants_a_touch_is_touched_twice_after_a_new_secret_key_elsewhere() {
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let card = env
+        .insert_card(CardConfig::new(66_666_666).touch_timeout(Duration::from_secs(15)))
+        .unwrap();
+    let card = std::sync::Arc::new(card);
+    // Enrolling and joining touch nothing; each unlock below does.
+    let (a, b, _account) = two_devices_one_card(&env, "always");
+    b.stop_agent();
+    a.run_with(
+        &["secret-key", "rotate", "--password-fd", "3", "--json"],
+        None,
+        Some(PW.as_bytes()),
+    )
+    .expect_code(0);
+    let seen = card.touch_requests();
+    let toucher = card.clone();
+    let t = std::thread::spawn(move || {
+        for n in 1..=2 {
+            toucher
+                .wait_for_touch_request(seen + n, Duration::from_secs(20))
+                .unwrap();
+            toucher.touch().unwrap();
+        }
+    });
+    let r = with_card(&b, &["--with", "yubikey"]);
+    t.join().unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("once more"), "{}", r.stderr);
+    assert_eq!(b.ok(&["get", "shared"]).stdout, "from a");
+}
+
+/// Someone who can write the synced folder (but has no account key) puts
+/// a part beside B's with a later password wrap and the card's wrap
+/// re-made around a Secret Key of their choosing: the card opens it (it is
+/// sealed to the card's public key, which the vault shows), but B's unlock
+/// goes on with the key its own file seals, and the forged key is not a
+/// failed attempt.
+#[test]
+fn a_forged_part_sealing_another_secret_key_to_the_card_does_not_stop_the_unlock() {
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let _card = env.insert_card(CardConfig::new(55_555_555)).unwrap();
+    let (_a, b, account) = two_devices_one_card(&env, "never");
+    b.ok(&["lock"]);
+    let own = part_of(&b, &account);
+    let mut parsed = format::parse(&std::fs::read(&own).unwrap()).unwrap();
+    let id = AccountId::parse(&account).unwrap();
+    let chosen = SecretKey::generate(&id).unwrap();
+    for w in &mut parsed.vault.piv_wraps {
+        let (epk, key) = piv::enroll(&w.card_pk).unwrap();
+        w.epk = epk;
+        w.sealed = piv::seal_secret_key(&key, &id, w.serial, w.slot, &chosen).unwrap();
+    }
+    for w in &mut parsed.vault.password_wraps {
+        w.slot_id = format!("pw-9999-{}-{}-s", 2_000_000_000u64, "ee".repeat(4));
+    }
+    let forged = own
+        .parent()
+        .unwrap()
+        .join(format!("vault-{account}.{}.kwv", "ee".repeat(16)));
+    std::fs::write(&forged, parsed.vault.encode(&[7; 32])).unwrap();
+
+    for _ in 0..4 {
+        let r = with_card(&b, &["--with", "yubikey"]);
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(b.ok(&["get", "shared"]).stdout, "from a");
+        b.ok(&["lock"]);
+    }
+    // Four unlocks went through, each trying the forged key first; a
+    // wrong password is still one failure (not one per key tried).
+    let r = b.run_with(
+        &[
+            "unlock",
+            "--password-stdin",
+            "--pin-fd",
+            "3",
+            "--with",
+            "yubikey",
+        ],
+        Some(b"not the password"),
+        Some(PIN.as_bytes()),
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("2 more tries"), "{}", r.stderr);
+    assert!(forged.exists(), "the forged part must be left in place");
+}

@@ -558,6 +558,110 @@ fn the_merge_driver_merges_two_copies_of_one_file() {
     assert_ne!(r.code, 0, "the driver merged a forged copy");
 }
 
+/// `git args…` in `dir` as `h` would run it: the merge driver git starts
+/// reaches `h`'s agent.
+fn git_as(h: &Home, dir: &Path, args: &[&str]) -> std::process::Output {
+    let keyward = h.command(&[]);
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir).args(args);
+    for (k, v) in keyward.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .unwrap()
+}
+
+/// git itself runs the driver `sync init-git` registered, on a real
+/// conflict: one vault file changed on two branches (A's file on one, the
+/// copy B wrote on the other). A branch with a forged copy is a conflict.
+#[test]
+fn git_merge_runs_the_driver_on_one_vault_file_changed_on_two_branches() {
+    if !require("git", Command::new("git").arg("--version").output().is_ok()) {
+        return;
+    }
+    let a = Home::new();
+    let (account, sk) = a.init(PW);
+    set(&a, "shared", "from a");
+    let name = format!("vault-{account}.kwv");
+    let a_file = a.paths.data_dir.join(&name);
+    // B joins a copy of A's folder that A never sees: only git brings
+    // their writes together.
+    let b_folder = tempfile::tempdir().unwrap();
+    std::fs::copy(&a_file, b_folder.path().join(&name)).unwrap();
+    let b = Home::new();
+    join(&b, b_folder.path(), &sk).expect_code(0);
+
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "-q", "-b", "main"]);
+    a.ok(&["sync", "init-git", "--repo", r.to_str().unwrap()]);
+    std::fs::copy(&a_file, r.join(&name)).unwrap();
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-q", "-m", "base"]);
+    // Branch "b": the file as B writes it after setting an item.
+    git(r, &["checkout", "-q", "-b", "b"]);
+    set(&b, "only-b", "2");
+    let b_part = vault_files(b_folder.path())
+        .into_iter()
+        .find(|n| n != &name)
+        .unwrap();
+    std::fs::copy(b_folder.path().join(b_part), r.join(&name)).unwrap();
+    git(r, &["commit", "-q", "-am", "b"]);
+    // Branch "main": A's own edit.
+    git(r, &["checkout", "-q", "main"]);
+    set(&a, "only-a", "1");
+    std::fs::copy(&a_file, r.join(&name)).unwrap();
+    git(r, &["commit", "-q", "-am", "a"]);
+    assert_eq!(get(&a, "only-b"), None, "A saw B's write before the merge");
+
+    let out = git_as(&a, r, &["merge", "--no-edit", "b"]);
+    assert!(
+        out.status.success(),
+        "git merge: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(r, &["status", "--porcelain"]), "");
+    let parents = git(r, &["log", "-1", "--format=%P"]);
+    assert_eq!(parents.split_whitespace().count(), 2, "not a merge commit");
+    // The driver merged record by record: a third device joining the
+    // merged file alone has both writes; A's agent took B's in too.
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::copy(r.join(&name), folder.path().join(&name)).unwrap();
+    let c = Home::new();
+    join(&c, folder.path(), &sk).expect_code(0);
+    for h in [&c, &a] {
+        assert_eq!(get(h, "only-a").as_deref(), Some("1"));
+        assert_eq!(get(h, "only-b").as_deref(), Some("2"));
+        assert_eq!(get(h, "shared").as_deref(), Some("from a"));
+    }
+
+    // A branch whose copy does not verify: git reports a conflict, the
+    // vault keeps nothing of it.
+    git(r, &["checkout", "-q", "-b", "forged"]);
+    let forged = forged_copy(&account, folder.path());
+    std::fs::copy(&forged, r.join(&name)).unwrap();
+    git(r, &["commit", "-q", "-am", "forged"]);
+    git(r, &["checkout", "-q", "main"]);
+    set(&a, "only-a", "again");
+    std::fs::copy(&a_file, r.join(&name)).unwrap();
+    git(r, &["commit", "-q", "-am", "a again"]);
+    let out = git_as(&a, r, &["merge", "--no-edit", "forged"]);
+    assert!(!out.status.success(), "git merged a forged copy");
+    let status = git(r, &["status", "--porcelain"]);
+    assert!(status.starts_with("UU "), "{status}");
+    git(r, &["merge", "--abort"]);
+    assert_eq!(get(&a, "shared").as_deref(), Some("from a"));
+    assert_eq!(get(&a, "only-a").as_deref(), Some("again"));
+}
+
 #[test]
 fn two_devices_sync_through_a_syncthing_pair_and_nothing_is_lost() {
     if !require("syncthing", syncthing::available()) {

@@ -324,6 +324,35 @@ pub fn enroll(opts: &EnrollOptions, io: &dyn UnlockIo) -> Result<Enrolled, Prote
     })
 }
 
+/// The wrap among `wraps` for the card [`enroll`] would use (`serial`, or
+/// the only one present) whose slot still holds the wrap's key: that card
+/// already unlocks every device it is plugged into, and enrolling it again
+/// would only put a second key on it. `None` when there is no such card or
+/// it cannot tell (firmware before 5.3 has no metadata command). Spends no
+/// PIN try and changes nothing on the card.
+pub fn enrolled_wrap(wraps: &[PivWrap], serial: Option<u32>) -> Option<PivWrap> {
+    let mut yk = match serial {
+        Some(serial) => open_serial(serial).ok()?,
+        None => open_only().ok()?,
+    };
+    let serial = yk.serial().0;
+    let found = wraps
+        .iter()
+        .filter(|w| w.serial == serial)
+        .find(|w| {
+            SlotId::try_from(w.slot)
+                .ok()
+                .and_then(|id| ykpiv::metadata(&mut yk, id).ok())
+                .and_then(|m| m.public)
+                .and_then(|spki| piv::compress(spki.subject_public_key.raw_bytes()).ok())
+                .is_some_and(|pk| pk == w.card_pk)
+        })
+        .cloned();
+    // Nothing was authenticated: leave other programs' sessions alone.
+    let _ = yk.disconnect(pcsc::Disposition::LeaveCard);
+    found
+}
+
 /// What enrollment did so far: notes for the user, changes made to the card
 /// (reported with any later error, so the user knows them), the slot.
 #[derive(Default)]

@@ -14,6 +14,10 @@ use keyward_client::message::{
 };
 use std::sync::Arc;
 
+/// How the note of a `ProtectorAdd` that found the card already enrolled
+/// begins (PROTOCOL.md; the CLI then says that nothing was enrolled).
+pub const ALREADY_ENROLLED: &str = "already enrolled:";
+
 /// Maps a protector failure to a protocol error.
 pub(super) fn protector_error(e: ProtectorError) -> AgentError {
     match e {
@@ -127,6 +131,29 @@ impl Agent {
                         )
                     })?,
                 };
+                // A card this vault already has a key on (enrolled on
+                // another device, say) unlocks here as it is.
+                if req.slot.is_none() {
+                    let wraps = self.with_session(|s| Ok(s.vault.file().piv_wraps.clone()))?;
+                    let serial = req.serial;
+                    if let Some(w) =
+                        tokio::task::spawn_blocking(move || yubikey::enrolled_wrap(&wraps, serial))
+                            .await
+                            .map_err(internal)?
+                    {
+                        let pid = yubikey::protector_id(w.serial, w.slot);
+                        return Ok(Response::ProtectorAdded {
+                            id: pid.clone(),
+                            notes: vec![format!(
+                                "{ALREADY_ENROLLED} YubiKey {} holds this vault's key in slot \
+                                 {:02x} ({pid}), which unlocks every device the card is \
+                                 plugged into, this one too; nothing was changed (pass --slot \
+                                 to put a second key on the card)",
+                                w.serial, w.slot
+                            )],
+                        });
+                    }
+                }
                 let opts = EnrollOptions {
                     serial: req.serial,
                     slot: req.slot,

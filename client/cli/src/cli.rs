@@ -411,9 +411,12 @@ pub enum Command {
         #[command(flatten)]
         password: PasswordSource,
         /// Where this device keeps the Secret Key: auto (the best available), file, keychain,
+        /// yubikey (a card the vault already has a key on is used as it is; another is enrolled),
         /// none (you type it at each unlock).
         #[arg(long, default_value = "auto", value_name = "KIND")]
         protector: String,
+        #[command(flatten)]
+        card: CardArgs,
         /// Print `{"state", "account_id", "protector", "vault", "notes"}` as JSON.
         #[arg(long)]
         json: bool,
@@ -500,21 +503,8 @@ pub enum ProtectorAction {
     Add {
         /// yubikey, keychain or file.
         kind: ProtectorKindArg,
-        /// The YubiKey's serial number (needed when several are plugged in).
-        #[arg(long, value_name = "N")]
-        serial: Option<u32>,
-        /// The PIV slot, in hex (default: the first free retired slot, 82 to 95).
-        #[arg(long, value_name = "HEX", value_parser = parse_slot)]
-        slot: Option<u8>,
-        /// When the card wants a touch: never, always, or cached (once per 15 s).
-        #[arg(long, value_name = "POLICY", default_value = "never")]
-        touch: String,
-        /// Read the YubiKey PIN from file descriptor N.
-        #[arg(long, value_name = "N")]
-        pin_fd: Option<u32>,
-        /// Read the YubiKey management key (hex) from file descriptor N.
-        #[arg(long, value_name = "N")]
-        management_key_fd: Option<u32>,
+        #[command(flatten)]
+        card: CardArgs,
         #[command(flatten)]
         password: PasswordSource,
         /// Print `{"id", "notes"}` as JSON.
@@ -534,6 +524,28 @@ pub enum ProtectorAction {
         #[command(flatten)]
         password: PasswordSource,
     },
+}
+
+/// How to enroll a YubiKey (`protector add yubikey`, `join --protector
+/// yubikey`).
+#[derive(clap::Args, Debug, Default)]
+pub struct CardArgs {
+    /// The YubiKey's serial number (needed when several are plugged in).
+    #[arg(long, value_name = "N")]
+    pub serial: Option<u32>,
+    /// The PIV slot, in hex (default: the first free retired slot, 82 to 95; a card that already
+    /// holds this vault's key is used as it is).
+    #[arg(long, value_name = "HEX", value_parser = parse_slot)]
+    pub slot: Option<u8>,
+    /// When the card wants a touch: never, always, or cached (once per 15 s).
+    #[arg(long, value_name = "POLICY", default_value = "never")]
+    pub touch: String,
+    /// Read the YubiKey PIN from file descriptor N.
+    #[arg(long, value_name = "N")]
+    pub pin_fd: Option<u32>,
+    /// Read the YubiKey management key (hex) from file descriptor N.
+    #[arg(long, value_name = "N")]
+    pub management_key_fd: Option<u32>,
 }
 
 /// Protector kinds that can be enrolled.
@@ -1072,6 +1084,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             secret_key_fd,
             password,
             protector,
+            card,
             json,
         } => crate::join::join(
             autostart,
@@ -1080,6 +1093,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             secret_key_fd,
             &password,
             &protector,
+            &card,
             json,
         ),
         Command::Sync { action: None, json } => crate::sync::sync(autostart, cli.no_prompt, json),
@@ -1808,16 +1822,46 @@ fn agent(action: Option<AgentAction>) -> Result<(), CliError> {
     }
 }
 
+/// How the agent's note begins when the card already holds this vault's
+/// key (PROTOCOL.md, `ProtectorAdd`).
+pub(crate) const ALREADY_ENROLLED: &str = "already enrolled:";
+
+/// `ProtectorAdd` of `kind` (the password given): the protector's id and
+/// the agent's notes.
+pub(crate) fn add_protector(
+    c: &mut Client,
+    kind: &str,
+    card: &CardArgs,
+    password: Secret,
+) -> Result<(String, Vec<String>), CliError> {
+    let req = keyward_client::message::ProtectorAddRequest {
+        kind: kind.into(),
+        serial: card.serial,
+        slot: card.slot,
+        touch: Some(card.touch.clone()),
+        pin: card.pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?,
+        management_key: card
+            .management_key_fd
+            .map(|fd| read_fd(fd, "management key"))
+            .transpose()?,
+        password,
+    };
+    let mut ui = Terminal::new(None);
+    ui.working("Enrolling…");
+    let r = c.call_with(&Request::ProtectorAdd(req), &mut ui);
+    ui.done();
+    let Response::ProtectorAdded { id, notes } = r? else {
+        return Err(CliError::msg("unexpected answer from the agent"));
+    };
+    Ok((id, notes))
+}
+
 fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
     let mut c = connect(&paths()?, autostart)?;
     match action {
         ProtectorAction::Add {
             kind,
-            serial,
-            slot,
-            touch,
-            pin_fd,
-            management_key_fd,
+            card,
             password,
             json,
         } => {
@@ -1830,24 +1874,7 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
                 "Master Password",
                 "Confirm with your Master Password to add a protector: it will keep your Secret Key.",
             )?;
-            let req = keyward_client::message::ProtectorAddRequest {
-                kind: kind.into(),
-                serial,
-                slot,
-                touch: Some(touch),
-                pin: pin_fd.map(|fd| read_fd(fd, "PIN")).transpose()?,
-                management_key: management_key_fd
-                    .map(|fd| read_fd(fd, "management key"))
-                    .transpose()?,
-                password: pw,
-            };
-            let mut ui = Terminal::new(None);
-            ui.working("Enrolling…");
-            let r = c.call_with(&Request::ProtectorAdd(req), &mut ui);
-            ui.done();
-            let Response::ProtectorAdded { id, notes } = r? else {
-                return Err(CliError::msg("unexpected answer from the agent"));
-            };
+            let (id, notes) = add_protector(&mut c, kind, &card, pw)?;
             if json {
                 print_json(json!({"id": id, "notes": notes}));
                 return Ok(());
@@ -1855,7 +1882,9 @@ fn protector(autostart: bool, action: ProtectorAction) -> Result<(), CliError> {
             for n in &notes {
                 eprintln!("{n}");
             }
-            eprintln!("Enrolled {id}: this device can now unlock with it.");
+            if !notes.iter().any(|n| n.starts_with(ALREADY_ENROLLED)) {
+                eprintln!("Enrolled {id}: this device can now unlock with it.");
+            }
             Ok(())
         }
         ProtectorAction::List { json } => {

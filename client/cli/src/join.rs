@@ -6,7 +6,7 @@
 //! Kit: keyward's PDF, or a photo or scan of its QR code (reading text is not
 //! cryptography).
 
-use crate::cli::{PasswordSource, Terminal, paths};
+use crate::cli::{CardArgs, PasswordSource, Terminal, add_protector, paths};
 use crate::connect::connect;
 use crate::input::{self, ask_hidden, read_fd};
 use crate::output::{self, CliError, exit};
@@ -19,6 +19,7 @@ pub const JOIN_EXAMPLES: &str = "\
 Examples:
   keyward join ~/Sync/keyward                   # asks for the Secret Key and the Master Password
   keyward join /media/usb/vault-ABCDEF.kwv --kit kit-photo.jpg
+  keyward join ~/Sync/keyward --protector yubikey   # the card the vault has a key on, or a new one
   keyward join ~/Sync/keyward --secret-key-fd 4 --password-fd 3 --json 3<pwfile 4<skfile";
 
 /// Largest Emergency Kit file (image or PDF) read.
@@ -59,8 +60,23 @@ pub fn join(
     secret_key_fd: Option<u32>,
     password: &PasswordSource,
     protector: &str,
+    card: &CardArgs,
     json: bool,
 ) -> Result<(), CliError> {
+    let on_card = protector == "yubikey";
+    if !on_card
+        && (card.serial.is_some()
+            || card.slot.is_some()
+            || card.pin_fd.is_some()
+            || card.management_key_fd.is_some()
+            || card.touch != "never")
+    {
+        return Err(CliError::with(
+            exit::INVALID,
+            "--serial, --slot, --touch, --pin-fd and --management-key-fd go with --protector \
+             yubikey",
+        ));
+    }
     let target = absolute(path)?;
     let paths = paths()?;
     let mut c = connect(&paths, autostart)?;
@@ -108,7 +124,8 @@ pub fn join(
             path: target.to_string_lossy().into_owned(),
             password: pw.clone(),
             secret_key: sk.clone(),
-            protector: protector.to_owned(),
+            // A YubiKey is enrolled (or found enrolled) once joined.
+            protector: if on_card { "none" } else { protector }.to_owned(),
         };
         ui.working("Joining (deriving keys)…");
         let r = c.call_with(&req, &mut ui);
@@ -117,9 +134,27 @@ pub fn join(
             Ok(Response::Unlocked {
                 account_id,
                 protector,
-                notes,
+                mut notes,
                 ..
             }) => {
+                let protector = if on_card {
+                    let (id, more) = add_protector(&mut c, "yubikey", card, pw).map_err(|e| {
+                        CliError::with(
+                            e.code,
+                            format!(
+                                "joined account {account_id} and unlocked, but the YubiKey \
+                                     was not enrolled: {}; enroll it with `keyward protector add \
+                                     yubikey` (until then this device asks for the Secret Key at \
+                                     each unlock)",
+                                e.message
+                            ),
+                        )
+                    })?;
+                    notes.extend(more);
+                    id
+                } else {
+                    protector
+                };
                 let vault = notes
                     .iter()
                     .find_map(|n| n.strip_prefix("joined: using the vault at "))
@@ -138,6 +173,9 @@ pub fn join(
                         "none" => "this device keeps no copy of the Secret Key: type it at each \
                                    unlock"
                             .to_owned(),
+                        p if p.starts_with("yubikey:") => {
+                            format!("this device unlocks with {p} (and its PIN)")
+                        }
                         p => format!("this device keeps the Secret Key with its {p} protector"),
                     };
                     eprintln!("Joined account {account_id}: using the vault at {vault}.");

@@ -170,25 +170,40 @@ impl Home {
 
     /// Runs `keyward args…` with `stdin` and an optional secret on fd 3.
     pub fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, fd3: Option<&[u8]>) -> Run {
+        match fd3 {
+            Some(secret) => self.run_with_fds(args, stdin, &[(3, secret)]),
+            None => self.run_with_fds(args, stdin, &[]),
+        }
+    }
+
+    /// Runs `keyward args…` with `stdin` and secrets on the descriptors
+    /// given (3 and up).
+    pub fn run_with_fds(&self, args: &[&str], stdin: Option<&[u8]>, fds: &[(u32, &[u8])]) -> Run {
         let mut c = self.command(args);
-        let tmp;
+        let mut files = Vec::new();
         let mut line = format!("keyward {}", args.join(" "));
-        if let Some(secret) = fd3 {
-            // Hand the secret over through a file opened on fd 3 by the shell.
-            tmp = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
-            std::fs::write(tmp.path(), secret).unwrap();
+        if !fds.is_empty() {
+            // Hand the secrets over through files opened by the shell.
+            let mut redirects = String::new();
             let mut sh = Command::new("sh");
+            for (fd, secret) in fds {
+                assert!(*fd >= 3 && *fd <= 9, "fd {fd}");
+                let tmp = tempfile::NamedTempFile::new_in(self.dir.path()).unwrap();
+                std::fs::write(tmp.path(), secret).unwrap();
+                redirects.push_str(&format!(" {fd}<\"$KW_FD{fd}\""));
+                sh.env(format!("KW_FD{fd}"), tmp.path());
+                line.push_str(&format!(" {fd}<secret"));
+                files.push(tmp);
+            }
             sh.arg("-c")
-                .arg("exec \"$0\" \"$@\" 3<\"$KW_FD3\"")
+                .arg(format!("exec \"$0\" \"$@\"{redirects}"))
                 .arg(keyward_bin())
                 .args(args)
-                .env("KW_FD3", tmp.path())
                 .env("KEYWARD_HOME", self.dir.path())
                 .env("KEYWARD_AGENT", agent_bin())
                 .env("KEYWARD_PINENTRY", "none")
                 .envs(self.env.borrow().iter().cloned());
             c = sh;
-            line.push_str(" 3<secret");
         }
         if stdin.is_some() {
             c.stdin(Stdio::piped());

@@ -24,7 +24,7 @@ fn with_card(h: &Home, extra: &[&str]) -> Run {
 
 /// Device A with an account and a YubiKey enrolled on it, device B joined
 /// to A's folder (with the file protector), both seeing the card.
-fn two_devices_one_card(env: &PcscEnv, touch: &str) -> (Home, Home, String) {
+fn two_devices_one_card(env: &PcscEnv, touch: &str) -> (Home, Home, String, String) {
     let a = Home::new();
     a.set_env(env.pcsc_env());
     let (account, sk) = a.init(PW);
@@ -63,7 +63,7 @@ fn two_devices_one_card(env: &PcscEnv, touch: &str) -> (Home, Home, String) {
         Some(format!("{sk}\n").as_bytes()),
     )
     .expect_code(0);
-    (a, b, account)
+    (a, b, account, sk)
 }
 
 /// The part device `h` writes (its pointer names it).
@@ -84,7 +84,7 @@ fn one_yubikey_unlocks_both_devices_and_still_does_after_a_new_secret_key_on_one
         return;
     };
     let _card = env.insert_card(CardConfig::new(44_444_444)).unwrap();
-    let (a, b, account) = two_devices_one_card(&env, "never");
+    let (a, b, account, _sk) = two_devices_one_card(&env, "never");
 
     // The card enrolled on A opens B too (its wrap is not a device's own).
     b.ok(&["lock"]);
@@ -148,7 +148,7 @@ fn a_card_that_wants_a_touch_is_touched_twice_after_a_new_secret_key_elsewhere()
         .unwrap();
     let card = std::sync::Arc::new(card);
     // Enrolling and joining touch nothing; each unlock below does.
-    let (a, b, _account) = two_devices_one_card(&env, "always");
+    let (a, b, _account, _sk) = two_devices_one_card(&env, "always");
     b.stop_agent();
     a.run_with(
         &["secret-key", "rotate", "--password-fd", "3", "--json"],
@@ -185,7 +185,7 @@ fn a_forged_part_sealing_another_secret_key_to_the_card_does_not_stop_the_unlock
         return;
     };
     let _card = env.insert_card(CardConfig::new(55_555_555)).unwrap();
-    let (_a, b, account) = two_devices_one_card(&env, "never");
+    let (_a, b, account, _sk) = two_devices_one_card(&env, "never");
     b.ok(&["lock"]);
     let own = part_of(&b, &account);
     let mut parsed = format::parse(&std::fs::read(&own).unwrap()).unwrap();
@@ -228,4 +228,121 @@ fn a_forged_part_sealing_another_secret_key_to_the_card_does_not_stop_the_unlock
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("2 more tries"), "{}", r.stderr);
     assert!(forged.exists(), "the forged part must be left in place");
+}
+
+fn yubikey_ids(h: &Home) -> Vec<String> {
+    h.ok(&["protector", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .filter(|id| id.starts_with("yubikey:"))
+        .collect()
+}
+
+/// `protector add yubikey` and `join --protector yubikey` with a card the
+/// vault already has a key on use that key as it is (no second key on the
+/// card); a card the vault does not know is enrolled.
+#[test]
+fn a_card_already_enrolled_is_used_as_it_is_by_protector_add_and_join() {
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let _card = env
+        .insert_card(CardConfig::new(77_777_777).reader(0))
+        .unwrap();
+    let (a, b, _account, sk) = two_devices_one_card(&env, "never");
+    let add = [
+        "protector",
+        "add",
+        "yubikey",
+        "--pin-fd",
+        "3",
+        "--password-stdin",
+    ];
+    let r = b
+        .run_with(
+            &[&add[..], &["--json"]].concat(),
+            Some(PW.as_bytes()),
+            Some(PIN.as_bytes()),
+        )
+        .expect_code(0);
+    let j = r.json();
+    assert_eq!(j["id"], "yubikey:77777777:82");
+    assert!(
+        j["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("already enrolled:"),
+        "{j}"
+    );
+    let r = b
+        .run_with(&add, Some(PW.as_bytes()), Some(PIN.as_bytes()))
+        .expect_code(0);
+    assert!(
+        r.stderr.contains("already enrolled") && !r.stderr.contains("Enrolled yubikey"),
+        "{r}"
+    );
+    assert_eq!(yubikey_ids(&b), ["yubikey:77777777:82"]);
+
+    // C joins with the card: the key already on it.
+    let folder = a.paths.data_dir.to_str().unwrap().to_owned();
+    let join = |h: &Home, extra: &[&str], fds: &[(u32, &[u8])]| {
+        let mut args = vec![
+            "join",
+            &folder,
+            "--secret-key-fd",
+            "3",
+            "--password-stdin",
+            "--json",
+        ];
+        args.extend(extra);
+        h.run_with_fds(&args, Some(format!("{PW}\n").as_bytes()), fds)
+    };
+    let sk_line = format!("{sk}\n");
+    let c = Home::new();
+    c.set_env(env.pcsc_env());
+    let r = join(&c, &["--protector", "yubikey"], &[(3, sk_line.as_bytes())]).expect_code(0);
+    assert_eq!(r.json()["protector"], "yubikey:77777777:82", "{r}");
+    c.ok(&["lock"]);
+    let r = with_card(&c, &["--with", "yubikey"]).expect_code(0);
+    assert_eq!(r.json()["protector"], "yubikey:77777777:82");
+    assert_eq!(c.ok(&["get", "shared"]).stdout, "from a");
+
+    // D joins with a second card the vault does not know: enrolled.
+    let _second = env
+        .insert_card(CardConfig::new(88_888_888).reader(1))
+        .unwrap();
+    let d = Home::new();
+    d.set_env(env.pcsc_env());
+    let r = join(
+        &d,
+        &[
+            "--protector",
+            "yubikey",
+            "--serial",
+            "88888888",
+            "--pin-fd",
+            "4",
+        ],
+        &[(3, sk_line.as_bytes()), (4, PIN.as_bytes())],
+    )
+    .expect_code(0);
+    assert_eq!(r.json()["protector"], "yubikey:88888888:82", "{r}");
+    d.ok(&["lock"]);
+    let r = with_card(&d, &["--with", "yubikey:88888888"]).expect_code(0);
+    assert_eq!(r.json()["protector"], "yubikey:88888888:82");
+
+    // Card options without `--protector yubikey` are refused before
+    // anything happens.
+    let e = Home::new();
+    let r = join(
+        &e,
+        &["--protector", "file", "--pin-fd", "4"],
+        &[(3, sk_line.as_bytes()), (4, PIN.as_bytes())],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("go with --protector yubikey"), "{r}");
+    assert_eq!(e.status()["state"], "uninitialized");
 }

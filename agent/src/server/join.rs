@@ -47,7 +47,11 @@ pub fn pointed_account(paths: &Paths, config: &Config) -> Option<Account> {
     let readable = path.is_absolute()
         && std::fs::metadata(&path).is_ok_and(|m| m.is_file())
         && std::fs::File::open(&path).is_ok();
-    let id = readable.then(|| account_id_of(&path)).flatten();
+    let id = if readable {
+        account_id_of(&path)
+    } else {
+        part_deleted(&path)
+    };
     let Some(id) = id else {
         tracing::warn!(
             pointer = %pointer_file(paths).display(),
@@ -66,6 +70,25 @@ pub fn pointed_account(paths: &Paths, config: &Config) -> Option<Account> {
     Some(Account {
         id,
         vault_path: path,
+    })
+}
+
+/// The account of `path`, this device's part, when the part is gone from
+/// a folder that still holds the account's other copies (deleted there, or
+/// by a sync engine): the device keeps its account, and its next unlock
+/// opens another copy and writes the part again.
+fn part_deleted(path: &Path) -> Option<AccountId> {
+    let name = path.file_name()?.to_str()?;
+    let id = AccountId::parse(name.strip_prefix("vault-")?.split('.').next()?).ok()?;
+    let gone = path.is_absolute()
+        && matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    (gone && super::sync::has_other_copies(path, &id)).then(|| {
+        tracing::warn!(
+            vault = %path.display(),
+            "this device's vault file is missing from its folder; the next unlock makes it \
+             again from the other devices' copies"
+        );
+        id
     })
 }
 

@@ -37,6 +37,12 @@ use std::path::PathBuf;
 /// each password change or Secret Key change adds one).
 const KDF_SLOTS: usize = 32;
 
+/// Where this device records the highest generation of `id`'s vault it
+/// has seen (it exists once the device has opened that vault).
+pub(super) fn generation_file(paths: &keyward_client::Paths, id: &AccountId) -> PathBuf {
+    paths.state_dir.join(format!("generation-{id}"))
+}
+
 impl Agent {
     fn kdf_file(&self, id: &AccountId) -> PathBuf {
         self.paths.state_dir.join(format!("kdf-{id}"))
@@ -105,7 +111,7 @@ impl Agent {
     }
 
     fn generation_file(&self, id: &AccountId) -> PathBuf {
-        self.paths.state_dir.join(format!("generation-{id}"))
+        generation_file(&self.paths, id)
     }
 
     fn revoked_file(&self, id: &AccountId) -> PathBuf {

@@ -258,11 +258,18 @@ pub fn find_account(paths: &Paths, config: &Config) -> Result<Option<Account>, S
             })
         })
         .collect();
+    // A main file deleted from the folder, other devices' parts left.
+    let deleted =
+        || super::sync::main_file_deleted(paths).map(|(id, vault_path)| Account { id, vault_path });
     if let Some(want) = &config.account {
-        return Ok(found.into_iter().find(|a| a.id.as_str() == want));
+        let wanted = |a: &Account| a.id.as_str() == want;
+        return Ok(found
+            .into_iter()
+            .find(wanted)
+            .or_else(|| deleted().filter(wanted)));
     }
     match found.len() {
-        0 => Ok(None),
+        0 => Ok(deleted()),
         1 => Ok(found.pop()),
         _ => Err(format!(
             "{} holds several vaults ({}); set `account = \"ID\"` in {}",

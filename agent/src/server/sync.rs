@@ -106,8 +106,11 @@ pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let own_len = std::fs::metadata(own).map_or(0, |m| m.size());
-    let max_len = own_len.saturating_mul(2).saturating_add(1 << 20);
+    // Junk larger than any copy could be is not read; with no own file to
+    // compare with (it is missing), only the format's own limit applies.
+    let max_len = std::fs::metadata(own).map_or(vault::format::MAX_FILE_LEN, |m| {
+        m.size().saturating_mul(2).saturating_add(1 << 20)
+    });
     let mut out: Vec<(bool, PathBuf)> = entries
         .take(MAX_SCAN)
         .filter_map(Result::ok)
@@ -124,6 +127,63 @@ pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
     out.sort();
     out.truncate(MAX_SIBLINGS);
     out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// This device's own file; if it is missing from the folder (deleted
+/// there, or by a sync engine passing a deletion on), the copy another
+/// device wrote (a part or the main file, not a conflict copy) with the
+/// latest password wrap and write generation, and `true`: the unlock that
+/// opens it writes this device's file again (SECURITY.md §18.4).
+pub(super) fn read_own(
+    own: &Path,
+    id: &AccountId,
+) -> Result<(vault::format::Parsed, bool), vault::ReadError> {
+    match vault::read(own) {
+        Err(vault::ReadError::NotFound) => {}
+        other => return other.map(|p| (p, false)),
+    }
+    siblings(own, id)
+        .into_iter()
+        .filter(|p| is_part(&raw_name(p), id))
+        .filter_map(|p| vault::read(&p).ok())
+        .filter(|p| &p.vault.account_id == id)
+        .max_by_key(|p| (vault::newest_epoch(&p.vault), p.vault.generation))
+        .map(|p| (p, true))
+        .ok_or(vault::ReadError::NotFound)
+}
+
+/// For a device that writes the main file (it did not join): the account
+/// whose main file is gone from `data_dir` while other devices' parts of it
+/// are still there, if this device has opened that account before (its
+/// generation mark): its next unlock writes the main file again.
+pub(super) fn main_file_deleted(paths: &Paths) -> Option<(AccountId, PathBuf)> {
+    let mut ids: Vec<AccountId> = std::fs::read_dir(&paths.data_dir)
+        .ok()?
+        .take(MAX_SCAN)
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = AccountId::parse(name.strip_prefix("vault-")?.split('.').next()?).ok()?;
+            (is_part(&name, &id) && super::rollback::generation_file(paths, &id).exists())
+                .then_some(id)
+        })
+        .collect();
+    ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    ids.dedup();
+    let [id] = ids.as_slice() else { return None };
+    let main = paths.data_dir.join(main_name(id));
+    tracing::warn!(
+        vault = %main.display(),
+        "this device's vault file is missing; the next unlock makes it again from the other \
+         devices' copies"
+    );
+    Some((*id, main))
+}
+
+/// Whether the folder of `own` (missing) holds another copy of account
+/// `id` that [`read_own`] would take.
+pub(super) fn has_other_copies(own: &Path, id: &AccountId) -> bool {
+    siblings(own, id).iter().any(|p| is_part(&raw_name(p), id))
 }
 
 /// The other devices' parts beside `own`, the ones with the newest

@@ -381,7 +381,8 @@ impl Agent {
         }
         let password = Arc::new(password_from(&req.password)?);
         let typed = req.secret_key.is_some();
-        let mut parsed = vault::read(&account.vault_path).map_err(read_error)?;
+        let (mut parsed, own_missing) =
+            crate::server::sync::read_own(&account.vault_path, &account.id).map_err(read_error)?;
         self.check_wrap_costs(&parsed.vault)?;
         let affordable = |f: &vault::format::VaultFile| self.check_wrap_costs(f).is_ok();
         let newer_cards =
@@ -414,7 +415,8 @@ impl Agent {
             #[cfg(test)]
             self.unlocks_at_writer.fetch_add(1, Ordering::SeqCst);
             let writer = self.writer();
-            let now = vault::read(&account.vault_path).map_err(read_error)?;
+            let (now, _) = crate::server::sync::read_own(&account.vault_path, &account.id)
+                .map_err(read_error)?;
             if now.vault.generation == generation {
                 break (writer, v, which != own, generation);
             }
@@ -448,7 +450,14 @@ impl Agent {
         }
         // The rollback check is on this device's own file as it was read,
         // before anything merged into it is written (SECURITY.md §13).
-        if let Some(note) = self.check_generation(&account.id, own_generation) {
+        if own_missing {
+            notes.push(format!(
+                "WARNING: this device's vault file {} was missing from its folder (deleted \
+                 there, or by a sync engine); it is made again from the other devices' copies: \
+                 a change made on this device that had not reached them is lost",
+                account.vault_path.display()
+            ));
+        } else if let Some(note) = self.check_generation(&account.id, own_generation) {
             notes.push(note);
         }
         if let Err(e) = self.open_on_device(&mut v, &account.vault_path, true, &mut notes) {

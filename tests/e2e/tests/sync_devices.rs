@@ -347,6 +347,42 @@ fn a_forged_part_with_a_later_wrap_does_not_lock_the_device_out() {
     assert_eq!(get(&a, "k").as_deref(), Some("v"));
 }
 
+/// A device whose own file was deleted from the folder (by hand, or by a
+/// sync engine passing a deletion on) keeps its account: its next unlock
+/// opens another device's copy, says what happened, and writes its file
+/// again. The first device's main file as well as a joined device's part.
+#[test]
+fn a_device_whose_file_was_deleted_from_the_folder_unlocks_from_the_others() {
+    let (a, b, account, _sk) = two_devices();
+    set(&b, "from-b", "1");
+    sync(&a).expect_code(0);
+    assert_eq!(get(&a, "from-b").as_deref(), Some("1"));
+    let main = format!("vault-{account}.kwv");
+    let b_part = a.paths.data_dir.join(
+        vault_files(&a.paths.data_dir)
+            .into_iter()
+            .find(|n| n != &main)
+            .unwrap(),
+    );
+    for (h, file) in [(&b, b_part), (&a, a.paths.data_dir.join(&main))] {
+        h.stop_agent();
+        std::fs::remove_file(&file).unwrap();
+        // Not "no account" (which would invite a new `init`): locked.
+        assert_eq!(h.status()["state"], "locked", "{}", file.display());
+        let r = h.unlock(PW).expect_code(0);
+        assert!(r.stderr.contains("was missing from its folder"), "{r}");
+        assert!(file.exists(), "{} was not written again", file.display());
+        assert_eq!(get(h, "from-b").as_deref(), Some("1"));
+        assert_eq!(get(h, "shared").as_deref(), Some("from a"));
+        // And it goes on writing and syncing.
+        set(h, "after", file.to_str().unwrap());
+        for other in [&a, &b] {
+            sync(other).expect_code(0);
+            assert_eq!(get(other, "after").as_deref(), file.to_str());
+        }
+    }
+}
+
 /// Junk files named like the account's copies (sorting before the real
 /// parts, more than the 64 looked at) do not crowd another device's part out.
 #[test]

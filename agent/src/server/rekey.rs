@@ -5,6 +5,9 @@
 //! unlock (the new password wrap opens it with the same credentials).
 
 use super::state::{Agent, change_error, internal, password_from};
+use crate::account::password::Password;
+use crate::account::secret_key::SecretKey;
+use crate::vault::{self, format::Parsed};
 use keyward_client::Secret;
 use keyward_client::message::{AgentError, Response};
 use std::sync::Arc;
@@ -56,5 +59,64 @@ impl Agent {
             revoked_codes: revoked,
             notes,
         })
+    }
+
+    /// Two rekeys made on two devices while apart (SECURITY.md §18.6):
+    /// of `copies` (those the unlock looked at: this device's own file and
+    /// the newest parts), each that `v` cannot verify but that carries a
+    /// previous key (so a rekey made it) is opened with the credentials
+    /// that just opened `v` — not counted, and a copy whose password wraps
+    /// were all tried costs nothing — and reconciled with `v`: the later
+    /// password wrap's account key stays, the other is kept as a previous
+    /// key, and both contents are merged. Without this the later key's copy
+    /// opened first and this device's own file, under the other key, was
+    /// overwritten by the next write.
+    pub(super) async fn take_in_other_rekeys(
+        &self,
+        mut v: vault::Unlocked,
+        copies: Vec<Parsed>,
+        password: &Arc<Password>,
+        sk: &Arc<SecretKey>,
+        notes: &mut Vec<String>,
+    ) -> Result<vault::Unlocked, AgentError> {
+        let mut tried: Vec<vault::format::PasswordWrap> = Vec::new();
+        for copy in copies {
+            if v.knows_key_of(&copy)
+                || copy.vault.previous_keys.is_empty()
+                || copy.vault.password_wraps.iter().all(|w| tried.contains(w))
+                || self.check_wrap_costs(&copy.vault).is_err()
+            {
+                continue;
+            }
+            tried.extend(copy.vault.password_wraps.iter().cloned());
+            let (pw, key, now) = (password.clone(), sk.clone(), self.clock.unix_now());
+            // Argon2id, then every record sealed again: off the runtime.
+            let (kept, r) = tokio::task::spawn_blocking(move || {
+                let r = match vault::unlock(copy, &pw, &key) {
+                    Ok(other) => v.reconcile(other, now),
+                    Err(_) => (v, Ok(false)),
+                };
+                // Account keys passed by value through these frames.
+                crate::secret::scrub_stack();
+                r
+            })
+            .await
+            .map_err(internal)?;
+            v = kept;
+            match r {
+                Ok(false) => {}
+                Ok(true) => notes.push(
+                    "took in a copy made under another account key (`keyward rekey` was run on \
+                     two devices while apart): the later one is kept, and the other device \
+                     takes it at its next unlock"
+                        .into(),
+                ),
+                Err(e) => notes.push(format!(
+                    "a copy made under another account key (`keyward rekey` on another device) \
+                     was not taken in: {e}"
+                )),
+            }
+        }
+        Ok(v)
     }
 }

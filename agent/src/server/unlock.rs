@@ -392,6 +392,7 @@ impl Agent {
             .await?;
         let (sk, newer) = (Arc::new(sk), newer.map(Arc::new));
         let mut reads = 1;
+        let mut rekey_notes = Vec::new();
         let (writer, mut v, from_other, own_generation) = loop {
             let generation = parsed.vault.generation;
             // Other devices' parts may hold a newer password wrap (a new
@@ -404,8 +405,15 @@ impl Agent {
                 &account.id,
                 affordable,
             );
+            let spare = copies.clone();
+            rekey_notes.clear();
             let (v, which) = self
                 .open_counted_any(copies, own, &password, &sk, newer.clone())
+                .await?;
+            // The copies after the one that opened were not tried.
+            let untried = spare.into_iter().skip(which + 1).collect();
+            let v = self
+                .take_in_other_rekeys(v, untried, &password, &sk, &mut rekey_notes)
                 .await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'
@@ -434,7 +442,7 @@ impl Agent {
         if let Err(e) = self.attempts().reset() {
             tracing::warn!("cannot reset the failed-attempt counter: {e}");
         }
-        let mut notes = Vec::new();
+        let mut notes = rekey_notes;
         let now = self.clock.unix_now();
         self.bind_device(&mut v, &account.vault_path)?;
         if v.needs_settling() {

@@ -94,6 +94,11 @@ pub fn newest_epoch(v: &VaultFile) -> u64 {
         .unwrap_or(0)
 }
 
+/// The rank of a vault's latest password wrap (see [`wrap_rank`]).
+pub(super) fn newest_wrap_rank(v: &VaultFile) -> Option<(u64, String, Vec<u8>)> {
+    v.password_wraps.iter().map(wrap_rank).max()
+}
+
 fn wrap_rank(w: &PasswordWrap) -> (u64, String, Vec<u8>) {
     (
         wrap_epoch(&w.slot_id),
@@ -196,6 +201,12 @@ impl Unlocked {
                 .map_err(|_| MergeError::NotVerified)?;
             &converted
         };
+        self.merge_file(theirs)
+    }
+
+    /// Takes `theirs`, a copy verified under (or converted to) this
+    /// vault's account key, into this vault, record by record.
+    pub(super) fn merge_file(&mut self, theirs: &VaultFile) -> Result<MergeOutcome, MergeError> {
         let ours = &self.file;
         // The common case, a copy with the same records in the same order
         // (a part written from the state this vault already has): done.

@@ -6,7 +6,7 @@
 //! wrote before they saw the rekey can still be merged.
 
 use super::format::{self, PreviousKey, TombstoneKind, VaultFile};
-use super::{ChangeError, KeyMaterial, Unlocked, hex, password_wrap};
+use super::{ChangeError, KeyMaterial, MergeError, Unlocked, hex, password_wrap};
 use crate::account::organizer::{Recipient, seal_to_organizer};
 use crate::account::password::{KdfParams, Password};
 use crate::account::wrap::Sealed;
@@ -137,6 +137,75 @@ impl Unlocked {
         self.keys = keys;
         self.opened_with = Some(slot);
         Ok(revoked.iter().map(|c| hex(c)).collect())
+    }
+
+    /// Whether `other` verifies under this vault's account key or one of
+    /// its previous keys (it can then be merged, SECURITY.md §18.6).
+    pub fn knows_key_of(&self, other: &format::Parsed) -> bool {
+        other.mac_ok(&self.keys.mac_key) || self.previous_key_for(other).is_some()
+    }
+
+    /// Of `self` and `other` — two copies of this account under different
+    /// account keys, both opened with the same Master Password and Secret
+    /// Key (two rekeys made on two devices while apart, SECURITY.md §18.6)
+    /// — the one whose password wrap is later keeps its key and takes the
+    /// other in: the other's key is kept as a previous key (record 0x0d)
+    /// and its contents merged as if written now. Both devices pick the
+    /// same key. Nothing is written; on an error, `self` comes back
+    /// unchanged. `Ok(true)`: taken in.
+    pub fn reconcile(self, other: Unlocked, now: u64) -> (Unlocked, Result<bool, MergeError>) {
+        let rank = |v: &Unlocked| super::merge::newest_wrap_rank(&v.file);
+        if rank(&other) > rank(&self) {
+            let mut keep = other;
+            match keep.absorb(&self, now) {
+                Ok(()) => (keep, Ok(true)),
+                Err(e) => (self, Err(e)),
+            }
+        } else {
+            let mut keep = self;
+            let r = keep.absorb(&other, now).map(|()| true);
+            (keep, r)
+        }
+    }
+
+    /// Takes `other` (see [`Self::reconcile`]) into this vault; nothing
+    /// changes on an error.
+    fn absorb(&mut self, other: &Unlocked, now: u64) -> Result<(), MergeError> {
+        let id = self.file.account_id;
+        if other.file.account_id != id {
+            return Err(MergeError::OtherAccount(other.file.account_id.to_string()));
+        }
+        if self.needs_settling() || other.needs_settling() {
+            return Err(MergeError::Busy);
+        }
+        let mut old = Key32::zero();
+        old.expose_mut().copy_from_slice(&other.keys.account_key);
+        let theirs = self
+            .converted_from_previous_key(&other.file, &old)
+            .map_err(|_| MergeError::NotVerified)?;
+        let old_id = key_id(&other.keys.account_key);
+        let record = (other.keys.account_key != self.keys.account_key
+            && !self.file.previous_keys.iter().any(|k| k.key_id == old_id))
+        .then(|| {
+            wrap::seal(
+                &self.keys.item_key,
+                Purpose::PreviousKey,
+                &id,
+                &hex(&old_id),
+                &other.keys.account_key,
+            )
+        })
+        .transpose()
+        .map_err(|_| MergeError::NotVerified)?;
+        self.merge_file(&theirs)?;
+        if let Some(sealed) = record {
+            self.file.previous_keys.push(PreviousKey {
+                key_id: old_id,
+                retired: now,
+                sealed,
+            });
+        }
+        Ok(())
     }
 
     /// The earlier account key under which `other` verifies, if any.

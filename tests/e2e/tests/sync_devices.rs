@@ -318,6 +318,84 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     assert_eq!(get(&a, "on-new-key").as_deref(), Some("b"));
 }
 
+/// Copies into `to` the vault files of `from` that `to` does not write
+/// itself (what a sync engine would bring over).
+fn bring_over(from: &Path, to: &Path, own: &str) {
+    for n in vault_files(from) {
+        if n != own {
+            std::fs::copy(from.join(&n), to.join(&n)).unwrap();
+        }
+    }
+}
+
+/// Two rekeys made on two devices while apart: at the next unlock each
+/// device opens the other's copy with the same credentials, the later
+/// password wrap's key wins on both, and nothing either wrote is lost
+/// (before, the first device to unlock opened the later copy and its own
+/// file, under the other key, was overwritten by its next write).
+#[test]
+fn two_rekeys_made_apart_merge_and_nothing_is_lost() {
+    two_rekeys_apart(false);
+}
+
+/// [`two_rekeys_made_apart_merge_and_nothing_is_lost`], the joined device
+/// rekeying first.
+#[test]
+fn two_rekeys_made_apart_merge_whichever_came_first() {
+    two_rekeys_apart(true);
+}
+
+fn two_rekeys_apart(b_first: bool) {
+    let a = Home::new();
+    let (account, sk) = a.init(PW);
+    set(&a, "shared", "from a");
+    let main = format!("vault-{account}.kwv");
+    // B joins a copy of A's folder: apart, but for what is brought over.
+    let b_folder = tempfile::tempdir().unwrap();
+    std::fs::copy(a.paths.data_dir.join(&main), b_folder.path().join(&main)).unwrap();
+    let b = Home::new();
+    join(&b, b_folder.path(), &sk).expect_code(0);
+    let b_part = vault_files(b_folder.path())
+        .into_iter()
+        .find(|n| n != &main)
+        .unwrap();
+    bring_over(b_folder.path(), &a.paths.data_dir, &main);
+    sync(&a).expect_code(0);
+
+    let order = if b_first { [&b, &a] } else { [&a, &b] };
+    for h in order {
+        h.ok_pw(&["rekey", "--json"], PW);
+    }
+    set(&a, "a-after", "1");
+    set(&b, "b-after", "2");
+    // Each folder gets the other's file; each device locks and unlocks.
+    for _round in 0..2 {
+        bring_over(&a.paths.data_dir, b_folder.path(), &b_part);
+        bring_over(b_folder.path(), &a.paths.data_dir, &main);
+        for h in order {
+            h.ok(&["lock"]);
+            let r = h.unlock(PW).expect_code(0);
+            assert!(!r.stderr.contains("not taken in"), "{r}");
+        }
+    }
+    bring_over(&a.paths.data_dir, b_folder.path(), &b_part);
+    bring_over(b_folder.path(), &a.paths.data_dir, &main);
+    for h in [&a, &b] {
+        let r = sync(h);
+        assert_eq!(r.code, 0, "{r}");
+        assert_eq!(get(h, "shared").as_deref(), Some("from a"));
+        assert_eq!(get(h, "a-after").as_deref(), Some("1"));
+        assert_eq!(get(h, "b-after").as_deref(), Some("2"));
+    }
+    // Both files are under one key: a third device joining either has all.
+    for folder in [a.paths.data_dir.as_path(), b_folder.path()] {
+        let c = Home::new();
+        join(&c, folder, &sk).expect_code(0);
+        assert_eq!(get(&c, "a-after").as_deref(), Some("1"));
+        assert_eq!(get(&c, "b-after").as_deref(), Some("2"));
+    }
+}
+
 /// A part that copies this device's password wrap under a later epoch
 /// (it cannot open: the slot id is in the wrap's associated data) is tried
 /// first and fails; the device's own file still opens (before, the own

@@ -1,0 +1,93 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Two `rekey`s made on two copies of one vault while apart, reconciled
+//! (`Unlocked::reconcile`, SECURITY.md §18.6): whichever copy the unlock
+//! opened first, both end under the same account key (the later password
+//! wrap's) with every write of both, and each then merges the other's
+//! writes as an ordinary copy.
+
+use keyward_agent::account::password::{KdfParams, Password};
+use keyward_agent::account::secret_key::SecretKey;
+use keyward_agent::vault::{self, MergeError, Unlocked};
+use std::path::Path;
+
+const FAST: KdfParams = KdfParams {
+    m_kib: 19 * 1024,
+    t: 2,
+    p: 1,
+};
+const BASE: u64 = 1_700_000_000;
+
+fn pw() -> Password {
+    Password::new("two rekeys apart").unwrap()
+}
+
+fn open(path: &Path, sk: &SecretKey) -> Unlocked {
+    vault::unlock(vault::read(path).unwrap(), &pw(), sk).unwrap()
+}
+
+fn value(v: &Unlocked, name: &str) -> Option<Vec<u8>> {
+    v.get(name).map(|s| s.expose().to_vec())
+}
+
+#[test]
+fn two_rekeys_made_apart_reconcile_to_one_key_in_either_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+    let (mut v, sk) = vault::create(&pa, &pw(), FAST, BASE).unwrap();
+    v.set(&pa, "shared", b"0", BASE).unwrap();
+    std::fs::copy(&pa, &pb).unwrap();
+    let mut a = open(&pa, &sk);
+    let mut b = open(&pb, &sk);
+    a.rekey(&pa, &pw(), FAST, BASE + 10).unwrap();
+    a.set(&pa, "a", b"1", BASE + 11).unwrap();
+    b.rekey(&pb, &pw(), FAST, BASE + 12).unwrap();
+    b.set(&pb, "b", b"2", BASE + 13).unwrap();
+    drop((a, b));
+    // Before: neither copy can take the other in.
+    let mut a = open(&pa, &sk);
+    assert_eq!(
+        a.merge_from(&vault::read(&pb).unwrap()).unwrap_err(),
+        MergeError::NotVerified
+    );
+
+    let mut got = Vec::new();
+    for (first, second) in [(&pa, &pb), (&pb, &pa)] {
+        let (mut v, r) = open(first, &sk).reconcile(open(second, &sk), BASE + 20);
+        r.unwrap();
+        for (name, want) in [("shared", b"0"), ("a", b"1"), ("b", b"2")] {
+            assert_eq!(value(&v, name).as_deref(), Some(&want[..]), "{name}");
+        }
+        let out = dir
+            .path()
+            .join(format!("{}-first", first.file_name().unwrap().display()));
+        v.persist_above(&out, 0).unwrap();
+        got.push(out);
+    }
+    // The same account key either way: each written result merges into
+    // the other as an ordinary copy (no previous key allowed), and into a
+    // vault opened from either result.
+    let (x, y) = (&got[0], &got[1]);
+    let mut vx = open(x, &sk);
+    vx.merge_from(&vault::read(y).unwrap()).unwrap();
+    let mut vy = open(y, &sk);
+    vy.merge_from(&vault::read(x).unwrap()).unwrap();
+    // Both original copies are taken in as this device's own file (one
+    // under a previous key: sealed again, with fresh nonces), bringing
+    // nothing new.
+    let items = vx.file().items.len();
+    for p in [&pa, &pb] {
+        vx.merge_own_from(&vault::read(p).unwrap()).unwrap();
+        assert_eq!(vx.file().items.len(), items, "{}", p.display());
+        for (name, want) in [("shared", b"0"), ("a", b"1"), ("b", b"2")] {
+            assert_eq!(value(&vx, name).as_deref(), Some(&want[..]), "{name}");
+        }
+    }
+
+    // A vault of another account is not reconciled, and nothing changes.
+    let other_path = dir.path().join("other");
+    let (other, _) = vault::create(&other_path, &pw(), FAST, BASE).unwrap();
+    let before = vx.file().clone();
+    let (back, r) = vx.reconcile(other, BASE + 30);
+    assert!(matches!(r, Err(MergeError::OtherAccount(_))), "{r:?}");
+    assert_eq!(back.file(), &before);
+}

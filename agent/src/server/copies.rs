@@ -180,6 +180,13 @@ impl Agent {
             v.restore_items_from(vault_path, &copy, now)
                 .map_err(change_error)?;
             let mut notes = brings;
+            if diff.earlier_key {
+                notes.push(
+                    "this backup was made before a `keyward rekey` (under the account key it \
+                     retired): its items are sealed again under the key in force"
+                        .to_owned(),
+                );
+            }
             notes.push(format!(
                 "restored {} item(s) from generation {}; the vault as it was is kept in {}",
                 diff.items,

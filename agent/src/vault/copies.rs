@@ -25,6 +25,8 @@ pub struct CopyDiff {
     pub changed: Vec<String>,
     /// Items in the copy.
     pub items: usize,
+    /// The copy was made under an account key a `rekey` retired.
+    pub earlier_key: bool,
 }
 
 /// Why a copy cannot be used.
@@ -62,8 +64,16 @@ impl Unlocked {
                 ours: self.file.account_id.to_string(),
             });
         }
-        let key = Key32::from_slice(&self.keys.account_key)
-            .ok_or(CopyError::Tampered(UnlockError::Tampered))?;
+        // A copy made before a `rekey` verifies under the key it retired
+        // (record 0x0d, SECURITY.md §18.6).
+        let key = match (
+            parsed.mac_ok(&self.keys.mac_key),
+            self.previous_key_for(&parsed),
+        ) {
+            (false, Some(old)) => old,
+            _ => Key32::from_slice(&self.keys.account_key)
+                .ok_or(CopyError::Tampered(UnlockError::Tampered))?,
+        };
         let copy = open_with_account_key(parsed, &key, None).map_err(CopyError::Tampered)?;
         let diff = self.diff(&copy);
         Ok((bytes, copy, diff))
@@ -87,12 +97,15 @@ impl Unlocked {
         let mut d = CopyDiff {
             generation: copy.file.generation,
             items: copy.meta.len(),
+            earlier_key: copy.keys.account_key != self.keys.account_key,
             ..CopyDiff::default()
         };
         for (name, (_, r)) in &theirs {
             match ours.get(name) {
                 None => d.only_in_copy.push((*name).to_owned()),
-                Some((_, o)) if o != r => d.changed.push((*name).to_owned()),
+                Some((_, o)) if !self.same_item(name, &o.sealed, copy, &r.sealed) => {
+                    d.changed.push((*name).to_owned());
+                }
                 Some(_) => {}
             }
         }
@@ -102,6 +115,31 @@ impl Unlocked {
             .map(|n| (*n).to_owned())
             .collect();
         d
+    }
+
+    /// Whether item `name`, sealed as `ours` here and as `theirs` in
+    /// `copy`, is the same write: the same sealing, or (for a copy under an
+    /// earlier account key, sealed under another item key) the same value
+    /// and modification time.
+    fn same_item(
+        &self,
+        name: &str,
+        ours: &crate::account::wrap::Sealed,
+        copy: &Unlocked,
+        theirs: &crate::account::wrap::Sealed,
+    ) -> bool {
+        if ours == theirs {
+            return true;
+        }
+        if copy.keys.account_key == self.keys.account_key {
+            return false;
+        }
+        let when = |v: &Unlocked| v.index.get(name).map(|&i| v.meta[i].modified);
+        when(self) == when(copy)
+            && match (self.get(name), copy.get(name)) {
+                (Some(a), Some(b)) => a.expose() == b.expose(),
+                _ => false,
+            }
     }
 
     /// Makes the items of `copy` (a copy of this account's vault, from
@@ -129,10 +167,14 @@ impl Unlocked {
             }
         }
         for (name, &j) in &copy.index {
-            let same = self
-                .index
-                .get(name)
-                .is_some_and(|&i| self.file.items[i].sealed == copy.file.items[j].sealed);
+            let same = self.index.get(name).is_some_and(|&i| {
+                self.same_item(
+                    name,
+                    &self.file.items[i].sealed,
+                    copy,
+                    &copy.file.items[j].sealed,
+                )
+            });
             if !same {
                 let value = copy
                     .get(name)

@@ -152,6 +152,50 @@ fn a_backup_of_another_account_or_a_tampered_one_is_refused() {
     assert_eq!(home.ok(&["get", "a"]).stdout, "1");
 }
 
+/// A backup made before a `keyward rekey` is under the account key the
+/// rekey retired: it still restores (its items sealed again under the key
+/// in force), says so, and counts unchanged items as unchanged. A copy
+/// tampered with is still refused.
+#[test]
+fn a_backup_made_before_a_rekey_restores() {
+    let home = Home::new();
+    home.init(PW);
+    set(&home, "a", "1");
+    set(&home, "b", "2");
+    let out = home.path().join("before-rekey.kwv");
+    let out_s = out.to_str().unwrap();
+    home.ok(&["backup", "--out", out_s]);
+    home.ok_pw(&["rekey", "--json"], PW);
+    home.ok(&["rm", "a"]);
+    set(&home, "c", "3");
+    let r = home.run(&["restore", out_s]);
+    assert_eq!(r.code, 9, "{r}");
+    // "b" is the same write in both: not listed as changed.
+    assert!(
+        r.stderr.contains("brings back 1 item") && !r.stderr.contains("gives"),
+        "{r}"
+    );
+    let r = home.ok(&["restore", out_s, "--older"]);
+    assert!(r.stderr.contains("before a `keyward rekey`"), "{r}");
+    assert_eq!(names(&home, &[]), ["a", "b"]);
+    assert_eq!(home.ok(&["get", "a"]).stdout, "1");
+    // Written under the key in force: it opens after a lock.
+    home.ok(&["lock"]);
+    home.unlock(PW).expect_code(0);
+    assert_eq!(home.ok(&["get", "b"]).stdout, "2");
+
+    // The same backup with a flipped byte: refused.
+    let mut b = std::fs::read(&out).unwrap();
+    let n = b.len();
+    b[n - 40] ^= 1;
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(&b[..n - 32]);
+    b[n - 32..].copy_from_slice(&sum);
+    std::fs::write(&out, &b).unwrap();
+    let r = home.run(&["restore", out_s, "--older"]);
+    assert_eq!(r.code, 10, "{r}");
+}
+
 #[test]
 fn list_a_pattern_and_rename() {
     let home = Home::new();

@@ -526,20 +526,42 @@ fn a_forged_conflict_copy_is_refused_and_reported_and_a_real_one_is_merged() {
     );
     std::fs::remove_file(&forged).unwrap();
 
-    // A real conflict copy (B's part as it was, with an item since removed
-    // nowhere, and one only it has) is merged, then removed.
-    let b_part = vault_files(&a.paths.data_dir)
-        .into_iter()
-        .find(|n| n != &format!("vault-{account}.kwv"))
-        .unwrap();
-    set(&b, "in-copy", "from the copy");
-    let copy = a.paths.data_dir.join(format!(
-        "vault-{account}.sync-conflict-20261207-111111-BBBBBBB.kwv"
-    ));
-    std::fs::copy(a.paths.data_dir.join(&b_part), &copy).unwrap();
-    sync(&a).expect_code(0);
-    assert_eq!(get(&a, "in-copy").as_deref(), Some("from the copy"));
-    assert!(!copy.exists(), "a merged conflict copy stays");
+    // Real conflict copies, as engines leave them: B's part is back as it
+    // was before B's last write, and that write is only in the copy
+    // (Syncthing's name, then a cloud folder's). A, apart meanwhile, merges
+    // the copy at its unlock and removes it.
+    let b_part = a.paths.data_dir.join(
+        vault_files(&a.paths.data_dir)
+            .into_iter()
+            .find(|n| n != &format!("vault-{account}.kwv"))
+            .unwrap(),
+    );
+    for (n, name) in [
+        format!("vault-{account}.sync-conflict-20261207-111111-BBBBBBB.kwv"),
+        format!("vault-{account} (b's conflicted copy 2026-12-08).kwv"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        a.stop_agent();
+        if n > 0 {
+            b.unlock(PW).expect_code(0);
+        }
+        let before = std::fs::read(&b_part).unwrap();
+        let item = format!("in-copy-{n}");
+        set(&b, &item, "from the copy");
+        b.stop_agent();
+        let copy = a.paths.data_dir.join(name);
+        std::fs::copy(&b_part, &copy).unwrap();
+        std::fs::write(&b_part, before).unwrap();
+        let r = a.unlock(PW).expect_code(0);
+        assert_eq!(get(&a, &item).as_deref(), Some("from the copy"), "{r}");
+        assert!(
+            !copy.exists(),
+            "a merged conflict copy stays: {}",
+            copy.display()
+        );
+    }
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {

@@ -687,6 +687,15 @@ impl Agent {
         let spawned = std::thread::Builder::new()
             .name("keyward-sync".into())
             .spawn(move || {
+                // Merging is background work: requests (served at the
+                // default priority) preempt it on a busy machine. Nice 10
+                // still gets a share, so a writer waiting on a merge is not
+                // starved.
+                // (On Linux a thread id names that thread alone.)
+                let me = Some(rustix::thread::gettid());
+                if let Err(e) = rustix::process::setpriority_process(me, 10) {
+                    tracing::debug!("cannot lower the sync watcher's priority: {e}");
+                }
                 let mut last = None;
                 loop {
                     std::thread::sleep(poll);

@@ -631,13 +631,16 @@ fn during_merges(secs: f64, write: Duration) -> Result<()> {
     }
     println!();
     let slow = busy.0.iter().filter(|d| **d > write).count();
+    let quiet_slow = quiet.0.iter().filter(|d| **d > write).count();
     println!(
         "Part rewritten → agent's file replaced (poll wait, read, merge, write): {}; \
-         CPU time of the agent's sync thread per merge {:.1} ms; gets during merges slower than one \
-         write: {slow} of {}.",
+         CPU time of the agent's sync thread per merge {:.1} ms; gets slower than one write: \
+         {slow} of {} during merges, {quiet_slow} of {} with nothing else running (the \
+         machine's own noise).",
         cycles.summary(),
         merge_cpu / 1e6,
-        busy.0.len()
+        busy.0.len(),
+        quiet.0.len()
     );
     println!(
         "Target: max `get` during merges ≤ one write of the vault ({} median, part 1) — \

@@ -222,6 +222,38 @@ impl Home {
         Run::from(line, child.wait_with_output().unwrap())
     }
 
+    /// `keyward join PATH --secret-key-fd 3 --password-stdin EXTRA…`.
+    pub fn join(&self, path: &Path, sk: &str, password: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "join",
+            path.to_str().unwrap(),
+            "--secret-key-fd",
+            "3",
+            "--password-stdin",
+        ];
+        args.extend_from_slice(extra);
+        self.run_with(
+            &args,
+            Some(format!("{password}\n").as_bytes()),
+            Some(format!("{sk}\n").as_bytes()),
+        )
+    }
+
+    /// `keyward secret-key rotate` (the password on fd 3), which must
+    /// succeed; the new Secret Key.
+    pub fn rotate_secret_key(&self, password: &str) -> String {
+        self.run_with(
+            &["secret-key", "rotate", "--password-fd", "3", "--json"],
+            None,
+            Some(password.as_bytes()),
+        )
+        .expect_code(0)
+        .json()["secret_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Runs `keyward args…`.
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, None, None)

@@ -4,8 +4,8 @@
 //! the Master Password; a wrong one is refused and counted like an unlock,
 //! and leaves nothing behind.
 
+use keyward_e2e::Home;
 use keyward_e2e::files_under;
-use keyward_e2e::{Home, Run};
 use std::path::{Path, PathBuf};
 
 const PW: &str = "join master password";
@@ -31,23 +31,6 @@ fn synced_folder(vault: &Path) -> tempfile::TempDir {
         .unwrap();
     std::fs::copy(vault, dir.path().join(vault.file_name().unwrap())).unwrap();
     dir
-}
-
-/// `keyward join PATH --secret-key-fd 3 --password-stdin …`.
-fn join(home: &Home, path: &Path, sk: &str, pw: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "join",
-        path.to_str().unwrap(),
-        "--secret-key-fd",
-        "3",
-        "--password-stdin",
-    ];
-    args.extend_from_slice(extra);
-    home.run_with(
-        &args,
-        Some(format!("{pw}\n").as_bytes()),
-        Some(format!("{sk}\n").as_bytes()),
-    )
 }
 
 fn no_vault_in(dir: &Path) -> bool {
@@ -80,14 +63,9 @@ fn a_second_device_joins_the_vault_where_it_is() {
 
     let b = Home::new();
     assert_eq!(b.status()["state"], "uninitialized");
-    let r = join(
-        &b,
-        folder.path(),
-        &sk,
-        PW,
-        &["--protector", "file", "--json"],
-    )
-    .expect_code(0);
+    let r = b
+        .join(folder.path(), &sk, PW, &["--protector", "file", "--json"])
+        .expect_code(0);
     let j = r.json();
     assert_eq!(j["state"], "unlocked", "{r}");
     assert_eq!(j["account_id"], account.as_str());
@@ -164,19 +142,12 @@ fn a_wrong_secret_key_or_password_is_refused_counted_and_leaves_nothing() {
     let (a, account, old_sk, vault) = device_a();
     // A new Secret Key on A: the old one (well formed, of this account) is
     // now a wrong one.
-    let r = a
-        .run_with(
-            &["secret-key", "rotate", "--password-fd", "3", "--json"],
-            None,
-            Some(PW.as_bytes()),
-        )
-        .expect_code(0);
-    let sk = r.json()["secret_key"].as_str().unwrap().to_owned();
+    let sk = a.rotate_secret_key(PW);
     assert_ne!(sk, old_sk);
     let folder = synced_folder(&vault);
     let b = Home::new();
 
-    let r = join(&b, folder.path(), &old_sk, PW, &[]).expect_code(6);
+    let r = b.join(folder.path(), &old_sk, PW, &[]).expect_code(6);
     assert!(
         r.stderr.contains("wrong Master Password or Secret Key")
             && r.stderr.contains("2 more tries"),
@@ -184,23 +155,28 @@ fn a_wrong_secret_key_or_password_is_refused_counted_and_leaves_nothing() {
     );
     assert_nothing_written(&b, &account);
 
-    let r = join(&b, folder.path(), &sk, "not the password", &[]).expect_code(6);
+    let r = b
+        .join(folder.path(), &sk, "not the password", &[])
+        .expect_code(6);
     assert!(r.stderr.contains("1 more try"), "the failures add up: {r}");
     assert_nothing_written(&b, &account);
 
     // The third failure is free too; the fourth starts the back-off, which
     // refuses even the right credentials, as for an unlock.
-    join(&b, folder.path(), &sk, "still not it", &[]).expect_code(6);
-    let r = join(&b, folder.path(), &sk, "nor this", &[]).expect_code(6);
+    b.join(folder.path(), &sk, "still not it", &[])
+        .expect_code(6);
+    let r = b.join(folder.path(), &sk, "nor this", &[]).expect_code(6);
     assert!(r.stderr.contains("next attempt accepted in"), "{r}");
     assert!(b.status()["backoff_seconds"].as_u64().unwrap() > 0);
-    let r = join(&b, folder.path(), &sk, PW, &[]).expect_code(6);
+    let r = b.join(folder.path(), &sk, PW, &[]).expect_code(6);
     assert!(r.stderr.contains("too many failed attempts"), "{r}");
     assert_nothing_written(&b, &account);
 
     // A typo (not a Secret Key at all) is not counted, and says so.
     let c = Home::new();
-    let r = join(&c, folder.path(), "K1-NOT-A-KEY", PW, &[]).expect_code(9);
+    let r = c
+        .join(folder.path(), "K1-NOT-A-KEY", PW, &[])
+        .expect_code(9);
     assert!(r.stderr.contains("Secret Key"), "{r}");
     assert_eq!(c.status()["backoff_seconds"], 0);
     assert_nothing_written(&c, &account);
@@ -214,7 +190,7 @@ fn join_is_refused_with_an_account_and_for_a_folder_of_two_vaults() {
     // A device that has its own account does not join another.
     let b = Home::new();
     b.init("b's own password");
-    let r = join(&b, folder.path(), &sk, PW, &[]).expect_code(9);
+    let r = b.join(folder.path(), &sk, PW, &[]).expect_code(9);
     assert!(r.stderr.contains("already has an account"), "{r}");
     assert!(!b.paths.state_dir.join("vault-path").exists());
 
@@ -230,7 +206,7 @@ fn join_is_refused_with_an_account_and_for_a_folder_of_two_vaults() {
     )
     .unwrap();
     let c = Home::new();
-    let r = join(&c, folder.path(), &sk, PW, &[]).expect_code(9);
+    let r = c.join(folder.path(), &sk, PW, &[]).expect_code(9);
     assert!(
         r.stderr.contains("several vaults") && r.stderr.contains(&other_account),
         "{r}"
@@ -238,13 +214,14 @@ fn join_is_refused_with_an_account_and_for_a_folder_of_two_vaults() {
     assert_eq!(c.status()["state"], "uninitialized");
     // The vault file itself can be given.
     let file = folder.path().join(vault.file_name().unwrap());
-    join(&c, &file, &sk, PW, &["--protector", "none"]).expect_code(0);
+    c.join(&file, &sk, PW, &["--protector", "none"])
+        .expect_code(0);
     assert_eq!(c.status()["protector"], "none");
 
     // A folder with no vault.
     let empty = tempfile::tempdir().unwrap();
     let d = Home::new();
-    let r = join(&d, empty.path(), &sk, PW, &[]).expect_code(7);
+    let r = d.join(empty.path(), &sk, PW, &[]).expect_code(7);
     assert!(r.stderr.contains("no keyward vault"), "{r}");
 }
 

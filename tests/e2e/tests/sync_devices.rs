@@ -29,20 +29,7 @@ fn sync(h: &Home) -> Run {
 
 /// `keyward join` of `folder` on `b` with the file protector.
 fn join(b: &Home, folder: &Path, sk: &str) -> Run {
-    b.run_with(
-        &[
-            "join",
-            folder.to_str().unwrap(),
-            "--secret-key-fd",
-            "3",
-            "--password-stdin",
-            "--protector",
-            "file",
-            "--json",
-        ],
-        Some(format!("{PW}\n").as_bytes()),
-        Some(format!("{sk}\n").as_bytes()),
-    )
+    b.join(folder, sk, PW, &["--protector", "file", "--json"])
 }
 
 /// Device A (an account, one item) and device B joined to A's data
@@ -199,17 +186,7 @@ fn a_revocation_and_a_new_secret_key_reach_the_other_device() {
 
     // A makes a new Secret Key while B is apart (locked).
     b.ok(&["lock"]);
-    let new_sk = a
-        .run_with(
-            &["secret-key", "rotate", "--password-fd", "3", "--json"],
-            None,
-            Some(PW.as_bytes()),
-        )
-        .expect_code(0)
-        .json()["secret_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_sk = a.rotate_secret_key(PW);
     // B's file protector holds the old key: the unlock says what happened.
     let r = b.unlock(PW);
     assert_ne!(r.code, 0);

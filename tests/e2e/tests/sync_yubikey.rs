@@ -48,19 +48,11 @@ fn two_devices_one_card(env: &PcscEnv, touch: &str) -> (Home, Home, String, Stri
         .expect_code(0);
     let b = Home::new();
     b.set_env(env.pcsc_env());
-    b.run_with(
-        &[
-            "join",
-            a.paths.data_dir.to_str().unwrap(),
-            "--secret-key-fd",
-            "3",
-            "--password-stdin",
-            "--protector",
-            "file",
-            "--json",
-        ],
-        Some(format!("{PW}\n").as_bytes()),
-        Some(format!("{sk}\n").as_bytes()),
+    b.join(
+        &a.paths.data_dir,
+        &sk,
+        PW,
+        &["--protector", "file", "--json"],
     )
     .expect_code(0);
     (a, b, account, sk)
@@ -95,17 +87,7 @@ fn one_yubikey_unlocks_both_devices_and_still_does_after_a_new_secret_key_on_one
     // A makes a new Secret Key while B is apart (its agent stopped): A
     // re-makes the card's wrap with the new key.
     b.stop_agent();
-    let new_sk = a
-        .run_with(
-            &["secret-key", "rotate", "--password-fd", "3", "--json"],
-            None,
-            Some(PW.as_bytes()),
-        )
-        .expect_code(0)
-        .json()["secret_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_sk = a.rotate_secret_key(PW);
     a.run_with(&["set", "--force", "after"], Some(b"the rotation"), None)
         .expect_code(0);
     let own = part_of(&b, &account);
@@ -150,12 +132,7 @@ fn a_card_that_wants_a_touch_is_touched_twice_after_a_new_secret_key_elsewhere()
     // Enrolling and joining touch nothing; each unlock below does.
     let (a, b, _account, _sk) = two_devices_one_card(&env, "always");
     b.stop_agent();
-    a.run_with(
-        &["secret-key", "rotate", "--password-fd", "3", "--json"],
-        None,
-        Some(PW.as_bytes()),
-    )
-    .expect_code(0);
+    a.rotate_secret_key(PW);
     let seen = card.touch_requests();
     let toucher = card.clone();
     let t = std::thread::spawn(move || {

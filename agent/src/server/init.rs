@@ -160,6 +160,7 @@ impl Agent {
         self.enroll_policy_organizers(&mut v, &path, now);
         self.remember_generation(&id, v.file().generation);
         self.remember_wrap_costs(v.file());
+        self.remember_keys(&v);
         let account = Account {
             id,
             vault_path: path.clone(),

@@ -290,6 +290,7 @@ impl Agent {
         self.revoke_again(&mut v, &part, &mut notes);
         self.remember_generation(&id, v.file().generation);
         self.remember_wrap_costs(v.file());
+        self.remember_keys(&v);
         let resp = self.unlocked_response(&id, protector, notes);
         let account = Account {
             id,

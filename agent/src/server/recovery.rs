@@ -287,6 +287,7 @@ impl Agent {
             notes.extend(early);
             me.remember_generation(&id, v.file().generation);
             me.remember_wrap_costs(v.file());
+            me.remember_keys(&v);
             let sk = v
                 .secret_key()
                 .ok_or_else(|| internal("no Secret Key after recovery"))?;

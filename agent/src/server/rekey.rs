@@ -25,6 +25,7 @@ impl Agent {
         let (revoked, notes) = tokio::task::spawn_blocking(move || {
             me.edit_vault(|v, path| {
                 let revoked = v.rekey(path, &pw, params, now).map_err(change_error)?;
+                me.remember_keys(v);
                 let id = v.account_id();
                 for code_id in &revoked {
                     me.remember_revoked(&id, code_id);
@@ -80,6 +81,7 @@ impl Agent {
         notes: &mut Vec<String>,
     ) -> Result<vault::Unlocked, AgentError> {
         let mut tried: Vec<vault::format::PasswordWrap> = Vec::new();
+        let known = self.known_keys(&v.account_id());
         for copy in copies {
             if v.knows_key_of(&copy)
                 || copy.vault.previous_keys.is_empty()
@@ -90,11 +92,15 @@ impl Agent {
             }
             tried.extend(copy.vault.password_wraps.iter().cloned());
             let (pw, key, now) = (password.clone(), sk.clone(), self.clock.unix_now());
+            let known = known.clone();
             // Argon2id, then every record sealed again: off the runtime.
             let (kept, r) = tokio::task::spawn_blocking(move || {
                 let r = match vault::unlock(copy, &pw, &key) {
-                    Ok(other) => v.reconcile(other, now),
-                    Err(_) => (v, Ok(false)),
+                    // It must prove a key this device has seen (§18.5).
+                    Ok(other) if super::rollback::key_accepted(&known, &other) => {
+                        v.reconcile(other, now)
+                    }
+                    _ => (v, Ok(false)),
                 };
                 // Account keys passed by value through these frames.
                 crate::secret::scrub_stack();

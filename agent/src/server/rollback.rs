@@ -20,8 +20,16 @@
 //!   and cost the user back-off. The unlock stops before any derivation.
 //!   A slot this device never saw (made elsewhere, or before this record
 //!   existed) is used as it is.
+//! - `account-keys-<ID>`: the ids (16 hex digits a line, [`vault::key_id`])
+//!   of the account keys this device has seen its vault under. A copy is
+//!   taken as this account's vault only if it proves one of them (its own
+//!   key, or a previous key it holds sealed): someone who knows the Master
+//!   Password and can write the folder cannot put a vault of their own in
+//!   its place (with a YubiKey-kept Secret Key, the card would open the one
+//!   they seal to its public key). None recorded (a keyward before this
+//!   record): the first vault opened is taken, and recorded.
 //!
-//! Both live in the state directory, which an attacker who can only replace
+//! All live in the state directory, which an attacker who can only replace
 //! the vault file (a synced folder, a backup) does not control. Code running
 //! as the user can change them too (docs/SECURITY.md §13, "Rollback").
 
@@ -36,6 +44,12 @@ use std::path::PathBuf;
 /// How many password wraps' parameters are remembered (one is in force;
 /// each password change or Secret Key change adds one).
 const KDF_SLOTS: usize = 32;
+
+/// Whether `v` may be taken as this account's vault on this device, given
+/// the account keys it has seen (`known`, from [`Agent::known_keys`]).
+pub(super) fn key_accepted(known: &[[u8; 8]], v: &vault::Unlocked) -> bool {
+    known.is_empty() || v.proven_key_ids().iter().any(|k| known.contains(k))
+}
 
 /// Where this device records the highest generation of `id`'s vault it
 /// has seen (it exists once the device has opened that vault).
@@ -61,6 +75,41 @@ impl Agent {
                 Some((slot, KdfParams { m_kib, t, p }))
             })
             .collect()
+    }
+
+    fn keys_file(&self, id: &AccountId) -> PathBuf {
+        self.paths.state_dir.join(format!("account-keys-{id}"))
+    }
+
+    /// The ids of the account keys this device has seen `id`'s vault under.
+    pub(super) fn known_keys(&self, id: &AccountId) -> Vec<[u8; 8]> {
+        std::fs::read_to_string(self.keys_file(id))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| crate::account::unhex::<8>(l.trim()))
+            .collect()
+    }
+
+    /// Records the account keys `v` proves (its own and its previous ones)
+    /// as seen by this device. Called once `v` is this device's vault (init,
+    /// join, unlock, recovery, rekey).
+    pub(super) fn remember_keys(&self, v: &vault::Unlocked) {
+        let id = v.account_id();
+        let mut all = self.known_keys(&id);
+        let before = all.len();
+        for k in v.proven_key_ids() {
+            if !all.contains(&k) {
+                all.push(k);
+            }
+        }
+        if all.len() == before {
+            return;
+        }
+        let text: String = all.iter().map(|k| format!("{}\n", vault::hex(k))).collect();
+        let _ = store::ensure_private_dir(&self.paths.state_dir, self.uid);
+        if let Err(e) = store::write_atomic(&self.keys_file(&id), text.as_bytes()) {
+            tracing::warn!("cannot record the account key's id: {e}");
+        }
     }
 
     /// Remembers the parameters of every password wrap of `file`, a vault

@@ -56,14 +56,15 @@ impl Agent {
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
     ) -> Result<vault::Unlocked, AgentError> {
-        self.open_counted_any(vec![parsed], 0, password, sk, None)
+        self.open_counted_any(vec![parsed], 0, password, sk, None, Vec::new())
             .await
-            .map(|(v, _)| v)
+            .map(|(v, _, _)| v)
     }
 
     /// [`Self::open_counted`] from the first of `copies` that opens (the
     /// device's own file, then other devices' parts); also says which.
-    /// `newer`: see [`vault::unlock_any`] (its failing is not counted).
+    /// `newer`: see [`vault::unlock_any`] (its failing is not counted);
+    /// `known`: the account keys this device has seen (empty: any).
     pub(in crate::server) async fn open_counted_any(
         &self,
         copies: Vec<vault::format::Parsed>,
@@ -71,10 +72,12 @@ impl Agent {
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
         newer: Option<Arc<SecretKey>>,
-    ) -> Result<(vault::Unlocked, usize), AgentError> {
+        known: Vec<[u8; 8]>,
+    ) -> Result<(vault::Unlocked, usize, bool), AgentError> {
         let (pw, key) = (password.clone(), sk.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let r = vault::unlock_any(copies, own, &pw, &key, newer.as_deref());
+            let accept = |v: &vault::Unlocked| crate::server::rollback::key_accepted(&known, v);
+            let r = vault::unlock_any(copies, own, &pw, &key, newer.as_deref(), &accept);
             // The account key passed by value through these frames.
             crate::secret::scrub_stack();
             r
@@ -88,6 +91,10 @@ impl Agent {
             }
             Err(e @ UnlockError::OtherAccount { .. }) => {
                 Err(err(ErrorCode::InvalidInput, e.to_string()))
+            }
+            Err(e @ UnlockError::UnknownKey) => {
+                tracing::warn!("a copy of the vault under an unknown account key was refused");
+                Err(err(ErrorCode::Corrupt, e.to_string()))
             }
             Err(e @ (UnlockError::Tampered | UnlockError::BadItem(_))) => {
                 Err(err(ErrorCode::Corrupt, e.to_string()))
@@ -393,7 +400,7 @@ impl Agent {
         let (sk, newer) = (Arc::new(sk), newer.map(Arc::new));
         let mut reads = 1;
         let mut rekey_notes = Vec::new();
-        let (writer, mut v, from_other, own_generation) = loop {
+        let (writer, mut v, from_other, own_generation, own_replaced) = loop {
             let generation = parsed.vault.generation;
             // Other devices' parts may hold a newer password wrap (a new
             // password, Secret Key or account key made there).
@@ -407,8 +414,9 @@ impl Agent {
             );
             let spare = copies.clone();
             rekey_notes.clear();
-            let (v, which) = self
-                .open_counted_any(copies, own, &password, &sk, newer.clone())
+            let known = self.known_keys(&account.id);
+            let (v, which, refused) = self
+                .open_counted_any(copies, own, &password, &sk, newer.clone(), known)
                 .await?;
             // The copies after the one that opened were not tried.
             let untried = spare.into_iter().skip(which + 1).collect();
@@ -426,7 +434,7 @@ impl Agent {
             let (now, _) = crate::server::sync::read_own(&account.vault_path, &account.id)
                 .map_err(read_error)?;
             if now.vault.generation == generation {
-                break (writer, v, which != own, generation);
+                break (writer, v, which != own, generation, refused);
             }
             drop(writer);
             if reads == 3 {
@@ -458,12 +466,29 @@ impl Agent {
         }
         // The rollback check is on this device's own file as it was read,
         // before anything merged into it is written (SECURITY.md §13).
-        if own_missing {
+        if own_missing || own_replaced {
+            // Its generation says nothing (there is none, or it is
+            // someone else's): compared is the copy this is made from.
+            let older = self
+                .check_generation(&account.id, v.file().generation)
+                .map(|_| {
+                    format!(
+                        " The copy it is made from (write generation {}) is older than this \
+                         device last saw: it may be missing more.",
+                        v.file().generation
+                    )
+                })
+                .unwrap_or_default();
             notes.push(format!(
-                "WARNING: this device's vault file {} was missing from its folder (deleted \
-                 there, or by a sync engine); it is made again from the other devices' copies: \
-                 a change made on this device that had not reached them is lost",
-                account.vault_path.display()
+                "WARNING: this device's vault file {} was {}; it is made again from the other \
+                 devices' copies: a change made on this device that had not reached them is \
+                 lost.{older}",
+                account.vault_path.display(),
+                if own_missing {
+                    "missing from its folder (deleted there, or by a sync engine)"
+                } else {
+                    "replaced by a vault under an account key this device has never seen"
+                }
             ));
         } else if let Some(note) = self.check_generation(&account.id, own_generation) {
             notes.push(note);
@@ -488,8 +513,12 @@ impl Agent {
         {
             tracing::warn!("cannot record protector use: {e}");
         }
+        if own_replaced && let Err(e) = v.persist_above(&account.vault_path, v.file().generation) {
+            notes.push(format!("cannot write this device's vault file again: {e}"));
+        }
         self.remember_generation(&account.id, v.file().generation);
         self.remember_wrap_costs(v.file());
+        self.remember_keys(&v);
         let resp = self.unlocked_response(&account.id, &protector, notes);
         self.install_unless_locked(
             &writer,

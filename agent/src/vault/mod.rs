@@ -88,6 +88,16 @@ pub enum UnlockError {
          altered since keyward last wrote the file; restore it from a backup"
     )]
     Tampered,
+    /// The credentials opened a copy, but under an account key this device
+    /// has never seen and that carries none it has (SECURITY.md §18.5).
+    #[error(
+        "the vault opened, but under an account key this device has never seen, and it does not \
+         carry the one this device knows: the file was replaced (by someone who can write its \
+         folder and knows the Master Password?); nothing was used. Put this device's vault file \
+         back from a backup, or, if the account really was made anew, remove this device's \
+         state (`keyward device remove` on another device) and `keyward join` again"
+    )]
+    UnknownKey,
     /// An item fails authentication although the record set is intact.
     #[error("item {0} of the vault cannot be decrypted; restore the vault from a backup")]
     BadItem(usize),
@@ -303,10 +313,15 @@ pub fn unlock(
 }
 
 /// Opens with the Master Password and the Secret Key from the first of
-/// `copies` whose password wrap opens and whose MAC then verifies (the
-/// device's own file first, then the parts other devices wrote, which may
-/// hold a newer password wrap). Returns the vault and the index of the copy
-/// that opened. Wrong credentials for all of them is one failure.
+/// `copies` whose password wrap opens, whose MAC then verifies, and that
+/// `accept` takes (it proves an account key this device has seen,
+/// SECURITY.md §18.5) — the device's own file first, then the parts other
+/// devices wrote, which may hold a newer password wrap. Returns the vault,
+/// the index of the copy that opened, and whether the own copy opened
+/// under a key `accept` refused (it was replaced). Wrong credentials for
+/// all of them is one failure; a copy refused by `accept` is not a failure
+/// of the credentials (they opened it), and if nothing else opens the
+/// result is [`UnlockError::UnknownKey`].
 ///
 /// `newer` is a Secret Key that a protector found sealed for it in another
 /// device's part (a YubiKey wrap re-made there with a new Secret Key): it
@@ -319,7 +334,8 @@ pub fn unlock_any(
     password: &Password,
     sk: &SecretKey,
     newer: Option<&SecretKey>,
-) -> Result<(Unlocked, usize), UnlockError> {
+    accept: &dyn Fn(&Unlocked) -> bool,
+) -> Result<(Unlocked, usize, bool), UnlockError> {
     if let Some(newer) = newer {
         let mut tried: Vec<PasswordWrap> = Vec::new();
         for (i, parsed) in copies.iter().enumerate().take(own) {
@@ -332,12 +348,16 @@ pub fn unlock_any(
                 continue;
             }
             tried.extend(parsed.vault.password_wraps.iter().cloned());
-            if let Ok(v) = unlock(parsed.clone(), password, newer) {
-                return Ok((v, i));
+            if let Ok(v) = unlock(parsed.clone(), password, newer)
+                && accept(&v)
+            {
+                return Ok((v, i, false));
             }
         }
     }
     let mut own_err = None;
+    let mut refused = false;
+    let mut own_refused = false;
     let mut tried: Vec<PasswordWrap> = Vec::new();
     for (i, parsed) in copies.into_iter().enumerate() {
         // Another copy whose wraps (whole: slot, salt, parameters, nonce,
@@ -354,11 +374,18 @@ pub fn unlock_any(
             continue;
         }
         match unlock(parsed, password, sk) {
-            Ok(v) => return Ok((v, i)),
+            Ok(v) if accept(&v) => return Ok((v, i, own_refused)),
+            Ok(_) => {
+                refused = true;
+                own_refused |= i == own;
+            }
             // Another device's copy failing (forged, damaged) is only skipped.
             Err(e) if i == own => own_err = Some(e),
             Err(_) => {}
         }
+    }
+    if refused {
+        return Err(UnlockError::UnknownKey);
     }
     Err(own_err.unwrap_or(UnlockError::WrongCredentials))
 }

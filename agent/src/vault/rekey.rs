@@ -139,6 +139,29 @@ impl Unlocked {
         Ok(revoked.iter().map(|c| hex(c)).collect())
     }
 
+    /// The ids of the account keys this vault proves it holds: its own,
+    /// and each previous key whose record opens (under its item key) to a
+    /// key of the id the record names. A record's id alone proves nothing
+    /// (ids are public); its sealed key does.
+    pub fn proven_key_ids(&self) -> Vec<[u8; 8]> {
+        let id = self.file.account_id;
+        let mut out = vec![key_id(&self.keys.account_key)];
+        for k in &self.file.previous_keys {
+            let opened = wrap::open_key(
+                &self.keys.item_key,
+                Purpose::PreviousKey,
+                &id,
+                &hex(&k.key_id),
+                &k.sealed,
+            );
+            if opened.is_ok_and(|key| key_id(key.expose()) == k.key_id) && !out.contains(&k.key_id)
+            {
+                out.push(k.key_id);
+            }
+        }
+        out
+    }
+
     /// Whether `other` verifies under this vault's account key or one of
     /// its previous keys (it can then be merged, SECURITY.md §18.6).
     pub fn knows_key_of(&self, other: &format::Parsed) -> bool {

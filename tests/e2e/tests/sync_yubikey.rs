@@ -323,3 +323,90 @@ fn a_card_already_enrolled_is_used_as_it_is_by_protector_add_and_join() {
     assert!(r.stderr.contains("go with --protector yubikey"), "{r}");
     assert_eq!(e.status()["state"], "uninitialized");
 }
+
+/// A vault of someone who knows the Master Password but has neither the
+/// Secret Key nor the account key, for `account`, built from the layout of
+/// `like` (its devices and protectors; no item): their own account key,
+/// a password wrap (epoch 9999) that opens with the password and a Secret
+/// Key of theirs, and every YubiKey wrap re-made around that Secret Key
+/// (the cards' public keys are in every copy). Its MAC is right under
+/// their key.
+fn attackers_vault(like: &std::path::Path, account: &str) -> Vec<u8> {
+    use keyward_agent::account::password::{Password, derive_km};
+    use keyward_agent::account::wrap::{self, Purpose};
+    let id = AccountId::parse(account).unwrap();
+    let mut v = format::parse(&std::fs::read(like).unwrap()).unwrap().vault;
+    let sk = SecretKey::generate(&id).unwrap();
+    let key = [0x5a; 32];
+    let mut w = v.password_wraps[0].clone();
+    w.slot_id = format!("pw-9999-{}-{}-s", 2_000_000_000u64, "ee".repeat(4));
+    let km = derive_km(&Password::new(PW).unwrap(), &w.salt16, &id, &w.params).unwrap();
+    let auk = keyward_agent::account::auk(&km, &sk.derive_ks());
+    w.sealed = wrap::seal(auk.expose(), Purpose::Password, &id, &w.slot_id, &key).unwrap();
+    v.password_wraps = vec![w];
+    for p in &mut v.piv_wraps {
+        let (epk, k) = piv::enroll(&p.card_pk).unwrap();
+        p.epk = epk;
+        p.sealed = piv::seal_secret_key(&k, &id, p.serial, p.slot, &sk).unwrap();
+    }
+    v.items.clear();
+    v.recovery_wraps.clear();
+    v.previous_keys.clear();
+    v.ssh_keys.clear();
+    v.organizers = Default::default();
+    v.tombstones.clear();
+    v.generation += 1000;
+    let mac_key = keyward_agent::account::vault_mac_key(&key, &id);
+    v.encode(mac_key.expose())
+}
+
+/// Someone who knows the Master Password and can write the synced folder
+/// puts a vault of their own beside B's ([`attackers_vault`]): B's card
+/// opens the Secret Key they sealed to it, and that key with the password
+/// opens their vault, but it proves no account key B has seen: refused.
+/// B's unlock goes on with its own file, B's protectors keep the real
+/// Secret Key. The same vault in place of B's own file: the card unlock is
+/// refused (not counted), and the file protector's unlock makes B's file
+/// again from A's.
+#[test]
+fn a_vault_of_someone_who_knows_the_password_is_never_taken_for_the_account() {
+    let Some(env) = PcscEnv::start_or_skip() else {
+        return;
+    };
+    let _card = env.insert_card(CardConfig::new(99_999_999)).unwrap();
+    let (_a, b, account, _sk) = two_devices_one_card(&env, "never");
+    b.ok(&["lock"]);
+    let own = part_of(&b, &account);
+    let theirs = attackers_vault(&own, &account);
+    let beside = own
+        .parent()
+        .unwrap()
+        .join(format!("vault-{account}.{}.kwv", "ee".repeat(16)));
+    std::fs::write(&beside, &theirs).unwrap();
+    let r = with_card(&b, &["--with", "yubikey"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(b.ok(&["get", "shared"]).stdout, "from a");
+    b.ok(&["lock"]);
+    b.unlock(PW).expect_code(0);
+    assert_eq!(b.status()["protector"], "file");
+    assert_eq!(b.ok(&["get", "shared"]).stdout, "from a");
+    std::fs::remove_file(&beside).unwrap();
+
+    // In place of B's own file.
+    b.ok(&["lock"]);
+    std::fs::write(&own, &theirs).unwrap();
+    let r = with_card(&b, &["--with", "yubikey"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("never seen"), "{r}");
+    let r = b.unlock(PW).expect_code(0);
+    assert!(!r.stderr.contains("more tries"), "{r}");
+    assert_eq!(b.ok(&["get", "shared"]).stdout, "from a");
+    assert_ne!(
+        std::fs::read(&own).unwrap(),
+        theirs,
+        "B's file is still theirs"
+    );
+    b.ok(&["lock"]);
+    let r = with_card(&b, &["--with", "yubikey"]);
+    assert_eq!(r.code, 0, "{r}");
+}

@@ -5,6 +5,7 @@
 //! wrap's) with every write of both, and each then merges the other's
 //! writes as an ordinary copy.
 
+use keyward_agent::account::organizer::OrganizerSecret;
 use keyward_agent::account::password::{KdfParams, Password};
 use keyward_agent::account::secret_key::SecretKey;
 use keyward_agent::vault::{self, MergeError, Unlocked};
@@ -40,6 +41,15 @@ fn two_rekeys_made_apart_reconcile_to_one_key_in_either_order() {
     let mut b = open(&pb, &sk);
     a.rekey(&pa, &pw(), FAST, BASE + 10).unwrap();
     a.set(&pa, "a", b"1", BASE + 11).unwrap();
+    // After its rekey, A adds a recovery code and an organizer.
+    a.add_recovery_code(&pa, BASE + 11).unwrap();
+    let org_secret = OrganizerSecret::generate().unwrap();
+    let org = org_secret.recipient().unwrap();
+    a.add_organizer(&pa, &org, "family", false, BASE + 11)
+        .unwrap();
+    // A later second: B's rekey ranks later (its slot id carries the
+    // system clock's time), so A's key is the one not kept.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     b.rekey(&pb, &pw(), FAST, BASE + 12).unwrap();
     b.set(&pb, "b", b"2", BASE + 13).unwrap();
     drop((a, b));
@@ -50,10 +60,27 @@ fn two_rekeys_made_apart_reconcile_to_one_key_in_either_order() {
         MergeError::NotVerified
     );
 
+    let a_key = open(&pa, &sk).proven_key_ids()[0];
     let mut got = Vec::new();
+    let mut kept = Vec::new();
     for (first, second) in [(&pa, &pb), (&pb, &pa)] {
         let (mut v, r) = open(first, &sk).reconcile(open(second, &sk), BASE + 20);
-        r.unwrap();
+        // B's key stays (the later wrap); A's code wraps A's key, which the
+        // vault no longer uses: lost, and counted for the user.
+        assert_ne!(v.proven_key_ids()[0], a_key, "A's key was kept");
+        assert_eq!(r.unwrap(), Some(1));
+        assert!(v.file().recovery_wraps.is_empty());
+        kept.push(v.proven_key_ids()[0]);
+        // A's organizer is wrapped again for the key kept.
+        let w = v
+            .organizer_wrap(&org)
+            .expect("A's organizer was lost")
+            .clone();
+        let key = org_secret
+            .open_wrap(&w.epk, &v.account_id(), &w.sealed)
+            .unwrap();
+        assert_eq!(vault::key_id(key.expose()), v.proven_key_ids()[0]);
+        assert!(v.file().generation >= vault::read(&pa).unwrap().vault.generation);
         for (name, want) in [("shared", b"0"), ("a", b"1"), ("b", b"2")] {
             assert_eq!(value(&v, name).as_deref(), Some(&want[..]), "{name}");
         }
@@ -63,6 +90,7 @@ fn two_rekeys_made_apart_reconcile_to_one_key_in_either_order() {
         v.persist_above(&out, 0).unwrap();
         got.push(out);
     }
+    assert_eq!(kept[0], kept[1], "the two orders kept different keys");
     // The same account key either way: each written result merges into
     // the other as an ordinary copy (no previous key allowed), and into a
     // vault opened from either result.

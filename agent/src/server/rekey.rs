@@ -100,7 +100,7 @@ impl Agent {
                     Ok(other) if super::rollback::key_accepted(&known, &other) => {
                         v.reconcile(other, now)
                     }
-                    _ => (v, Ok(false)),
+                    _ => (v, Ok(None)),
                 };
                 // Account keys passed by value through these frames.
                 crate::secret::scrub_stack();
@@ -110,13 +110,22 @@ impl Agent {
             .map_err(internal)?;
             v = kept;
             match r {
-                Ok(false) => {}
-                Ok(true) => notes.push(
-                    "took in a copy made under another account key (`keyward rekey` was run on \
-                     two devices while apart): the later one is kept, and the other device \
-                     takes it at its next unlock"
-                        .into(),
-                ),
+                Ok(None) => {}
+                Ok(Some(lost)) => {
+                    notes.push(
+                        "took in a copy made under another account key (`keyward rekey` was run \
+                         on two devices while apart): the later one is kept, and the other \
+                         device takes it at its next unlock"
+                            .into(),
+                    );
+                    if lost > 0 {
+                        notes.push(format!(
+                            "{lost} recovery code(s) made under the account key not kept no \
+                             longer work (the vault does not hold their keys): make new ones \
+                             with `keyward recovery-code new`"
+                        ));
+                    }
+                }
                 Err(e) => notes.push(format!(
                     "a copy made under another account key (`keyward rekey` on another device) \
                      was not taken in: {e}"

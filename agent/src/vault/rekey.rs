@@ -175,25 +175,31 @@ impl Unlocked {
     /// other in: the other's key is kept as a previous key (record 0x0d)
     /// and its contents merged as if written now. Both devices pick the
     /// same key. Nothing is written; on an error, `self` comes back
-    /// unchanged. `Ok(true)`: taken in.
-    pub fn reconcile(self, other: Unlocked, now: u64) -> (Unlocked, Result<bool, MergeError>) {
+    /// unchanged. `Ok(Some(n))`: taken in; `n` recovery codes of the
+    /// copy not kept no longer work (they wrap its key, which the vault
+    /// does not hold: it cannot wrap the kept key for them).
+    pub fn reconcile(
+        self,
+        other: Unlocked,
+        now: u64,
+    ) -> (Unlocked, Result<Option<usize>, MergeError>) {
         let rank = |v: &Unlocked| super::merge::newest_wrap_rank(&v.file);
         if rank(&other) > rank(&self) {
             let mut keep = other;
             match keep.absorb(&self, now) {
-                Ok(()) => (keep, Ok(true)),
+                Ok(lost) => (keep, Ok(Some(lost))),
                 Err(e) => (self, Err(e)),
             }
         } else {
             let mut keep = self;
-            let r = keep.absorb(&other, now).map(|()| true);
+            let r = keep.absorb(&other, now).map(Some);
             (keep, r)
         }
     }
 
     /// Takes `other` (see [`Self::reconcile`]) into this vault; nothing
     /// changes on an error.
-    fn absorb(&mut self, other: &Unlocked, now: u64) -> Result<(), MergeError> {
+    fn absorb(&mut self, other: &Unlocked, now: u64) -> Result<usize, MergeError> {
         let id = self.file.account_id;
         if other.file.account_id != id {
             return Err(MergeError::OtherAccount(other.file.account_id.to_string()));
@@ -203,9 +209,45 @@ impl Unlocked {
         }
         let mut old = Key32::zero();
         old.expose_mut().copy_from_slice(&other.keys.account_key);
-        let theirs = self
+        let mut theirs = self
             .converted_from_previous_key(&other.file, &old)
             .map_err(|_| MergeError::NotVerified)?;
+        // Its organizers that this vault lacks are wrapped again for the
+        // key kept (their public keys are all it takes); its recovery codes
+        // cannot be (their keys are not in the vault): counted, for the
+        // user.
+        for w in &other.file.organizers.wraps {
+            if theirs.organizers.wraps.iter().any(|x| x.org_pk == w.org_pk) {
+                continue;
+            }
+            let org = Recipient::from_point(&w.org_pk).map_err(|_| MergeError::NotVerified)?;
+            let (epk, sealed) = seal_to_organizer(&org, &id, &self.keys.account_key)
+                .map_err(|_| MergeError::NotVerified)?;
+            theirs.organizers.wraps.push(format::OrganizerWrap {
+                epk,
+                sealed,
+                ..w.clone()
+            });
+        }
+        let lost_codes = other
+            .file
+            .recovery_wraps
+            .iter()
+            .filter(|r| {
+                !self
+                    .file
+                    .recovery_wraps
+                    .iter()
+                    .any(|x| x.code_id == r.code_id)
+            })
+            .filter(|r| {
+                !self
+                    .file
+                    .tombstones
+                    .iter()
+                    .any(|t| t.kind == TombstoneKind::RecoveryCode && t.id[..] == r.code_id[..])
+            })
+            .count();
         let old_id = key_id(&other.keys.account_key);
         let record = (other.keys.account_key != self.keys.account_key
             && !self.file.previous_keys.iter().any(|k| k.key_id == old_id))
@@ -228,7 +270,9 @@ impl Unlocked {
                 sealed,
             });
         }
-        Ok(())
+        // Written above both (the device's generation mark, §13).
+        self.file.generation = self.file.generation.max(other.file.generation);
+        Ok(lost_codes)
     }
 
     /// The earlier account key under which `other` verifies, if any.

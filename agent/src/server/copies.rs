@@ -99,7 +99,7 @@ impl Agent {
         let (bytes, generation, items) = self.with_session(|s| {
             let (bytes, copy, _) = s
                 .vault
-                .read_copy(&s.account.vault_path)
+                .read_copy(&s.account.vault_path, false)
                 .map_err(|e| copy_error(&s.account.vault_path.display().to_string(), e))?;
             Ok((bytes, copy.file().generation, copy.len() as u64))
         })?;
@@ -124,7 +124,9 @@ impl Agent {
         let uid = self.uid;
         let now = self.clock.unix_now();
         self.edit_vault(|v, vault_path| {
-            let (_, copy, diff) = v.read_copy(&source).map_err(|e| copy_error(path, e))?;
+            let (_, copy, diff) = v
+                .read_copy(&source, true)
+                .map_err(|e| copy_error(path, e))?;
             let current = v.file().generation;
             let mut brings = Vec::new();
             if !diff.only_in_copy.is_empty() {
@@ -148,14 +150,21 @@ impl Agent {
                     some_names(&diff.only_in_vault, 5)
                 ));
             }
-            if diff.generation < current && !older {
+            // A copy under a retired key is older than the rekey whatever
+            // generation it claims (whoever held that key could write any).
+            if (diff.generation < current || diff.earlier_key) && !older {
                 return Err(err(
                     ErrorCode::InvalidInput,
                     format!(
-                        "this backup is older than the vault (write generation {} < {current}): \
-                         restoring it {}. Passwords, the Secret Key, YubiKeys and recovery codes \
-                         stay as they are now. Run again with --older to restore it anyway",
-                        diff.generation,
+                        "this backup is older than the vault ({}): restoring it {}. Passwords, \
+                         the Secret Key, YubiKeys and recovery codes stay as they are now. Run \
+                         again with --older to restore it anyway",
+                        if diff.earlier_key {
+                            "made before a `keyward rekey`, under the account key it retired"
+                                .to_owned()
+                        } else {
+                            format!("write generation {} < {current}", diff.generation)
+                        },
                         if brings.is_empty() {
                             "changes no item".to_owned()
                         } else {

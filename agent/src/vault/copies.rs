@@ -55,7 +55,13 @@ impl Unlocked {
     /// The bytes of `path` if they are a copy of this account's vault that
     /// verifies under the keys in memory (checksum, MAC, every item), with
     /// what it holds next to this vault.
-    pub fn read_copy(&self, path: &Path) -> Result<(Vec<u8>, Unlocked, CopyDiff), CopyError> {
+    /// `earlier`: a copy under an account key a `rekey` retired (a backup
+    /// made before it) is taken too (for restoring, never for a backup).
+    pub fn read_copy(
+        &self,
+        path: &Path,
+        earlier: bool,
+    ) -> Result<(Vec<u8>, Unlocked, CopyDiff), CopyError> {
         let bytes = super::store::read_limited(path, format::MAX_FILE_LEN)?;
         let parsed = format::parse(&bytes)?;
         if parsed.vault.account_id != self.file.account_id {
@@ -66,12 +72,12 @@ impl Unlocked {
         }
         // A copy made before a `rekey` verifies under the key it retired
         // (record 0x0d, SECURITY.md §18.6).
-        let key = match (
-            parsed.mac_ok(&self.keys.mac_key),
-            self.previous_key_for(&parsed),
-        ) {
-            (false, Some(old)) => old,
-            _ => Key32::from_slice(&self.keys.account_key)
+        let previous = (earlier && !parsed.mac_ok(&self.keys.mac_key))
+            .then(|| self.previous_key_for(&parsed))
+            .flatten();
+        let key = match previous {
+            Some(old) => old,
+            None => Key32::from_slice(&self.keys.account_key)
                 .ok_or(CopyError::Tampered(UnlockError::Tampered))?,
         };
         let copy = open_with_account_key(parsed, &key, None).map_err(CopyError::Tampered)?;
@@ -144,8 +150,8 @@ impl Unlocked {
 
     /// Makes the items of `copy` (a copy of this account's vault, from
     /// [`Self::read_copy`]) the items of this vault, in one write; the
-    /// credentials stay as they are. Sealed records move as they are:
-    /// both copies share the item key.
+    /// credentials stay as they are. Each item the copy brings back or
+    /// changes is sealed again, as an edit made now.
     pub fn restore_items_from(
         &mut self,
         path: &Path,

@@ -159,7 +159,10 @@ fn a_backup_of_another_account_or_a_tampered_one_is_refused() {
 #[test]
 fn a_backup_made_before_a_rekey_restores() {
     let home = Home::new();
-    home.init(PW);
+    // No merge of the folder behind the test's back (the own file is
+    // swapped below).
+    home.set_env([("KEYWARD_SYNC_POLL_MS".to_owned(), "600000".to_owned())]);
+    let (account, _) = home.init(PW);
     set(&home, "a", "1");
     set(&home, "b", "2");
     let out = home.path().join("before-rekey.kwv");
@@ -175,6 +178,7 @@ fn a_backup_made_before_a_rekey_restores() {
         r.stderr.contains("brings back 1 item") && !r.stderr.contains("gives"),
         "{r}"
     );
+    assert!(r.stderr.contains("made before a `keyward rekey`"), "{r}");
     let r = home.ok(&["restore", out_s, "--older"]);
     assert!(r.stderr.contains("before a `keyward rekey`"), "{r}");
     assert_eq!(names(&home, &[]), ["a", "b"]);
@@ -183,6 +187,17 @@ fn a_backup_made_before_a_rekey_restores() {
     home.ok(&["lock"]);
     home.unlock(PW).expect_code(0);
     assert_eq!(home.ok(&["get", "b"]).stdout, "2");
+
+    // A backup is only ever of a file under the key in force: the old
+    // copy put in place of the vault file is refused.
+    let vault = home.paths.data_dir.join(format!("vault-{account}.kwv"));
+    let now = std::fs::read(&vault).unwrap();
+    std::fs::copy(&out, &vault).unwrap();
+    let again = home.path().join("again.kwv");
+    let r = home.run(&["backup", "--out", again.to_str().unwrap()]);
+    assert_ne!(r.code, 0, "a backup of a file under a retired key: {r}");
+    assert!(!again.exists());
+    std::fs::write(&vault, now).unwrap();
 
     // The same backup with a flipped byte: refused.
     let mut b = std::fs::read(&out).unwrap();

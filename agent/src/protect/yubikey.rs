@@ -1023,8 +1023,8 @@ fn key_agreement_pair(
     }
     let shared = ykpiv::decrypt_data(&mut yk, epk, AlgorithmId::EccP256, slot_id);
     let other = match (&shared, second, &pin) {
-        (Ok(_), Some(p), Some(pin)) => {
-            verify_pin(&mut yk, serial, pin)?;
+        // The first agreement stands whatever happens to the second.
+        (Ok(_), Some(p), Some(pin)) if verify_pin(&mut yk, serial, pin).is_ok() => {
             if touch == Touch::Always {
                 io.notice(&format!(
                     "Touch your YubiKey {serial} once more (for the Secret Key another device \

@@ -88,6 +88,9 @@ fn is_part(name: &str, id: &AccountId) -> bool {
         .is_some_and(|d| parse_device_id(d).is_some())
 }
 
+/// The largest sibling read while this device's own file is missing.
+const MISSING_OWN_MAX_LEN: u64 = 64 << 20;
+
 /// Directory entries looked at per scan of the folder.
 const MAX_SCAN: usize = 4096;
 
@@ -107,8 +110,8 @@ pub(super) fn siblings(own: &Path, id: &AccountId) -> Vec<PathBuf> {
         return Vec::new();
     };
     // Junk larger than any copy could be is not read; with no own file to
-    // compare with (it is missing), only the format's own limit applies.
-    let max_len = std::fs::metadata(own).map_or(vault::format::MAX_FILE_LEN, |m| {
+    // compare with (it is missing), a fixed bound: some 500,000 items.
+    let max_len = std::fs::metadata(own).map_or(MISSING_OWN_MAX_LEN, |m| {
         m.size().saturating_mul(2).saturating_add(1 << 20)
     });
     let mut out: Vec<(bool, PathBuf)> = entries
@@ -142,12 +145,17 @@ pub(super) fn read_own(
         Err(vault::ReadError::NotFound) => {}
         other => return other.map(|p| (p, false)),
     }
+    // One parsed copy held at a time besides the best so far.
+    let rank = |p: &vault::format::Parsed| (vault::newest_epoch(&p.vault), p.vault.generation);
     siblings(own, id)
         .into_iter()
         .filter(|p| is_part(&raw_name(p), id))
         .filter_map(|p| vault::read(&p).ok())
         .filter(|p| &p.vault.account_id == id)
-        .max_by_key(|p| (vault::newest_epoch(&p.vault), p.vault.generation))
+        .fold(None, |best: Option<vault::format::Parsed>, p| match best {
+            Some(b) if rank(&b) >= rank(&p) => Some(b),
+            _ => Some(p),
+        })
         .map(|p| (p, true))
         .ok_or(vault::ReadError::NotFound)
 }
@@ -190,15 +198,24 @@ pub(super) fn has_other_copies(own: &Path, id: &AccountId) -> bool {
 /// password wraps first, at most [`MAX_UNLOCK_TRIES`] (an unlock tries
 /// their wraps when this device's own do not open).
 pub(super) fn newest_parts(own: &Path, id: &AccountId) -> Vec<vault::format::Parsed> {
-    let mut parts: Vec<(u64, vault::format::Parsed)> = siblings(own, id)
+    // Kept to the best few while reading: at most MAX_UNLOCK_TRIES + 1
+    // parsed copies in memory, however many parts the folder holds.
+    let mut parts: Vec<(u64, vault::format::Parsed)> = Vec::new();
+    for p in siblings(own, id)
         .into_iter()
         .filter(|p| is_part(&raw_name(p), id))
-        .filter_map(|p| vault::read(&p).ok())
-        .filter(|p| &p.vault.account_id == id)
-        .map(|p| (vault::newest_epoch(&p.vault), p))
-        .collect();
-    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
-    parts.truncate(MAX_UNLOCK_TRIES);
+    {
+        let Ok(p) = vault::read(&p) else { continue };
+        if &p.vault.account_id != id {
+            continue;
+        }
+        let epoch = vault::newest_epoch(&p.vault);
+        let at = parts.partition_point(|q| q.0 >= epoch);
+        if at < MAX_UNLOCK_TRIES {
+            parts.insert(at, (epoch, p));
+            parts.truncate(MAX_UNLOCK_TRIES);
+        }
+    }
     parts.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -522,9 +539,39 @@ impl Agent {
 
     /// Merges the folder into the unlocked vault now (`Sync`, and the watcher).
     pub fn sync_now(&self) -> Result<Response, AgentError> {
+        // The merge, the bulk of the work, runs on a copy without the
+        // writers' lock (the watcher runs at a low priority: a writer must
+        // not wait on it); only writing the result and putting it in place
+        // take the lock. If the session or its vault changed meanwhile, the
+        // merge is made again under the lock.
+        let now_at = |st: &State| match st {
+            State::Unlocked(s) => Some((s.unlocked_at, s.vault.file().generation)),
+            _ => None,
+        };
+        let premerged = {
+            let st = self.read_state();
+            match (&*st, now_at(&st)) {
+                (State::Unlocked(s), Some(at)) => s
+                    .vault
+                    .try_clone()
+                    .ok()
+                    .map(|c| (at, s.account.vault_path.clone(), c)),
+                _ => None,
+            }
+        }
+        .map(|(at, path, mut copy)| {
+            let report = merge_folder(&mut copy, &path);
+            (at, copy, report)
+        });
         let mut out = (Vec::new(), Vec::new());
         self.edit_vault(|v, path| {
-            let mut report = merge_folder(v, path);
+            let mut report = match premerged {
+                Some((at, copy, report)) if now_at(&self.read_state()) == Some(at) => {
+                    *v = copy;
+                    report
+                }
+                _ => merge_folder(v, path),
+            };
             if report.changed {
                 v.persist_above(path, report.generation).map_err(|e| {
                     err(

@@ -68,8 +68,11 @@ fn two_rekeys_made_apart_reconcile_to_one_key_in_either_order() {
         // B's key stays (the later wrap); A's code wraps A's key, which the
         // vault no longer uses: lost, and counted for the user.
         assert_ne!(v.proven_key_ids()[0], a_key, "A's key was kept");
-        assert_eq!(r.unwrap(), Some(1));
+        let lost = r.unwrap().unwrap();
+        assert_eq!(lost.len(), 1);
         assert!(v.file().recovery_wraps.is_empty());
+        // Revoked (a tombstone), as a rekey revokes.
+        assert!(v.file().tombstones.iter().any(|t| t.id[..] == lost[0][..]));
         kept.push(v.proven_key_ids()[0]);
         // A's organizer is wrapped again for the key kept.
         let w = v

@@ -63,18 +63,21 @@ impl Agent {
     }
 
     /// Two rekeys made on two devices while apart (SECURITY.md §18.6):
-    /// of `copies` (those the unlock looked at: this device's own file and
-    /// the newest parts), each that `v` cannot verify but that carries a
-    /// previous key (so a rekey made it) is opened with the credentials
-    /// that just opened `v` — not counted, and a copy whose password wraps
-    /// were all tried costs nothing — and reconciled with `v`: the later
-    /// password wrap's account key stays, the other is kept as a previous
-    /// key, and both contents are merged. Without this the later key's copy
-    /// opened first and this device's own file, under the other key, was
-    /// overwritten by the next write.
+    /// `opened` are copies the unlock opened with these credentials but did
+    /// not take (they do not prove the key in force here); of `copies` (the
+    /// ones the unlock did not try: this device's own file and the newest
+    /// parts), each that `v` cannot verify but that carries a previous key
+    /// (so a rekey made it) is opened with the credentials that just opened
+    /// `v` — not counted, and a copy whose password wraps were all tried
+    /// costs nothing. Each that proves an account key this device has seen
+    /// is reconciled with `v`: the later password wrap's account key stays,
+    /// the other is kept as a previous key, and both contents are merged.
+    /// Without this the later key's copy opened first and this device's own
+    /// file, under the other key, was overwritten by the next write.
     pub(super) async fn take_in_other_rekeys(
         &self,
         mut v: vault::Unlocked,
+        opened: Vec<vault::Unlocked>,
         copies: Vec<Parsed>,
         password: &Arc<Password>,
         sk: &Arc<SecretKey>,
@@ -82,6 +85,23 @@ impl Agent {
     ) -> Result<vault::Unlocked, AgentError> {
         let mut tried: Vec<vault::format::PasswordWrap> = Vec::new();
         let known = self.known_keys(&v.account_id());
+        for other in opened {
+            let now = self.clock.unix_now();
+            let known = known.clone();
+            let (kept, r) = tokio::task::spawn_blocking(move || {
+                let r = if super::rollback::key_seen(&known, &other) {
+                    v.reconcile(other, now)
+                } else {
+                    (v, Ok(None))
+                };
+                crate::secret::scrub_stack();
+                r
+            })
+            .await
+            .map_err(internal)?;
+            v = kept;
+            reconciled_note(self, &v, r, notes);
+        }
         for copy in copies {
             if v.knows_key_of(&copy)
                 || copy.vault.previous_keys.is_empty()
@@ -97,7 +117,7 @@ impl Agent {
             let (kept, r) = tokio::task::spawn_blocking(move || {
                 let r = match vault::unlock(copy, &pw, &key) {
                     // It must prove a key this device has seen (§18.5).
-                    Ok(other) if super::rollback::key_accepted(&known, &other) => {
+                    Ok(other) if super::rollback::key_seen(&known, &other) => {
                         v.reconcile(other, now)
                     }
                     _ => (v, Ok(None)),
@@ -109,29 +129,43 @@ impl Agent {
             .await
             .map_err(internal)?;
             v = kept;
-            match r {
-                Ok(None) => {}
-                Ok(Some(lost)) => {
-                    notes.push(
-                        "took in a copy made under another account key (`keyward rekey` was run \
-                         on two devices while apart): the later one is kept, and the other \
-                         device takes it at its next unlock"
-                            .into(),
-                    );
-                    if lost > 0 {
-                        notes.push(format!(
-                            "{lost} recovery code(s) made under the account key not kept no \
-                             longer work (the vault does not hold their keys): make new ones \
-                             with `keyward recovery-code new`"
-                        ));
-                    }
-                }
-                Err(e) => notes.push(format!(
-                    "a copy made under another account key (`keyward rekey` on another device) \
-                     was not taken in: {e}"
-                )),
-            }
+            reconciled_note(self, &v, r, notes);
         }
         Ok(v)
+    }
+}
+
+/// What a reconcile of [`Agent::take_in_other_rekeys`] tells the user.
+fn reconciled_note(
+    agent: &Agent,
+    v: &vault::Unlocked,
+    r: vault::Reconciled,
+    notes: &mut Vec<String>,
+) {
+    match r {
+        Ok(None) => {}
+        Ok(Some(codes)) => {
+            for code_id in &codes {
+                agent.remember_revoked(&v.account_id(), &vault::hex(code_id));
+            }
+            let lost = codes.len();
+            notes.push(
+                "took in a copy made under another account key (`keyward rekey` was run on two \
+                 devices while apart): the later one is kept, and the other device takes it at \
+                 its next unlock"
+                    .into(),
+            );
+            if lost > 0 {
+                notes.push(format!(
+                    "{lost} recovery code(s) made under the account key not kept are revoked \
+                     (the vault does not hold their keys, so they cannot open the one kept): \
+                     make new ones with `keyward recovery-code new`"
+                ));
+            }
+        }
+        Err(e) => notes.push(format!(
+            "a copy made under another account key (`keyward rekey` on another device) was not \
+             taken in: {e}"
+        )),
     }
 }

@@ -21,13 +21,14 @@
 //!   A slot this device never saw (made elsewhere, or before this record
 //!   existed) is used as it is.
 //! - `account-keys-<ID>`: the ids (16 hex digits a line, [`vault::key_id`])
-//!   of the account keys this device has seen its vault under. A copy is
-//!   taken as this account's vault only if it proves one of them (its own
-//!   key, or a previous key it holds sealed): someone who knows the Master
-//!   Password and can write the folder cannot put a vault of their own in
-//!   its place (with a YubiKey-kept Secret Key, the card would open the one
-//!   they seal to its public key). None recorded (a keyward before this
-//!   record): the first vault opened is taken, and recorded.
+//!   of the account keys this device has seen its vault under, the one in
+//!   force first. A copy is taken as this account's vault only if it proves
+//!   the one in force (its own key, or a previous key it holds sealed):
+//!   someone who knows the Master Password and can write the folder cannot
+//!   put a vault of their own in its place (with a YubiKey-kept Secret Key,
+//!   the card would open the one they seal to its public key). None
+//!   recorded (a keyward before this record): a copy is taken if it
+//!   verifies the device's own file.
 //!
 //! All live in the state directory, which an attacker who can only replace
 //! the vault file (a synced folder, a backup) does not control. Code running
@@ -45,9 +46,29 @@ use std::path::PathBuf;
 /// each password change or Secret Key change adds one).
 const KDF_SLOTS: usize = 32;
 
-/// Whether `v` may be taken as this account's vault on this device, given
-/// the account keys it has seen (`known`, from [`Agent::known_keys`]).
-pub(super) fn key_accepted(known: &[[u8; 8]], v: &vault::Unlocked) -> bool {
+/// Whether `v` may be taken as this account's vault on this device: it
+/// proves the account key in force here (`known[0]`, from
+/// [`Agent::known_keys`]) — as its own key, or as a previous key it holds
+/// sealed (a rekey made on another device). A retired key is not enough:
+/// whoever held it (a removed device, a revoked code and an old copy) could
+/// seal it into a vault of their own. With nothing recorded (an account
+/// from before this record), `v` must verify this device's own file
+/// (`own`): the first vault is taken on the own file's word.
+pub(super) fn key_accepted(
+    known: &[[u8; 8]],
+    own: Option<&vault::format::Parsed>,
+    v: &vault::Unlocked,
+) -> bool {
+    match known.first() {
+        Some(current) => v.proven_key_ids().contains(current),
+        None => own.is_none_or(|o| v.knows_key_of(o)),
+    }
+}
+
+/// The wider test for a copy opened with the credentials that just opened
+/// a vault proving the key in force (two rekeys made apart, §18.6): it
+/// proves any key this device has seen.
+pub(super) fn key_seen(known: &[[u8; 8]], v: &vault::Unlocked) -> bool {
     known.is_empty() || v.proven_key_ids().iter().any(|k| known.contains(k))
 }
 
@@ -81,7 +102,10 @@ impl Agent {
         self.paths.state_dir.join(format!("account-keys-{id}"))
     }
 
-    /// The ids of the account keys this device has seen `id`'s vault under.
+    /// The ids of the account keys this device has seen `id`'s vault
+    /// under, the one in force first (empty: none recorded, or a record
+    /// that cannot be read — then the own file vouches, see
+    /// [`key_accepted`]).
     pub(super) fn known_keys(&self, id: &AccountId) -> Vec<[u8; 8]> {
         std::fs::read_to_string(self.keys_file(id))
             .unwrap_or_default()
@@ -95,14 +119,15 @@ impl Agent {
     /// join, unlock, recovery, rekey).
     pub(super) fn remember_keys(&self, v: &vault::Unlocked) {
         let id = v.account_id();
-        let mut all = self.known_keys(&id);
-        let before = all.len();
-        for k in v.proven_key_ids() {
-            if !all.contains(&k) {
-                all.push(k);
+        let before = self.known_keys(&id);
+        // The key in force first, then every other seen.
+        let mut all = v.proven_key_ids();
+        for k in &before {
+            if !all.contains(k) {
+                all.push(*k);
             }
         }
-        if all.len() == before {
+        if all == before {
             return;
         }
         let text: String = all.iter().map(|k| format!("{}\n", vault::hex(k))).collect();
@@ -300,5 +325,58 @@ impl Agent {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{key_accepted, key_seen};
+    use crate::account::password::{KdfParams, Password};
+    use crate::vault;
+
+    const FAST: KdfParams = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
+
+    /// Someone holding a retired account key (a removed device, a revoked
+    /// code and an old copy) can seal it, as a previous key, into a vault of
+    /// their own: that vault proves a key this device has *seen*, but not
+    /// the one in force, and is not taken.
+    #[test]
+    fn a_vault_proving_only_a_retired_key_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = Password::new("pinned keys").unwrap();
+        let (p0, p1) = (dir.path().join("v0"), dir.path().join("v1"));
+        let (v0, sk) = vault::create(&p0, &pw, FAST, 1).unwrap();
+        std::fs::copy(&p0, &p1).unwrap();
+        let mut v1 = vault::unlock(vault::read(&p1).unwrap(), &pw, &sk).unwrap();
+        v1.rekey(&p1, &pw, FAST, 2).unwrap();
+        // This device: K1 in force, K0 seen before.
+        let known = v1.proven_key_ids();
+        assert_eq!(known.len(), 2);
+        assert!(key_accepted(&known, None, &v1));
+        // The forger's vault: an old copy (K0) rekeyed by them, so under a
+        // key of theirs with K0 sealed in as a previous key.
+        drop(v0);
+        let p2 = dir.path().join("v2");
+        std::fs::copy(&p0, &p2).unwrap();
+        let mut v2 = vault::unlock(vault::read(&p2).unwrap(), &pw, &sk).unwrap();
+        v2.rekey(&p2, &pw, FAST, 5).unwrap();
+        // v2: a key never in force here, K0 as a previous key.
+        assert!(v2.proven_key_ids().contains(&known[1]));
+        assert!(
+            !key_accepted(&known, None, &v2),
+            "a retired key let a vault in"
+        );
+        // The wider test (two rekeys made apart, opened with the same
+        // credentials as a vault proving K1) takes it.
+        assert!(key_seen(&known, &v2));
+        // Nothing recorded: the own file vouches.
+        let own = vault::read(&p1).unwrap();
+        assert!(key_accepted(&[], Some(&own), &v1));
+        assert!(!key_accepted(&[], Some(&own), &v2));
     }
 }

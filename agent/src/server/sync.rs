@@ -551,22 +551,28 @@ impl Agent {
         let premerged = {
             let st = self.read_state();
             match (&*st, now_at(&st)) {
-                (State::Unlocked(s), Some(at)) => s
-                    .vault
-                    .try_clone()
-                    .ok()
-                    .map(|c| (at, s.account.vault_path.clone(), c)),
+                (State::Unlocked(s), Some(at)) => s.vault.try_clone().ok().map(|c| {
+                    let path = s.account.vault_path.clone();
+                    (at, folder_stamp(&path, &s.account.id), path, c)
+                }),
                 _ => None,
             }
         }
-        .map(|(at, path, mut copy)| {
+        .map(|(at, stamp, path, mut copy)| {
             let report = merge_folder(&mut copy, &path);
-            (at, copy, report)
+            (at, stamp, copy, report)
         });
         let mut out = (Vec::new(), Vec::new());
         self.edit_vault(|v, path| {
+            // The folder as it was before the merge read it, too: a copy
+            // rewritten since (a sync engine reuses names) must not be
+            // removed unmerged.
+            let unchanged = |at, stamp: &Vec<_>| {
+                now_at(&self.read_state()) == Some(at)
+                    && &folder_stamp(path, &v.account_id()) == stamp
+            };
             let mut report = match premerged {
-                Some((at, copy, report)) if now_at(&self.read_state()) == Some(at) => {
+                Some((at, stamp, copy, report)) if unchanged(at, &stamp) => {
                     *v = copy;
                     report
                 }

@@ -58,7 +58,7 @@ impl Agent {
     ) -> Result<vault::Unlocked, AgentError> {
         self.open_counted_any(vec![parsed], 0, password, sk, None, Vec::new())
             .await
-            .map(|(v, _, _)| v)
+            .map(|o| o.vault)
     }
 
     /// [`Self::open_counted`] from the first of `copies` that opens (the
@@ -73,10 +73,14 @@ impl Agent {
         sk: &Arc<SecretKey>,
         newer: Option<Arc<SecretKey>>,
         known: Vec<[u8; 8]>,
-    ) -> Result<(vault::Unlocked, usize, bool), AgentError> {
+    ) -> Result<vault::Opened, AgentError> {
         let (pw, key) = (password.clone(), sk.clone());
+        // With no key recorded, the own file vouches for the vault taken.
+        let own_copy = known.is_empty().then(|| copies.get(own).cloned()).flatten();
         let result = tokio::task::spawn_blocking(move || {
-            let accept = |v: &vault::Unlocked| crate::server::rollback::key_accepted(&known, v);
+            let accept = |v: &vault::Unlocked| {
+                crate::server::rollback::key_accepted(&known, own_copy.as_ref(), v)
+            };
             let r = vault::unlock_any(copies, own, &pw, &key, newer.as_deref(), &accept);
             // The account key passed by value through these frames.
             crate::secret::scrub_stack();
@@ -415,13 +419,19 @@ impl Agent {
             let spare = copies.clone();
             rekey_notes.clear();
             let known = self.known_keys(&account.id);
-            let (v, which, refused) = self
+            let opened = self
                 .open_counted_any(copies, own, &password, &sk, newer.clone(), known)
                 .await?;
-            // The copies after the one that opened were not tried.
+            let (v, which) = (opened.vault, opened.index);
+            // Replaced: it opened under a key refused, or another copy was
+            // taken and the own file does not verify under its keys.
+            let refused = opened.own_refused
+                || (which != own && spare.get(own).is_some_and(|o| !v.knows_key_of(o)));
+            // The copies after the one that opened were not tried; those
+            // refused opened with these credentials (another rekey?).
             let untried = spare.into_iter().skip(which + 1).collect();
             let v = self
-                .take_in_other_rekeys(v, untried, &password, &sk, &mut rekey_notes)
+                .take_in_other_rekeys(v, opened.refused, untried, &password, &sk, &mut rekey_notes)
                 .await?;
             // What follows writes the file (settling, recording the
             // protector's use) and installs the session: under the writers'

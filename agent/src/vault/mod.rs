@@ -21,7 +21,7 @@ pub mod store;
 
 pub use copies::{CopyDiff, CopyError};
 pub use merge::{MergeError, MergeOutcome, newest_epoch, wrap_epoch, wrap_origin};
-pub use rekey::key_id;
+pub use rekey::{Reconciled, key_id};
 
 use crate::account::items::ItemId;
 use crate::account::password::{self, KdfParams, Password, PasswordError};
@@ -312,16 +312,28 @@ pub fn unlock(
     Ok(v)
 }
 
+/// What [`unlock_any`] opened.
+pub struct Opened {
+    /// The vault taken.
+    pub vault: Unlocked,
+    /// The index of the copy it was opened from.
+    pub index: usize,
+    /// The own copy opened under a key `accept` refused (it was replaced).
+    pub own_refused: bool,
+    /// Copies opened with the Master Password and the Secret Key (never the
+    /// `newer` one) that `accept` refused: another device's rekey made
+    /// apart, or a vault of someone who knows both (SECURITY.md §18.6).
+    pub refused: Vec<Unlocked>,
+}
+
 /// Opens with the Master Password and the Secret Key from the first of
 /// `copies` whose password wrap opens, whose MAC then verifies, and that
-/// `accept` takes (it proves an account key this device has seen,
+/// `accept` takes (it proves the account key in force on this device,
 /// SECURITY.md §18.5) — the device's own file first, then the parts other
-/// devices wrote, which may hold a newer password wrap. Returns the vault,
-/// the index of the copy that opened, and whether the own copy opened
-/// under a key `accept` refused (it was replaced). Wrong credentials for
-/// all of them is one failure; a copy refused by `accept` is not a failure
-/// of the credentials (they opened it), and if nothing else opens the
-/// result is [`UnlockError::UnknownKey`].
+/// devices wrote, which may hold a newer password wrap. Wrong credentials
+/// for all of them is one failure; a copy refused by `accept` is not a
+/// failure of the credentials (they opened it), and if nothing is taken
+/// the result is [`UnlockError::UnknownKey`].
 ///
 /// `newer` is a Secret Key that a protector found sealed for it in another
 /// device's part (a YubiKey wrap re-made there with a new Secret Key): it
@@ -335,7 +347,9 @@ pub fn unlock_any(
     sk: &SecretKey,
     newer: Option<&SecretKey>,
     accept: &dyn Fn(&Unlocked) -> bool,
-) -> Result<(Unlocked, usize, bool), UnlockError> {
+) -> Result<Opened, UnlockError> {
+    let mut refused = Vec::new();
+    let mut any_refused = false;
     if let Some(newer) = newer {
         let mut tried: Vec<PasswordWrap> = Vec::new();
         for (i, parsed) in copies.iter().enumerate().take(own) {
@@ -348,15 +362,22 @@ pub fn unlock_any(
                 continue;
             }
             tried.extend(parsed.vault.password_wraps.iter().cloned());
-            if let Ok(v) = unlock(parsed.clone(), password, newer)
-                && accept(&v)
-            {
-                return Ok((v, i, false));
+            match unlock(parsed.clone(), password, newer) {
+                Ok(v) if accept(&v) => {
+                    return Ok(Opened {
+                        vault: v,
+                        index: i,
+                        own_refused: false,
+                        refused,
+                    });
+                }
+                // Opened by a key someone sealed to the card: dropped.
+                Ok(_) => any_refused = true,
+                Err(_) => {}
             }
         }
     }
     let mut own_err = None;
-    let mut refused = false;
     let mut own_refused = false;
     let mut tried: Vec<PasswordWrap> = Vec::new();
     for (i, parsed) in copies.into_iter().enumerate() {
@@ -374,17 +395,25 @@ pub fn unlock_any(
             continue;
         }
         match unlock(parsed, password, sk) {
-            Ok(v) if accept(&v) => return Ok((v, i, own_refused)),
-            Ok(_) => {
-                refused = true;
+            Ok(v) if accept(&v) => {
+                return Ok(Opened {
+                    vault: v,
+                    index: i,
+                    own_refused,
+                    refused,
+                });
+            }
+            Ok(v) => {
+                any_refused = true;
                 own_refused |= i == own;
+                refused.push(v);
             }
             // Another device's copy failing (forged, damaged) is only skipped.
             Err(e) if i == own => own_err = Some(e),
             Err(_) => {}
         }
     }
-    if refused {
+    if any_refused {
         return Err(UnlockError::UnknownKey);
     }
     Err(own_err.unwrap_or(UnlockError::WrongCredentials))

@@ -17,6 +17,10 @@ use crate::kdf::hmac_sha256;
 use crate::secret::Key32;
 use std::path::Path;
 
+/// What [`Unlocked::reconcile`] did: `Ok(Some(codes))` taken in, with the
+/// ids of the recovery codes it revoked; `Ok(None)` nothing to take in.
+pub type Reconciled = Result<Option<Vec<[u8; 8]>>, MergeError>;
+
 /// The public id of an account key: `HMAC-SHA256(key, "keyward/v1 key-id")[0..8]`.
 pub fn key_id(account_key: &[u8; 32]) -> [u8; 8] {
     let h = hmac_sha256(account_key, &[b"keyward/v1 key-id"]);
@@ -175,14 +179,11 @@ impl Unlocked {
     /// other in: the other's key is kept as a previous key (record 0x0d)
     /// and its contents merged as if written now. Both devices pick the
     /// same key. Nothing is written; on an error, `self` comes back
-    /// unchanged. `Ok(Some(n))`: taken in; `n` recovery codes of the
-    /// copy not kept no longer work (they wrap its key, which the vault
-    /// does not hold: it cannot wrap the kept key for them).
-    pub fn reconcile(
-        self,
-        other: Unlocked,
-        now: u64,
-    ) -> (Unlocked, Result<Option<usize>, MergeError>) {
+    /// unchanged. `Ok(Some(codes))`: taken in; the recovery codes of the
+    /// copy not kept that the kept vault lacks are revoked (they wrap the
+    /// key not kept, and their keys are not in the vault to wrap the kept
+    /// one): their ids.
+    pub fn reconcile(self, other: Unlocked, now: u64) -> (Unlocked, Reconciled) {
         let rank = |v: &Unlocked| super::merge::newest_wrap_rank(&v.file);
         if rank(&other) > rank(&self) {
             let mut keep = other;
@@ -199,7 +200,7 @@ impl Unlocked {
 
     /// Takes `other` (see [`Self::reconcile`]) into this vault; nothing
     /// changes on an error.
-    fn absorb(&mut self, other: &Unlocked, now: u64) -> Result<usize, MergeError> {
+    fn absorb(&mut self, other: &Unlocked, now: u64) -> Result<Vec<[u8; 8]>, MergeError> {
         let id = self.file.account_id;
         if other.file.account_id != id {
             return Err(MergeError::OtherAccount(other.file.account_id.to_string()));
@@ -229,7 +230,7 @@ impl Unlocked {
                 ..w.clone()
             });
         }
-        let lost_codes = other
+        let lost_codes: Vec<[u8; 8]> = other
             .file
             .recovery_wraps
             .iter()
@@ -247,7 +248,8 @@ impl Unlocked {
                     .iter()
                     .any(|t| t.kind == TombstoneKind::RecoveryCode && t.id[..] == r.code_id[..])
             })
-            .count();
+            .map(|r| r.code_id)
+            .collect();
         let old_id = key_id(&other.keys.account_key);
         let record = (other.keys.account_key != self.keys.account_key
             && !self.file.previous_keys.iter().any(|k| k.key_id == old_id))
@@ -270,6 +272,17 @@ impl Unlocked {
                 sealed,
             });
         }
+        // Revoked, as `rekey` revokes: they still open the key not kept.
+        for code_id in &lost_codes {
+            self.file.tombstones.push(format::Tombstone {
+                kind: TombstoneKind::RecoveryCode,
+                id: code_id.to_vec(),
+                removed: now,
+            });
+        }
+        self.file
+            .recovery_wraps
+            .retain(|r| !lost_codes.contains(&r.code_id));
         // Written above both (the device's generation mark, §13).
         self.file.generation = self.file.generation.max(other.file.generation);
         Ok(lost_codes)

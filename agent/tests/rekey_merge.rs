@@ -105,9 +105,20 @@ fn two_rekeys_made_apart_reconcile_to_one_key_in_either_order() {
     // Both original copies are taken in as this device's own file (one
     // under a previous key: sealed again, with fresh nonces), bringing
     // nothing new.
+    // A's file is under A's key, a previous key of the result: taken in as
+    // this device's own file only if that key was the one in force here
+    // (a holder of an earlier retired key could write the file).
+    let b_key = open(&pb, &sk).proven_key_ids()[0];
+    assert_eq!(
+        vx.merge_own_from(&vault::read(&pa).unwrap(), Some(b_key))
+            .unwrap_err(),
+        MergeError::NotVerified
+    );
+    vx.merge_own_from(&vault::read(&pa).unwrap(), Some(a_key))
+        .unwrap();
     let items = vx.file().items.len();
     for p in [&pa, &pb] {
-        vx.merge_own_from(&vault::read(p).unwrap()).unwrap();
+        vx.merge_own_from(&vault::read(p).unwrap(), None).unwrap();
         assert_eq!(vx.file().items.len(), items, "{}", p.display());
         for (name, want) in [("shared", b"0"), ("a", b"1"), ("b", b"2")] {
             assert_eq!(value(&vx, name).as_deref(), Some(&want[..]), "{name}");

@@ -376,7 +376,8 @@ impl Agent {
                 } else {
                     // A check writes nothing: the folder is merged in memory only.
                     self.bind_device(&mut v, path)?;
-                    let _ = crate::server::sync::merge_folder(&mut v, path);
+                    let own_key = self.key_in_force(&v.account_id());
+                    let _ = crate::server::sync::merge_folder(&mut v, path, own_key);
                 }
                 let code_id = code.code_id(&id);
                 if !v.file().recovery_wraps.iter().any(|w| w.code_id == code_id) {

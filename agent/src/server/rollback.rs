@@ -114,6 +114,12 @@ impl Agent {
             .collect()
     }
 
+    /// The id of the account key in force on this device (none recorded:
+    /// `None`).
+    pub(super) fn key_in_force(&self, id: &AccountId) -> Option<[u8; 8]> {
+        self.known_keys(id).first().copied()
+    }
+
     /// Records the account keys `v` proves (its own and its previous ones)
     /// as seen by this device. Called once `v` is this device's vault (init,
     /// join, unlock, recovery, rekey).

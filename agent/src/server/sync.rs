@@ -303,7 +303,14 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Merges every sibling of `own` (and `own` itself, as it is on disk) into `v`.
-pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
+/// `own_key`: the account key (id) this device had in force, the only
+/// previous key its own file may be under (see
+/// [`vault::Unlocked::merge_own_from`]).
+pub(super) fn merge_folder(
+    v: &mut vault::Unlocked,
+    own: &Path,
+    own_key: Option<[u8; 8]>,
+) -> Report {
     let id = v.account_id();
     let mut report = Report::default();
     let mut files = siblings(own, &id);
@@ -325,7 +332,7 @@ pub(super) fn merge_folder(v: &mut vault::Unlocked, own: &Path) -> Report {
             continue;
         }
         let merged = if path == own {
-            v.merge_own_from(&parsed)
+            v.merge_own_from(&parsed, own_key)
         } else {
             v.merge_from(&parsed)
         };
@@ -486,7 +493,8 @@ impl Agent {
         notes: &mut Vec<String>,
     ) -> Result<(), AgentError> {
         let device = self.bind_device(v, own)?;
-        let mut report = merge_folder(v, own);
+        let own_key = self.key_in_force(&v.account_id());
+        let mut report = merge_folder(v, own, own_key);
         if v.file()
             .tombstones
             .iter()
@@ -559,7 +567,8 @@ impl Agent {
             }
         }
         .map(|(at, stamp, path, mut copy)| {
-            let report = merge_folder(&mut copy, &path);
+            let own_key = self.key_in_force(&copy.account_id());
+            let report = merge_folder(&mut copy, &path, own_key);
             (at, stamp, copy, report)
         });
         let mut out = (Vec::new(), Vec::new());
@@ -576,7 +585,10 @@ impl Agent {
                     *v = copy;
                     report
                 }
-                _ => merge_folder(v, path),
+                _ => {
+                    let own_key = self.key_in_force(&v.account_id());
+                    merge_folder(v, path, own_key)
+                }
             };
             if report.changed {
                 v.persist_above(path, report.generation).map_err(|e| {

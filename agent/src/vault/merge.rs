@@ -27,6 +27,7 @@ use super::format::{
     self, DeviceRecord, ItemRecord, OrganizerWrap, Parsed, PasswordWrap, PivWrap, ProtectorRecord,
     RecoveryWrap, SshKeyRecord, Tombstone, TombstoneKind, UsedGrant, VaultFile,
 };
+use super::rekey::key_id;
 use super::{ItemMeta, Unlocked};
 use crate::account::items;
 use crate::account::wrap::Sealed;
@@ -160,7 +161,7 @@ impl Unlocked {
     /// vault in memory, record by record. Nothing is written: if
     /// [`MergeOutcome::changed`], the caller writes the vault.
     pub fn merge_from(&mut self, other: &Parsed) -> Result<MergeOutcome, MergeError> {
-        self.merge_impl(other, false)
+        self.merge_impl(other, Some(&[]))
     }
 
     /// [`Self::merge_from`] for this device's own file, which may still be
@@ -168,15 +169,27 @@ impl Unlocked {
     /// device, SECURITY.md §18.6): only that file is taken in under a
     /// previous key, never another device's — whoever still holds an old
     /// key (a removed device, a revoked recovery code and an old copy)
-    /// cannot get anything merged.
-    pub fn merge_own_from(&mut self, own: &Parsed) -> Result<MergeOutcome, MergeError> {
-        self.merge_impl(own, true)
+    /// cannot get anything merged. And only under `key` (an id), when
+    /// given: the key this device had in force before this vault's — the
+    /// one it wrote its file under before it saw the rekey. The file is in
+    /// the folder: a holder of a key retired earlier could put one there.
+    pub fn merge_own_from(
+        &mut self,
+        own: &Parsed,
+        key: Option<[u8; 8]>,
+    ) -> Result<MergeOutcome, MergeError> {
+        match key {
+            Some(id) => self.merge_impl(own, Some(&[id])),
+            None => self.merge_impl(own, None),
+        }
     }
 
+    /// `previous`: the ids of the previous keys a copy may be under
+    /// (`None`: any this vault holds).
     fn merge_impl(
         &mut self,
         other: &Parsed,
-        allow_previous: bool,
+        previous: Option<&[[u8; 8]]>,
     ) -> Result<MergeOutcome, MergeError> {
         if other.vault.account_id != self.file.account_id {
             return Err(MergeError::OtherAccount(other.vault.account_id.to_string()));
@@ -192,10 +205,13 @@ impl Unlocked {
         let theirs = if other.mac_ok(&self.keys.mac_key) {
             &other.vault
         } else {
-            let old = allow_previous
-                .then(|| self.previous_key_for(other))
-                .flatten()
-                .ok_or(MergeError::NotVerified)?;
+            let old = match previous {
+                Some([]) => None,
+                _ => self
+                    .previous_key_for(other)
+                    .filter(|k| previous.is_none_or(|ids| ids.contains(&key_id(k.expose())))),
+            }
+            .ok_or(MergeError::NotVerified)?;
             converted = self
                 .converted_from_previous_key(&other.vault, &old)
                 .map_err(|_| MergeError::NotVerified)?;

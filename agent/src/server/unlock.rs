@@ -416,7 +416,15 @@ impl Agent {
                 &account.id,
                 affordable,
             );
-            let spare = copies.clone();
+            // Kept for after the open: the own file, and the copies a
+            // second rekey may have made (they carry a previous key; most
+            // vaults never had one, and nothing is copied).
+            let spare: Vec<(usize, vault::format::Parsed)> = copies
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| *i == own || !c.vault.previous_keys.is_empty())
+                .map(|(i, c)| (i, c.clone()))
+                .collect();
             rekey_notes.clear();
             let known = self.known_keys(&account.id);
             let opened = self
@@ -426,10 +434,14 @@ impl Agent {
             // Replaced: it opened under a key refused, or another copy was
             // taken and the own file does not verify under its keys.
             let refused = opened.own_refused
-                || (which != own && spare.get(own).is_some_and(|o| !v.knows_key_of(o)));
+                || (which != own && spare.iter().any(|(i, o)| *i == own && !v.knows_key_of(o)));
             // The copies after the one that opened were not tried; those
             // refused opened with these credentials (another rekey?).
-            let untried = spare.into_iter().skip(which + 1).collect();
+            let untried = spare
+                .into_iter()
+                .filter(|(i, _)| *i > which)
+                .map(|(_, c)| c)
+                .collect();
             let v = self
                 .take_in_other_rekeys(v, opened.refused, untried, &password, &sk, &mut rekey_notes)
                 .await?;

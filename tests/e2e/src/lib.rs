@@ -239,6 +239,23 @@ impl Home {
         )
     }
 
+    /// `keyward recover --json` with `code` on fd 3 and `new_password` on
+    /// standard input.
+    pub fn recover(&self, code: &str, new_password: &str) -> Run {
+        self.run_with(
+            &[
+                "recover",
+                "--code-fd",
+                "3",
+                "--new-password-fd",
+                "0",
+                "--json",
+            ],
+            Some(format!("{new_password}\n").as_bytes()),
+            Some(code.as_bytes()),
+        )
+    }
+
     /// `keyward secret-key rotate` (the password on fd 3), which must
     /// succeed; the new Secret Key.
     pub fn rotate_secret_key(&self, password: &str) -> String {

@@ -95,19 +95,8 @@ fn a_backup_is_checked_private_and_restores_only_items() {
     assert_eq!(home.ok(&["get", "b"]).stdout, "2");
     // The recovery code made after the backup still works: credentials stayed.
     home.ok(&["lock"]);
-    home.run_with(
-        &[
-            "recover",
-            "--code-fd",
-            "3",
-            "--new-password-fd",
-            "0",
-            "--json",
-        ],
-        Some(b"a brand new master password\n"),
-        Some(code.as_bytes()),
-    )
-    .expect_code(0);
+    home.recover(&code, "a brand new master password")
+        .expect_code(0);
     assert_eq!(home.ok(&["get", "a"]).stdout, "1");
 
     // Nothing lost: the vault as it was before the restore is kept.

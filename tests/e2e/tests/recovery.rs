@@ -22,21 +22,6 @@ fn new_code(home: &Home, password: &str) -> (String, String) {
     )
 }
 
-fn recover(home: &Home, code: &str, new_password: &str) -> keyward_e2e::Run {
-    home.run_with(
-        &[
-            "recover",
-            "--code-fd",
-            "3",
-            "--new-password-fd",
-            "0",
-            "--json",
-        ],
-        Some(format!("{new_password}\n").as_bytes()),
-        Some(code.as_bytes()),
-    )
-}
-
 fn unlock_typed(home: &Home, password: &str, secret_key: &str) -> keyward_e2e::Run {
     home.run_with(
         &["unlock", "--password-stdin", "--secret-key-fd", "3"],
@@ -84,7 +69,7 @@ fn the_full_lock_out_story() {
     let typo = (0..)
         .map(typo_at)
         .find(|t| {
-            let r = recover(&home, t, "x");
+            let r = home.recover(t, "x");
             if r.code == 9 {
                 assert!(r.stderr.contains("this recovery code has a typo"), "{r}");
                 return true;
@@ -96,16 +81,16 @@ fn the_full_lock_out_story() {
         })
         .unwrap();
     for _ in 0..6 {
-        let r = recover(&home, &typo, "x").expect_code(9);
+        let r = home.recover(&typo, "x").expect_code(9);
         assert!(r.stderr.contains("this recovery code has a typo"), "{r}");
     }
 
-    let r = recover(
-        &home,
-        &code.to_lowercase().replace('-', " "),
-        "a whole new password",
-    )
-    .expect_code(0);
+    let r = home
+        .recover(
+            &code.to_lowercase().replace('-', " "),
+            "a whole new password",
+        )
+        .expect_code(0);
     let new_sk = r.json()["secret_key"].as_str().unwrap().to_owned();
     assert_ne!(new_sk, old_sk);
     assert!(
@@ -131,13 +116,13 @@ fn the_full_lock_out_story() {
     let used = home.ok(&["recovery-code", "list", "--json"]).json();
     assert!(used[0]["last_used"].as_u64().unwrap() > 0);
     home.ok(&["lock"]);
-    recover(&home, &code, "third password").expect_code(0);
+    home.recover(&code, "third password").expect_code(0);
     assert_eq!(home.ok(&["get", "bank/pin"]).stdout, "4321");
 
     // Revoked: refused, and counted.
     home.ok_pw(&["recovery-code", "revoke", &id[..6]], "third password");
     home.ok(&["lock"]);
-    let r = recover(&home, &code, "fourth").expect_code(6);
+    let r = home.recover(&code, "fourth").expect_code(6);
     assert!(r.stderr.contains("does not open this vault"), "{r}");
     assert!(
         home.ok(&["recovery-code", "list"])
@@ -159,7 +144,7 @@ fn wrong_recovery_codes_count_in_the_same_backoff_as_passwords() {
         home.unlock("wrong").expect_code(6);
     }
     for _ in 0..2 {
-        recover(&home, &foreign, "new").expect_code(6);
+        home.recover(&foreign, "new").expect_code(6);
     }
     let st = home.status();
     assert!(
@@ -213,7 +198,7 @@ fn rotating_the_secret_key_retires_the_old_one() {
     )
     .expect_code(0);
     home.ok(&["lock"]);
-    recover(&home, &code, "after all that").expect_code(0);
+    home.recover(&code, "after all that").expect_code(0);
     assert_eq!(home.ok(&["get", "k"]).stdout, "v");
 }
 
@@ -446,7 +431,7 @@ fn a_rolled_back_vault_does_not_bring_back_a_revoked_recovery_code() {
     home.ok(&["lock"]);
     std::fs::write(&path, &old).unwrap();
 
-    let r = recover(&home, &code, "an attacker's password");
+    let r = home.recover(&code, "an attacker's password");
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("older than one keyward opened"), "{r}");
     assert_eq!(
@@ -463,7 +448,7 @@ fn a_rolled_back_vault_does_not_bring_back_a_revoked_recovery_code() {
     assert_eq!(codes.as_array().unwrap().len(), 0, "{codes}");
     // Later writes push the generation past the mark: the code stays dead.
     home.ok(&["lock"]);
-    recover(&home, &code, "an attacker's password").expect_code(6);
+    home.recover(&code, "an attacker's password").expect_code(6);
 }
 
 /// Issue 19, reproduction 2b: revoke a code and kill -9 the agent (the mark
@@ -482,7 +467,7 @@ fn a_revocation_survives_a_killed_agent_and_a_rolled_back_vault() {
         home.agent_pid().is_none()
     });
     std::fs::write(&path, &old).unwrap();
-    let r = recover(&home, &code, "an attacker's password");
+    let r = home.recover(&code, "an attacker's password");
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("older than one keyward opened"), "{r}");
 }
@@ -560,7 +545,7 @@ fn new_passwords_with_unassigned_characters_are_refused_everywhere() {
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("has not assigned"), "{r}");
     home.ok(&["lock"]);
-    let r = recover(&home, &code, bad);
+    let r = home.recover(&code, bad);
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("has not assigned"), "{r}");
     // The old password still opens: nothing was changed.

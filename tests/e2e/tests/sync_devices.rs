@@ -163,18 +163,7 @@ fn a_revocation_and_a_new_secret_key_reach_the_other_device() {
     b.stop_agent();
     a.ok_pw(&["recovery-code", "revoke", &code_id[..8]], PW);
     // B's own part still has the code: it must not open B's vault.
-    let r = b.run_with(
-        &[
-            "recover",
-            "--code-fd",
-            "3",
-            "--new-password-fd",
-            "0",
-            "--json",
-        ],
-        Some(b"another new password\n"),
-        Some(code.as_bytes()),
-    );
+    let r = b.recover(&code, "another new password");
     assert_ne!(r.code, 0, "a code revoked on A recovered B: {}", r.stdout);
     b.unlock(PW).expect_code(0);
     assert!(
@@ -242,18 +231,7 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     // Locked and not yet caught up, B still holds the revoked code's wrap
     // in its own file: the folder shows the rekey, so no code recovers it.
     b.ok(&["lock"]);
-    let r = b.run_with(
-        &[
-            "recover",
-            "--code-fd",
-            "3",
-            "--new-password-fd",
-            "0",
-            "--json",
-        ],
-        Some(b"another new password\n"),
-        Some(code.as_bytes()),
-    );
+    let r = b.recover(&code, "another new password");
     assert_ne!(
         r.code, 0,
         "a code revoked by a rekey elsewhere recovered B: {r}"
@@ -273,18 +251,7 @@ fn a_rekey_on_one_device_reaches_the_other_and_revokes_the_codes() {
     // The revoked code recovers neither device.
     for h in [&a, &b] {
         h.ok(&["lock"]);
-        let r = h.run_with(
-            &[
-                "recover",
-                "--code-fd",
-                "3",
-                "--new-password-fd",
-                "0",
-                "--json",
-            ],
-            Some(b"another new password\n"),
-            Some(code.as_bytes()),
-        );
+        let r = h.recover(&code, "another new password");
         assert_ne!(
             r.code, 0,
             "a code revoked by the rekey recovered: {}",
